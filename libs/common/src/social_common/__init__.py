@@ -1,0 +1,1 @@
+"""Shared platform code of the social fleet."""

@@ -1,0 +1,43 @@
+"""The command line every service shares: ``python -m <service> [serve|migrate]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+
+from social_common.logging import configure_logging, get_logger
+from social_common.migrations import apply_migrations, load_migrations
+from social_common.runner import ServiceSpec, run_service
+from social_common.settings import Settings, SettingsError
+
+
+def migrate(spec: ServiceSpec, settings: Settings) -> list[str]:
+    """Applies the service's pending migrations as its own role; returns their names."""
+    if settings.database_url is None:
+        raise SettingsError(f"{spec.name} has no database to migrate")
+    migrations = load_migrations(resources.files(spec.name) / "migrations")
+    applied = apply_migrations(settings.database_url, spec.name, migrations)
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+def service_main(spec: ServiceSpec, argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {spec.name}")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate"],
+        help="serve REST and gRPC (default), or apply pending migrations and exit",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(spec.name, uses_database=spec.uses_database)
+    except SettingsError as exc:
+        sys.exit(f"{spec.name}: {exc}")
+    if args.command == "migrate":
+        configure_logging(spec.name, settings.log_level)
+        applied = migrate(spec, settings)
+        get_logger(__name__).info("migrated", applied=applied)
+        return
+    run_service(spec, settings)

@@ -1,0 +1,39 @@
+"""PostgreSQL through psycopg 3: one async pool per service process.
+
+The pool connects as the service's own role, whose search_path is its own
+schema (set by :func:`social_common.migrations.ensure_service_schema`), so SQL
+names tables without a schema prefix and cannot reach another service's.
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+# Statements run this many times on one connection become server-side prepared.
+PREPARE_THRESHOLD = 2
+
+
+async def _configure(conn: AsyncConnection) -> None:
+    conn.prepare_threshold = PREPARE_THRESHOLD
+
+
+def create_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -> AsyncConnectionPool:
+    """An unopened pool; the runner opens it without waiting, so a service
+    starts (and reports not ready) while its database is still unreachable."""
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        open=False,
+        configure=_configure,
+        kwargs={"application_name": name, "connect_timeout": 5},
+        timeout=5.0,
+    )
+
+
+async def check_database(pool: AsyncConnectionPool) -> None:
+    """Raises when the pool cannot hand out a working connection."""
+    async with pool.connection() as conn:
+        await conn.execute("SELECT 1")

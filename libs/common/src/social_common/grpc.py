@@ -1,0 +1,91 @@
+"""grpc.aio server plumbing: RED metrics per RPC, request ids, health, reflection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from social_common.logging import bind_request_context, clear_request_context
+from social_common.metrics import GRPC_DURATION, GRPC_HANDLED
+
+UnaryHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every unary RPC by method and status code, and binds
+    the caller's ``x-request-id`` metadata to the log context."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method: str = handler_call_details.method
+        request_id = _metadata_value(handler_call_details.invocation_metadata, "x-request-id")
+        inner = cast(UnaryHandler, handler.unary_unary)
+
+        async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            clear_request_context()
+            if request_id:
+                bind_request_context(request_id=request_id)
+            started = time.perf_counter()
+            failed = False
+            try:
+                return await inner(request, context)
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                code = context.code()
+                if code is None:
+                    code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+                name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                GRPC_HANDLED.labels(method, name).inc()
+                GRPC_DURATION.labels(method).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    for name, value in metadata or ():
+        if name == key:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def create_server() -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[MetricsInterceptor()],
+        # Without this, a second process could bind the same port and split traffic.
+        options=[("grpc.so_reuseport", 0)],
+    )
+
+
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str]
+) -> health.aio.HealthServicer:
+    """Serves grpc.health.v1 (overall and per service) and server reflection."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return servicer
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -1,0 +1,20 @@
+"""Redis through redis-py's asyncio client (hiredis parses replies when installed)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+
+def create_redis(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=30,
+        max_connections=256,
+    )
+
+
+async def check_redis(client: aioredis.Redis) -> None:
+    """Raises when Redis does not answer PING."""
+    await client.ping()

@@ -1,0 +1,152 @@
+"""Runs a service: its REST app (uvicorn) and its gRPC server (grpc.aio) in one
+process and one event loop, sharing one Postgres pool and one Redis client.
+
+On SIGTERM or SIGINT it drains: readiness turns to 503 and gRPC health to
+NOT_SERVING, then after ``SHUTDOWN_DELAY_SECONDS`` both listeners close, the
+requests and RPCs in flight get ``SHUTDOWN_GRACE_SECONDS`` to finish, and the
+pools close last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+import uvicorn
+import uvloop
+from psycopg_pool import AsyncConnectionPool
+from starlette.routing import BaseRoute
+
+from social_common.db import check_database, create_pool
+from social_common.grpc import SERVING, add_health_and_reflection, create_server
+from social_common.logging import configure_logging, get_logger
+from social_common.redis import check_redis, create_redis
+from social_common.rest import Check, Readiness, build_app
+from social_common.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a service's handlers share; built once by the runner."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    db: AsyncConnectionPool | None
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes a service: its public REST routes and its gRPC servicers.
+
+    ``register_grpc`` adds the servicers to the server and returns the full
+    names of the gRPC services it added (for health and reflection).
+    """
+
+    name: str
+    routes: Callable[[Resources], Sequence[BaseRoute]]
+    register_grpc: Callable[[grpc.aio.Server, Resources], Sequence[str]]
+    uses_database: bool = True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(spec: ServiceSpec, settings: Settings) -> None:
+    """Serves until SIGTERM/SIGINT, then drains and returns."""
+    redis = create_redis(settings.redis_url)
+    db: AsyncConnectionPool | None = None
+    checks: dict[str, Check] = {"redis": lambda: check_redis(redis)}
+    if spec.uses_database:
+        if settings.database_url is None:
+            raise RuntimeError(f"{spec.name} uses a database but DATABASE_URL is not set")
+        db = create_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            name=spec.name,
+        )
+        await db.open(wait=False)
+        pool = db
+        checks["postgres"] = lambda: check_database(pool)
+    resources = Resources(settings=settings, redis=redis, db=db)
+    readiness = Readiness(spec.name, checks)
+
+    http_socket = _listen(settings.bind_host, settings.http_port)
+    grpc_server = create_server()
+    service_names = list(spec.register_grpc(grpc_server, resources))
+    health = add_health_and_reflection(grpc_server, service_names)
+    for name in service_names:
+        await health.set(name, SERVING)
+    grpc_server.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port}")
+
+    app = build_app(spec.name, spec.routes(resources), readiness)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
+    )
+    http_server = _Server(config)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await grpc_server.start()
+    http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+    log.info(
+        "started",
+        http=f"{settings.bind_host}:{settings.http_port}",
+        grpc=f"{settings.bind_host}:{settings.grpc_port}",
+        environment=settings.environment,
+    )
+    stop_requested = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stop_requested, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    if http_task in done:
+        # uvicorn returned on its own: it could not serve, so neither do we.
+        log.error("http_server_exited")
+    stop_requested.cancel()
+
+    log.info("draining", delay=settings.shutdown_delay, grace=settings.shutdown_grace)
+    readiness.draining = True
+    await health.enter_graceful_shutdown()
+    await asyncio.sleep(settings.shutdown_delay)
+    http_server.should_exit = True
+    await asyncio.gather(http_task, grpc_server.stop(settings.shutdown_grace))
+    if db is not None:
+        await db.close()
+    await redis.aclose()
+    log.info("stopped")
+
+
+def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:
+    """Entry point of ``python -m <service>``: configure, serve, drain."""
+    settings = settings or Settings.from_env(spec.name, uses_database=spec.uses_database)
+    configure_logging(spec.name, settings.log_level)
+    uvloop.run(serve(spec, settings))

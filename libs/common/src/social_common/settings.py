@@ -1,0 +1,130 @@
+"""Service settings, read from environment variables and validated at start.
+
+Every service reads the same base settings; a service with more of its own
+subclasses :class:`Settings` and adds fields read with the ``env_*`` helpers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+Environment = Literal["dev", "test", "production"]
+_ENVIRONMENTS: tuple[Environment, ...] = ("dev", "test", "production")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the service refuses to start."""
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None or value == "":
+        raise SettingsError(f"{name} must be set")
+    return value
+
+
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+# Ports of the local stack (make dev): each service has an HTTP port for the
+# gateway and a gRPC port for its peers. The stack runner and a service started
+# alone agree through these defaults; every one can be overridden by env.
+DEV_PORTS: dict[str, tuple[int, int]] = {
+    "auth": (8101, 9111),
+    "posts": (8102, 9112),
+    "messages": (8103, 9113),
+    "media": (8104, 9114),
+    "realtime": (8105, 9115),
+}
+DEV_POSTGRES_PORT = 54329
+DEV_REDIS_PORT = 63799
+
+
+def dev_database_url(service: str, port: int = DEV_POSTGRES_PORT) -> str:
+    """The local stack's connection string for a service's own role."""
+    return f"postgresql://{service}:dev-{service}@127.0.0.1:{port}/social"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What every service needs to run; see the README for each variable."""
+
+    service: str
+    environment: Environment = "dev"
+    bind_host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 9000
+    database_url: str | None = None
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    redis_url: str = f"redis://127.0.0.1:{DEV_REDIS_PORT}/0"
+    log_level: str = "info"
+    # Seconds /readyz reports "draining" before listeners close, so that load
+    # balancers stop routing here first (Kubernetes endpoint removal lags).
+    shutdown_delay: float = 0.0
+    # Seconds in-flight requests and RPCs get to finish after listeners close.
+    shutdown_grace: float = 20.0
+    peers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, service: str, *, uses_database: bool = True) -> Settings:
+        environment = env_str("APP_ENV", "dev")
+        if environment not in _ENVIRONMENTS:
+            raise SettingsError(f"APP_ENV must be one of {', '.join(_ENVIRONMENTS)}")
+        production = environment == "production"
+        http_default, grpc_default = DEV_PORTS.get(service, (8000, 9000))
+        database_url: str | None = None
+        if uses_database:
+            database_url = env_str(
+                "DATABASE_URL", None if production else dev_database_url(service)
+            )
+        redis_url = env_str("REDIS_URL", None if production else cls.redis_url)
+        if production:
+            for name, url in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
+                if url and ":dev-" in url:
+                    raise SettingsError(f"{name} holds a dev placeholder password in production")
+        peers = {
+            name: os.environ.get(f"{name.upper()}_GRPC_ADDR", f"127.0.0.1:{ports[1]}")
+            for name, ports in DEV_PORTS.items()
+            if name != service
+        }
+        return cls(
+            service=service,
+            environment=environment,
+            bind_host=env_str("BIND_HOST", "0.0.0.0" if production else "127.0.0.1"),  # noqa: S104
+            http_port=env_int("HTTP_PORT", http_default, maximum=65535),
+            grpc_port=env_int("GRPC_PORT", grpc_default, maximum=65535),
+            database_url=database_url,
+            db_pool_min=env_int("DB_POOL_MIN", 2, minimum=1),
+            db_pool_max=env_int("DB_POOL_MAX", 10, minimum=1),
+            redis_url=redis_url,
+            log_level=env_str("LOG_LEVEL", "info").lower(),
+            shutdown_delay=env_float("SHUTDOWN_DELAY_SECONDS", 5.0 if production else 0.0),
+            shutdown_grace=env_float("SHUTDOWN_GRACE_SECONDS", 20.0),
+            peers=peers,
+        )

@@ -1,0 +1,1 @@
+"""The posts service."""

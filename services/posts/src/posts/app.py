@@ -1,0 +1,20 @@
+"""Wiring of the posts service: its public routes and its gRPC servicers."""
+
+from collections.abc import Sequence
+
+import grpc
+from social_common.runner import Resources, ServiceSpec
+from starlette.routing import BaseRoute
+
+
+def routes(_resources: Resources) -> Sequence[BaseRoute]:
+    return []
+
+
+def register_grpc(_server: grpc.aio.Server, _resources: Resources) -> Sequence[str]:
+    # The posts servicer is not wired in yet: its RPCs arrive with the posts issue.
+    return []
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(name="posts", routes=routes, register_grpc=register_grpc, uses_database=True)
