@@ -104,9 +104,11 @@ def apply_migrations(conninfo: str, schema: str, migrations: list[Migration]) ->
 def ensure_service_schema(admin_conninfo: str, service: str, password: str) -> None:
     """Creates (or updates) the service's role and schema. Idempotent.
 
-    The role logs in with ``password``, owns schema ``service`` (its
-    search_path) and gets nothing in any other schema; ``public`` is closed to
-    everyone so no table can land there by accident.
+    The role logs in with ``password``, may connect to this database, owns
+    schema ``service`` (its search_path) and gets nothing in any other schema;
+    the database and its ``public`` schema are closed to everyone else, so no
+    role reaches what it was not given and no table lands in ``public`` by
+    accident.
     """
     role = sql.Identifier(service)
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
@@ -119,4 +121,7 @@ def ensure_service_schema(admin_conninfo: str, service: str, password: str) -> N
         )
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {0} AUTHORIZATION {0}").format(role))
         conn.execute(sql.SQL("ALTER ROLE {0} SET search_path = {0}").format(role))
+        database = sql.Identifier(conn.info.dbname)
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role))
         conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")

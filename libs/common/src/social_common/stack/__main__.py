@@ -1,0 +1,171 @@
+"""``python -m social_common.stack``: the local stack's command line (see ``make help``).
+
+run      start everything in the foreground, print the URLs, follow the
+         services' logs; Ctrl-C stops it all
+up       start everything in the background; return once all is healthy
+down     stop what ``up`` started, and only that
+status   one line per component: healthy or not
+render-gateway --target k8s --out DIR
+         write the Kubernetes gateway config and OpenAPI document
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from social_common.stack import processes
+from social_common.stack.gateway import kubernetes_config, write_gateway
+from social_common.stack.local import Endpoints, Ports, Stack, load_state, stop_recorded
+from social_common.stack.paths import DEFAULT_RUN_DIR
+from social_common.stack.processes import StackError
+
+
+def _print_urls(endpoints: Endpoints) -> None:
+    print(
+        f"""
+  Gateway (REST API)   {endpoints.gateway_url}
+  OpenAPI              {endpoints.gateway_url}/api/v1/openapi.json
+  WebSocket            {endpoints.gateway_url.replace("http", "ws", 1)}/ws
+  Envoy admin          {endpoints.envoy_admin_url}
+  PostgreSQL (admin)   {endpoints.database_admin_url}
+  Redis                {endpoints.redis_url}
+  S3                   {endpoints.s3_endpoint_url}  bucket {endpoints.s3_bucket}
+  Services (HTTP/gRPC) """
+        + ", ".join(
+            f"{name} {endpoints.services_http[name]}/{endpoints.services_grpc[name]}"
+            for name in endpoints.services_http
+        )
+        + f"\n  Logs                 {endpoints.run_dir}/logs/\n",
+        flush=True,
+    )
+
+
+def _already_up(run_dir: Path) -> bool:
+    loaded = load_state(run_dir)
+    return loaded is not None and any(processes.is_running(c) for c in loaded[1])
+
+
+def _start(run_dir: Path, ports: Ports, *, tie_to_parent: bool) -> Stack | None:
+    if _already_up(run_dir):
+        print(f"A stack is already running from {run_dir}: `make status`, or `make down` first.")
+        return None
+    stack = Stack(run_dir, ports, tie_to_parent=tie_to_parent)
+    started = time.monotonic()
+    try:
+        stack.start()
+    except StackError as error:
+        print(f"The stack failed to start: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"Every component is healthy ({time.monotonic() - started:.1f}s).")
+    _print_urls(stack.endpoints)
+    return stack
+
+
+def cmd_up(run_dir: Path, ports: Ports) -> None:
+    if _start(run_dir, ports, tie_to_parent=False) is None:
+        sys.exit(1)
+
+
+def cmd_run(run_dir: Path, ports: Ports) -> None:
+    stack = _start(run_dir, ports, tie_to_parent=True)
+    if stack is None:
+        sys.exit(1)
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, request_stop)
+    print("Following the services' logs; Ctrl-C stops everything.\n", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        _follow_logs(stack)
+    print("\nStopping the stack…", flush=True)
+    stack.stop()
+    print("Stopped.")
+
+
+def _follow_logs(stack: Stack) -> None:
+    """Prints the gateway's and services' new log lines until one of them exits."""
+    followed = [c for c in stack.components if c.name not in ("postgres", "redis", "seaweedfs")]
+    offsets = {c.name: 0 for c in followed}
+    while True:
+        for component in followed:
+            offsets[component.name] = _print_new_lines(component, offsets[component.name])
+            process = stack.processes[component.name]
+            if process.poll() is not None:
+                print(f"{component.name} exited with code {process.returncode}.")
+                return
+        time.sleep(0.2)
+
+
+def _print_new_lines(component: processes.Component, offset: int) -> int:
+    try:
+        with open(component.log, "rb") as log:
+            log.seek(offset)
+            chunk = log.read()
+    except OSError:
+        return offset
+    complete = chunk.rfind(b"\n") + 1
+    for line in chunk[:complete].decode(errors="replace").splitlines():
+        print(f"{component.name:>9} | {line}")
+    sys.stdout.flush()
+    return offset + complete
+
+
+def cmd_down(run_dir: Path) -> None:
+    stopped = stop_recorded(run_dir)
+    print(f"Stopped: {', '.join(stopped)}." if stopped else "Nothing was running.")
+
+
+def cmd_status(run_dir: Path) -> None:
+    loaded = load_state(run_dir)
+    if loaded is None:
+        print("Not running (no stack started with `make up` or `make dev`).")
+        sys.exit(1)
+    _, components = loaded
+    all_healthy = True
+    for component in components:
+        running = processes.is_running(component)
+        healthy = running and component.probe.healthy()
+        all_healthy &= healthy
+        state = "healthy" if healthy else ("UNHEALTHY" if running else "NOT RUNNING")
+        print(f"{component.name:<10} {state:<12} pid {component.pid:<8} {component.probe.address}")
+    sys.exit(0 if all_healthy else 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m social_common.stack")
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "up"):
+        starter = sub.add_parser(name)
+        starter.add_argument(
+            "--free-ports",
+            action="store_true",
+            help="use ports the kernel hands out instead of the documented ones",
+        )
+    for name in ("down", "status"):
+        sub.add_parser(name)
+    render = sub.add_parser("render-gateway")
+    render.add_argument("--target", choices=["k8s"], required=True)
+    render.add_argument("--namespace", default="social")
+    render.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    run_dir = args.run_dir.resolve()
+    if args.command == "render-gateway":
+        print(write_gateway(kubernetes_config(args.namespace), args.out))
+        return
+    if args.command in ("run", "up"):
+        ports = Ports.free() if args.free_ports else Ports.dev()
+        (cmd_run if args.command == "run" else cmd_up)(run_dir, ports)
+    else:
+        (cmd_down if args.command == "down" else cmd_status)(run_dir)
+
+
+if __name__ == "__main__":
+    main()

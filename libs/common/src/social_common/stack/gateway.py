@@ -1,0 +1,108 @@
+"""Renders the gateway's Envoy config and OpenAPI document from gateway/."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from social_common.stack.paths import GATEWAY_DIR
+
+SERVICES = ("auth", "posts", "messages", "media", "realtime")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen_host: str
+    listen_port: int
+    admin_host: str
+    admin_port: int
+    upstreams: dict[str, Upstream]
+    openapi_path: str
+    bench_ceiling: bool
+    ops_port: int | None
+    health_check_interval: str
+    max_connections: int
+
+
+def dev_config(
+    listen_port: int, admin_port: int, service_ports: dict[str, int], openapi_path: Path
+) -> GatewayConfig:
+    """The local stack's gateway: loopback only, with the bench ceiling route."""
+    return GatewayConfig(
+        listen_host="127.0.0.1",
+        listen_port=listen_port,
+        admin_host="127.0.0.1",
+        admin_port=admin_port,
+        upstreams={name: Upstream("127.0.0.1", service_ports[name]) for name in SERVICES},
+        openapi_path=str(openapi_path),
+        bench_ceiling=True,
+        ops_port=None,
+        health_check_interval="1s",
+        max_connections=20000,
+    )
+
+
+def kubernetes_config(namespace: str, service_http_port: int = 8080) -> GatewayConfig:
+    """The cluster's gateway: headless service names, so Envoy sees (and health
+    checks) every pod rather than one virtual IP; admin stays on loopback and
+    an ops listener exposes only /ready and /stats/prometheus."""
+    return GatewayConfig(
+        listen_host="0.0.0.0",  # noqa: S104  # the pod's listener
+        listen_port=8000,
+        admin_host="127.0.0.1",
+        admin_port=9901,
+        upstreams={
+            name: Upstream(f"{name}-headless.{namespace}.svc.cluster.local", service_http_port)
+            for name in SERVICES
+        },
+        openapi_path="/etc/envoy/openapi.json",
+        bench_ceiling=False,
+        ops_port=9902,
+        health_check_interval="5s",
+        max_connections=50000,
+    )
+
+
+def render_envoy(config: GatewayConfig) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(GATEWAY_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701  # YAML, not HTML
+    )
+    return env.get_template("envoy.yaml.j2").render(
+        listen_host=config.listen_host,
+        listen_port=config.listen_port,
+        admin_host=config.admin_host,
+        admin_port=config.admin_port,
+        upstreams=config.upstreams,
+        openapi_path=config.openapi_path,
+        bench_ceiling=config.bench_ceiling,
+        ops_port=config.ops_port,
+        health_check_interval=config.health_check_interval,
+        max_connections=config.max_connections,
+    )
+
+
+def openapi_document() -> dict[str, object]:
+    document: dict[str, object] = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
+    return document
+
+
+def write_gateway(config: GatewayConfig, out_dir: Path) -> Path:
+    """Writes envoy.yaml and openapi.json into ``out_dir``; returns envoy.yaml's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "openapi.json").write_text(json.dumps(openapi_document(), indent=2))
+    envoy_yaml = out_dir / "envoy.yaml"
+    envoy_yaml.write_text(render_envoy(config))
+    return envoy_yaml

@@ -1,0 +1,488 @@
+"""The local stack: which processes, on which ports, started in which order."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+import psycopg
+from botocore.exceptions import ClientError
+from psycopg import sql
+
+from social_common.cli import migrate
+from social_common.migrations import ensure_service_schema
+from social_common.settings import DEV_PORTS, DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
+from social_common.stack import processes
+from social_common.stack.gateway import SERVICES, dev_config, write_gateway
+from social_common.stack.paths import binary, postgres_bin_dir
+from social_common.stack.processes import Component, Probe, StackError
+
+DATABASE = "social"
+S3_BUCKET = "social-media"
+S3_REGION = "us-east-1"
+DEV_S3_ACCESS_KEY = "social-dev"
+DEV_S3_SECRET_KEY = "dev-social-s3-secret"  # noqa: S105  # local stack only
+DEV_PG_ADMIN_PASSWORD = "dev-postgres"  # noqa: S105  # local stack only
+# Services that keep state in PostgreSQL (realtime keeps none).
+DATABASE_SERVICES = ("auth", "posts", "messages", "media")
+
+
+@dataclass(frozen=True)
+class Ports:
+    envoy: int = 8000
+    envoy_admin: int = 9901
+    postgres: int = DEV_POSTGRES_PORT
+    redis: int = DEV_REDIS_PORT
+    s3: int = 8333
+    weed_master: int = 9333
+    weed_volume: int = 8380
+    weed_filer: int = 8888
+    services: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEV_PORTS))
+
+    @classmethod
+    def dev(cls) -> Ports:
+        """The documented ports, each overridable as STACK_<NAME>_PORT."""
+
+        def port(name: str, default: int) -> int:
+            return int(os.environ.get(f"STACK_{name.upper()}_PORT", default))
+
+        base = cls()
+        return cls(
+            envoy=port("envoy", base.envoy),
+            envoy_admin=port("envoy_admin", base.envoy_admin),
+            postgres=port("postgres", base.postgres),
+            redis=port("redis", base.redis),
+            s3=port("s3", base.s3),
+        )
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ports the kernel hands out now: for a stack beside the dev one (tests)."""
+        # SeaweedFS serves gRPC on port + 10000, so its ports stay below 55536.
+        numbers = _free_ports(8 + 2 * len(SERVICES), below=55536)
+        services = {
+            name: (numbers[8 + 2 * i], numbers[9 + 2 * i]) for i, name in enumerate(SERVICES)
+        }
+        envoy, envoy_admin, postgres, redis, s3, master, volume, filer = numbers[:8]
+        return cls(envoy, envoy_admin, postgres, redis, s3, master, volume, filer, services)
+
+
+def _free_ports(count: int, below: int) -> list[int]:
+    found: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(found) < count:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            held.append(sock)
+            if port < below and port + 10000 < 65536:
+                found.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return found
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where everything in a running stack is; what the tests and the CLI print."""
+
+    run_dir: str
+    gateway_url: str
+    envoy_admin_url: str
+    database_admin_url: str
+    database_urls: dict[str, str]
+    redis_url: str
+    s3_endpoint_url: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str
+    services_http: dict[str, str]
+    services_grpc: dict[str, str]
+    envoy_config: str
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment a service process of this stack runs with."""
+        env = {
+            "APP_ENV": "dev",
+            "HTTP_PORT": self.services_http[name].rsplit(":", 1)[1],
+            "GRPC_PORT": self.services_grpc[name].rsplit(":", 1)[1],
+            "REDIS_URL": self.redis_url,
+            "SHUTDOWN_GRACE_SECONDS": "5",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update({f"{peer.upper()}_GRPC_ADDR": addr for peer, addr in self.services_grpc.items()})
+        if name in self.database_urls:
+            env["DATABASE_URL"] = self.database_urls[name]
+        if name == "media":
+            env.update(
+                S3_ENDPOINT_URL=self.s3_endpoint_url,
+                S3_ACCESS_KEY_ID=self.s3_access_key,
+                S3_SECRET_ACCESS_KEY=self.s3_secret_key,
+                S3_BUCKET=self.s3_bucket,
+                S3_REGION=S3_REGION,
+            )
+        return env
+
+
+def _with_credentials(url: str, user: str, password: str, database: str | None = None) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{user}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
+    path = f"/{database}" if database else parts.path
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
+class Stack:
+    """Starts the stack under ``run_dir`` and stops exactly what it started.
+
+    PostgreSQL, Redis and S3 come from ``DATABASE_URL`` (an administrator's
+    URL), ``REDIS_URL`` and ``S3_ENDPOINT_URL`` when those are set; otherwise
+    the stack starts its own.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        ports: Ports,
+        *,
+        tie_to_parent: bool,
+        durable: bool = True,
+        external: Mapping[str, str] | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.ports = ports
+        self.tie_to_parent = tie_to_parent
+        self.durable = durable
+        self.external = dict(os.environ if external is None else external)
+        self.components: list[Component] = []
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.endpoints = self._endpoints()
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    def _log(self, name: str) -> str:
+        return str(self.run_dir / "logs" / f"{name}.log")
+
+    def _endpoints(self) -> Endpoints:
+        p = self.ports
+        admin_url = self.external.get("DATABASE_URL") or (
+            f"postgresql://postgres:{DEV_PG_ADMIN_PASSWORD}@127.0.0.1:{p.postgres}/{DATABASE}"
+        )
+        return Endpoints(
+            run_dir=str(self.run_dir),
+            gateway_url=f"http://127.0.0.1:{p.envoy}",
+            envoy_admin_url=f"http://127.0.0.1:{p.envoy_admin}",
+            database_admin_url=admin_url,
+            database_urls={
+                name: _with_credentials(admin_url, name, f"dev-{name}")
+                for name in DATABASE_SERVICES
+            },
+            redis_url=self.external.get("REDIS_URL") or f"redis://127.0.0.1:{p.redis}/0",
+            s3_endpoint_url=self.external.get("S3_ENDPOINT_URL") or f"http://127.0.0.1:{p.s3}",
+            s3_access_key=self.external.get("S3_ACCESS_KEY_ID", DEV_S3_ACCESS_KEY),
+            s3_secret_key=self.external.get("S3_SECRET_ACCESS_KEY", DEV_S3_SECRET_KEY),
+            s3_bucket=self.external.get("S3_BUCKET", S3_BUCKET),
+            services_http={n: f"127.0.0.1:{h}" for n, (h, _) in p.services.items()},
+            services_grpc={n: f"127.0.0.1:{g}" for n, (_, g) in p.services.items()},
+            envoy_config=str(self.run_dir / "gateway" / "envoy.yaml"),
+        )
+
+    # -- starting -----------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> Endpoints:
+        """Starts everything and waits until it is healthy; on failure stops
+        what it started and raises :class:`StackError` with the log tail."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            backing = [
+                c for c in (self._postgres(), self._redis(), self._seaweedfs()) if c is not None
+            ]
+            self._launch(backing, timeout)
+            self._bootstrap()
+            front = [*(self._service(name) for name in SERVICES), self._envoy()]
+            self._launch(front, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoints
+
+    def _launch(self, components: list[Component], timeout: float) -> None:
+        for component in components:
+            self.processes[component.name] = processes.start(
+                component, tie_to_parent=self.tie_to_parent
+            )
+            self.components.append(component)
+            self._save()
+        processes.wait_healthy(components, self.processes, timeout)
+
+    def _postgres(self) -> Component | None:
+        if self.external.get("DATABASE_URL"):
+            return None
+        bin_dir = postgres_bin_dir()
+        data = self.run_dir / "postgres"
+        uid = processes.unprivileged_uid()
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            password_file = self.run_dir / "pg-admin-password"
+            password_file.write_text(DEV_PG_ADMIN_PASSWORD)
+            if uid is not None:
+                os.chown(data, uid, -1)
+                os.chown(password_file, uid, -1)
+            processes.run_once(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D", str(data), "-U", "postgres", "--pwfile", str(password_file),
+                    "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                    "--encoding=UTF8", "--locale=C", "--no-instructions",
+                ],
+                run_as_uid=uid,
+                what="initdb",
+            )  # fmt: skip
+            password_file.unlink()
+        settings = [
+            "listen_addresses=127.0.0.1",
+            "unix_socket_directories=",
+            "max_connections=300",
+            "shared_buffers=128MB",
+        ]
+        if not self.durable:
+            # Test stacks are thrown away: trade crash safety for speed.
+            settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.ports.postgres)]
+        for setting in settings:
+            argv += ["-c", setting]
+        return Component(
+            name="postgres",
+            argv=argv,
+            log=self._log("postgres"),
+            probe=Probe("tcp", f"127.0.0.1:{self.ports.postgres}"),
+            # SIGINT is PostgreSQL's fast shutdown; SIGTERM waits for clients to leave.
+            stop_signal=signal.SIGINT,
+            run_as_uid=uid,
+        )
+
+    def _redis(self) -> Component | None:
+        if self.external.get("REDIS_URL"):
+            return None
+        data = self.run_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        persistence = (
+            ["--appendonly", "yes"] if self.durable else ["--save", "", "--appendonly", "no"]
+        )
+        return Component(
+            name="redis",
+            argv=[
+                binary("redis-server"),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.redis),
+                "--dir",
+                str(data),
+                "--daemonize",
+                "no",
+                *persistence,
+            ],
+            log=self._log("redis"),
+            probe=Probe("redis", f"127.0.0.1:{self.ports.redis}"),
+        )
+
+    def _seaweedfs(self) -> Component | None:
+        if self.external.get("S3_ENDPOINT_URL"):
+            return None
+        p = self.ports
+        data = self.run_dir / "seaweedfs"
+        data.mkdir(parents=True, exist_ok=True)
+        identities = data / "s3.json"
+        identities.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "social",
+                            "credentials": [
+                                {"accessKey": DEV_S3_ACCESS_KEY, "secretKey": DEV_S3_SECRET_KEY}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        return Component(
+            name="seaweedfs",
+            argv=[
+                binary("weed"),
+                "server",
+                f"-dir={data}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={p.weed_master}",
+                f"-master.port.grpc={p.weed_master + 10000}",
+                f"-volume.port={p.weed_volume}",
+                f"-volume.port.grpc={p.weed_volume + 10000}",
+                "-filer",
+                f"-filer.port={p.weed_filer}",
+                f"-filer.port.grpc={p.weed_filer + 10000}",
+                "-s3",
+                f"-s3.port={p.s3}",
+                f"-s3.port.grpc={p.s3 + 10000}",
+                f"-s3.config={identities}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=32",
+                "-iam=false",
+            ],
+            log=self._log("seaweedfs"),
+            # It takes 10 to 20 s to exit on SIGTERM or SIGINT: its data is
+            # synced by then in a dev stack, so it is not waited for long.
+            stop_timeout=3.0,
+            # Unauthenticated requests are refused with 403: the gateway is up.
+            probe=Probe("http", f"http://127.0.0.1:{p.s3}/", any_status=True),
+        )
+
+    def _bootstrap(self) -> None:
+        """The database, one role and schema per service, their migrations, the bucket."""
+        admin = self.endpoints.database_admin_url
+        server_admin = _with_credentials(
+            admin,
+            urlsplit(admin).username or "postgres",
+            urlsplit(admin).password or "",
+            "postgres",
+        )
+        _ensure_database(server_admin, DATABASE)
+        for name in DATABASE_SERVICES:
+            ensure_service_schema(admin, name, f"dev-{name}")
+            spec = importlib.import_module(f"{name}.app").spec()
+            migrate(spec, Settings(service=name, database_url=self.endpoints.database_urls[name]))
+        _ensure_bucket(self.endpoints)
+
+    def _service(self, name: str) -> Component:
+        return Component(
+            name=name,
+            argv=[sys.executable, "-m", name],
+            log=self._log(name),
+            probe=Probe("http", f"http://{self.endpoints.services_http[name]}/readyz"),
+            env=self.endpoints.service_env(name),
+        )
+
+    def _envoy(self) -> Component:
+        service_ports = {n: h for n, (h, _) in self.ports.services.items()}
+        config = dev_config(
+            self.ports.envoy,
+            self.ports.envoy_admin,
+            service_ports,
+            self.run_dir / "gateway" / "openapi.json",
+        )
+        envoy_yaml = write_gateway(config, self.run_dir / "gateway")
+        return Component(
+            name="envoy",
+            argv=[
+                binary("envoy"),
+                "-c",
+                str(envoy_yaml),
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ],
+            log=self._log("envoy"),
+            probe=Probe("http", f"http://127.0.0.1:{self.ports.envoy_admin}/ready"),
+        )
+
+    # -- state --------------------------------------------------------------
+
+    def _save(self) -> None:
+        state: dict[str, Any] = {
+            "endpoints": asdict(self.endpoints),
+            "components": [c.record() for c in self.components],
+        }
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def stop(self) -> None:
+        """Stops the front (services, Envoy) first, then what they depend on."""
+        front = [c for c in self.components if c.name in (*SERVICES, "envoy")]
+        back = [c for c in self.components if c not in front]
+        processes.stop(front)
+        processes.stop(back)
+        self.components = []
+        self.state_file.unlink(missing_ok=True)
+
+
+def load_state(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:
+    try:
+        state = json.loads((run_dir / "stack.json").read_text())
+    except FileNotFoundError:
+        return None
+    components = [Component.from_record(c) for c in state["components"]]
+    return Endpoints(**state["endpoints"]), components
+
+
+def stop_recorded(run_dir: Path) -> list[str]:
+    """Stops the stack recorded under ``run_dir`` (by ``make up``); returns what it stopped."""
+    loaded = load_state(run_dir)
+    if loaded is None:
+        return []
+    _, components = loaded
+    running = [c.name for c in components if processes.is_running(c)]
+    front = [c for c in components if c.name in (*SERVICES, "envoy")]
+    processes.stop(front)
+    processes.stop([c for c in components if c not in front])
+    (run_dir / "stack.json").unlink(missing_ok=True)
+    return running
+
+
+def _ensure_database(server_admin_url: str, database: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = psycopg.connect(server_admin_url, autocommit=True, connect_timeout=2)
+            break
+        except psycopg.OperationalError:
+            # The port accepts connections a moment before the server does.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def _ensure_bucket(endpoints: Endpoints) -> None:
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoints.s3_endpoint_url,
+        aws_access_key_id=endpoints.s3_access_key,
+        aws_secret_access_key=endpoints.s3_secret_key,
+        region_name=S3_REGION,
+    )
+    try:
+        client.create_bucket(Bucket=endpoints.s3_bucket)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in (
+            "BucketAlreadyOwnedByYou",
+            "BucketAlreadyExists",
+        ):
+            raise
+
+
+__all__ = ["Endpoints", "Ports", "Stack", "StackError", "load_state", "stop_recorded"]

