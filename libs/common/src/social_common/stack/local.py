@@ -237,6 +237,8 @@ class Stack:
         bin_dir = postgres_bin_dir()
         data = self.run_dir / "postgres"
         uid = processes.unprivileged_uid()
+        if uid is not None:
+            _make_traversable(self.run_dir)
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
             password_file = self.run_dir / "pg-admin-password"
@@ -423,6 +425,17 @@ class Stack:
         processes.stop(back)
         self.components = []
         self.state_file.unlink(missing_ok=True)
+
+
+def _make_traversable(run_dir: Path) -> None:
+    """PostgreSQL runs as another user here: it must be able to reach its data."""
+    run_dir.chmod(run_dir.stat().st_mode | 0o011)
+    for ancestor in run_dir.parents:
+        if not ancestor.stat().st_mode & 0o001:
+            raise StackError(
+                f"{ancestor} is not traversable by other users, so PostgreSQL (run as "
+                f"nobody, since we are root) cannot reach {run_dir}: chmod o+x {ancestor}"
+            )
 
 
 def load_state(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:

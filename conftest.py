@@ -1,0 +1,3 @@
+"""Workspace-wide pytest set-up: the `stack` fixture starts the real components."""
+
+pytest_plugins = ["social_common.stack.pytest_plugin"]

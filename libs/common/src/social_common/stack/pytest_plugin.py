@@ -1,0 +1,39 @@
+"""pytest fixtures: one real stack per test session, on free loopback ports.
+
+Enabled by the workspace's root conftest.py. The stack honours DATABASE_URL,
+REDIS_URL and S3_ENDPOINT_URL like ``make up`` does, so CI can point the
+tests at servers of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from social_common.stack.local import Endpoints, Ports, Stack
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Endpoints]:
+    """The running stack's endpoints; everything stops when the session ends."""
+    # Not pytest's tmp_path: its directories are private to us, and PostgreSQL
+    # may run as another user (as root, we run it as nobody).
+    run_dir = Path(tempfile.mkdtemp(prefix="social-stack-"))
+    running = Stack(
+        run_dir,
+        Ports.free(),
+        tie_to_parent=True,
+        durable=False,
+        external=os.environ,
+    )
+    endpoints = running.start()
+    try:
+        yield endpoints
+    finally:
+        running.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)

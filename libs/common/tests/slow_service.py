@@ -1,0 +1,26 @@
+"""A service with one slow route, run as a script by test_runner.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+from social_common.runner import ServiceSpec, run_service
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+
+async def slow(request: Request) -> Response:
+    await asyncio.sleep(float(request.query_params.get("seconds", "1")))
+    return PlainTextResponse("finished")
+
+
+if __name__ == "__main__":
+    run_service(
+        ServiceSpec(
+            name="slowpoke",
+            routes=lambda _resources: [Route("/slow", slow)],
+            register_grpc=lambda _server, _resources: [],
+            uses_database=False,
+        )
+    )

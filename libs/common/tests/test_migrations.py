@@ -1,0 +1,126 @@
+"""The migration runner and the per-service roles, against the stack's PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from social_common.migrations import (
+    MigrationError,
+    apply_migrations,
+    ensure_service_schema,
+    load_migrations,
+)
+from social_common.stack.local import Endpoints, _with_credentials
+
+
+def _new_service(stack: Endpoints) -> tuple[str, str]:
+    """A throwaway role and schema, as the stack makes for each service."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    ensure_service_schema(stack.database_admin_url, name, "secret-pw")
+    return name, _with_credentials(stack.database_admin_url, name, "secret-pw")
+
+
+def _write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def test_migration_applied_twice_is_a_no_op(stack: Endpoints, tmp_path: Path) -> None:
+    schema, url = _new_service(stack)
+    migrations = load_migrations(
+        _write(
+            tmp_path / "m",
+            {
+                "0001_things.sql": "CREATE TABLE things (id int PRIMARY KEY);",
+                "0002_seed.sql": "INSERT INTO things VALUES (1);",
+            },
+        )
+    )
+    first = apply_migrations(url, schema, migrations)
+    second = apply_migrations(url, schema, migrations)
+    assert [m.name for m in first] == ["things", "seed"]
+    assert second == []
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM things").fetchone() == (1,)
+        # unqualified names landed in the service's own schema
+        rows = conn.execute("SELECT schemaname FROM pg_tables WHERE tablename = 'things'")
+        assert rows.fetchall() == [(schema,)]
+
+
+def test_concurrent_runners_apply_each_migration_once(stack: Endpoints, tmp_path: Path) -> None:
+    schema, url = _new_service(stack)
+    migrations = load_migrations(
+        _write(
+            tmp_path / "m",
+            {
+                "0001_counter.sql": "CREATE TABLE counter (n int); INSERT INTO counter VALUES (0);",
+                "0002_bump.sql": "SELECT pg_sleep(0.2); UPDATE counter SET n = n + 1;",
+            },
+        )
+    )
+    results: list[int] = []
+
+    def run() -> None:
+        results.append(len(apply_migrations(url, schema, migrations)))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [0, 0, 2]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT n FROM counter").fetchone() == (1,)
+
+
+def test_an_edited_migration_is_refused(stack: Endpoints, tmp_path: Path) -> None:
+    schema, url = _new_service(stack)
+    directory = _write(tmp_path / "m", {"0001_t.sql": "CREATE TABLE t (id int);"})
+    apply_migrations(url, schema, load_migrations(directory))
+    _write(directory, {"0001_t.sql": "CREATE TABLE t (id bigint);"})
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        apply_migrations(url, schema, load_migrations(directory))
+
+
+def test_a_failed_migration_leaves_nothing_half_applied(stack: Endpoints, tmp_path: Path) -> None:
+    schema, url = _new_service(stack)
+    directory = _write(
+        tmp_path / "m", {"0001_bad.sql": "CREATE TABLE half (id int); SELECT no_such_function();"}
+    )
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        apply_migrations(url, schema, load_migrations(directory))
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('half')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (0,)
+
+
+def test_badly_named_migration_files_are_refused(tmp_path: Path) -> None:
+    directory = _write(tmp_path / "m", {"1_init.sql": "SELECT 1;"})
+    with pytest.raises(MigrationError, match=r"0001_name\.sql"):
+        load_migrations(directory)
+
+
+def test_a_service_role_cannot_read_another_services_schema(stack: Endpoints) -> None:
+    with psycopg.connect(stack.database_urls["posts"], autocommit=True) as posts:
+        posts.execute("CREATE TABLE IF NOT EXISTS isolation_probe (secret text)")
+        posts.execute("INSERT INTO isolation_probe VALUES ('posts only')")
+    with psycopg.connect(stack.database_urls["auth"], autocommit=True) as auth:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            auth.execute("SELECT * FROM posts.isolation_probe")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            auth.execute("CREATE TABLE public.sneaky (id int)")
+
+
+def test_service_roles_own_only_their_schema(stack: Endpoints) -> None:
+    with psycopg.connect(stack.database_admin_url) as conn:
+        rows = conn.execute(
+            "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace"
+            " WHERE nspname IN ('auth', 'posts', 'messages', 'media') ORDER BY 1"
+        ).fetchall()
+    assert rows == [(name, name) for name in ("auth", "media", "messages", "posts")]

@@ -1,0 +1,78 @@
+"""The fleet through Envoy: every service reachable, healthy, observable."""
+
+from __future__ import annotations
+
+import grpc
+import httpx
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from social_common.stack.gateway import SERVICES
+from social_common.stack.local import Endpoints
+from social_common.stack.paths import GATEWAY_DIR
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_request_through_envoy_reaches_each_service(stack: Endpoints, service: str) -> None:
+    response = httpx.get(f"{stack.gateway_url}/api/v1/{service}/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    # The body names the service that answered: the route reached the right one.
+    assert body["service"] == service
+    assert body["status"] == "ready"
+    assert set(body["checks"].values()) == {"ok"}
+
+
+def test_the_gateway_issues_request_ids_and_ignores_the_clients(stack: Endpoints) -> None:
+    response = httpx.get(
+        f"{stack.gateway_url}/api/v1/auth/healthz", headers={"x-request-id": "forged"}
+    )
+    request_id = response.headers["x-request-id"]
+    assert request_id
+    assert request_id != "forged"
+
+
+def test_unknown_paths_get_a_problem_from_the_gateway(stack: Endpoints) -> None:
+    response = httpx.get(f"{stack.gateway_url}/no/such/thing")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
+
+
+def test_the_gateway_serves_the_openapi_document(stack: Endpoints) -> None:
+    response = httpx.get(f"{stack.gateway_url}/api/v1/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_answers_grpc_health_and_reflection(stack: Endpoints, service: str) -> None:
+    with grpc.insecure_channel(stack.services_grpc[service]) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub gap
+            health_pb2.HealthCheckRequest(service=""), timeout=2
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(  # type: ignore[operator]  # stub gap
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=2
+        )
+        listed = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert "grpc.health.v1.Health" in listed
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_exposes_red_metrics(stack: Endpoints, service: str) -> None:
+    httpx.get(f"{stack.gateway_url}/api/v1/{service}/healthz")
+    metrics = httpx.get(f"http://{stack.services_http[service]}/metrics").text
+    route = f'route="/api/v1/{service}/healthz"'
+    assert any(
+        line.startswith("http_requests_total{") and route in line and 'status="200"' in line
+        for line in metrics.splitlines()
+    )
+    assert "http_request_duration_seconds_bucket" in metrics
+
+
+def test_platform_routes_are_not_exposed_through_the_gateway(stack: Endpoints) -> None:
+    for path in ("/metrics", "/readyz", "/healthz"):
+        assert httpx.get(f"{stack.gateway_url}{path}").status_code == 404

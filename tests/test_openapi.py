@@ -1,0 +1,57 @@
+"""The OpenAPI document and the services' public routes describe the same API."""
+
+from __future__ import annotations
+
+import importlib
+
+import redis.asyncio as aioredis
+import yaml
+from social_common.rest import PLATFORM_PATHS, Readiness, build_app
+from social_common.runner import Resources
+from social_common.settings import Settings
+from social_common.stack.gateway import SERVICES
+from social_common.stack.paths import GATEWAY_DIR
+from starlette.routing import Route
+
+# Served by the gateway itself, not by a service.
+GATEWAY_ROUTES = {("GET", "/api/v1/openapi.json")}
+
+
+def _service_routes() -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for name in SERVICES:
+        spec = importlib.import_module(f"{name}.app").spec()
+        # Building routes does no I/O: the clients connect on first use.
+        resources = Resources(settings=Settings(service=name), redis=aioredis.Redis(), db=None)
+        app = build_app(name, spec.routes(resources), Readiness(name, {}))
+        for route in app.routes:
+            assert isinstance(route, Route), f"{name}: document {route!r} by hand"
+            if route.path in PLATFORM_PATHS:
+                continue
+            methods = (route.methods or set()) - {"HEAD"}
+            found |= {(method, route.path) for method in methods}
+    return found
+
+
+def _documented_routes() -> set[tuple[str, str]]:
+    document = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
+    return {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method in {"get", "put", "post", "delete", "patch"}
+    }
+
+
+def test_every_route_is_documented_and_every_documented_route_exists() -> None:
+    served = _service_routes() | GATEWAY_ROUTES
+    documented = _documented_routes()
+    assert served - documented == set(), "served but not in gateway/openapi.yaml"
+    assert documented - served == set(), "documented but served by no service"
+
+
+def test_the_document_is_openapi_3_1_with_unique_operation_ids() -> None:
+    document = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
+    assert document["openapi"].startswith("3.1")
+    ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))

@@ -1,0 +1,69 @@
+"""`make up`, `make status` and `make down`, through the stack's command line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _stack(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "social_common.stack", "--run-dir", str(run_dir), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli")
+    # PostgreSQL may run as another user (nobody, when we are root).
+    for directory in (path, *path.parents):
+        if directory == Path("/tmp"):
+            break
+        directory.chmod(directory.stat().st_mode | 0o011)
+    return path
+
+
+def test_up_status_down_leave_nothing_behind(run_dir: Path) -> None:
+    up = _stack(run_dir, "up", "--free-ports")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "Every component is healthy" in up.stdout
+        state = json.loads((run_dir / "stack.json").read_text())
+        pids = [c["pid"] for c in state["components"]]
+        ports = [
+            int(c["probe"]["address"].split(":")[-1].split("/")[0]) for c in state["components"]
+        ]
+        assert len(pids) == 9
+
+        status = _stack(run_dir, "status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("healthy") == 9
+
+        again = _stack(run_dir, "up", "--free-ports")
+        assert again.returncode != 0
+        assert "already running" in again.stdout
+    finally:
+        down = _stack(run_dir, "down")
+    assert down.returncode == 0
+    for pid in pids:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+    assert [port for port in ports if _listening(port)] == []
+    assert _stack(run_dir, "status").returncode == 1
+    assert "Nothing was running" in _stack(run_dir, "down").stdout
