@@ -5,6 +5,7 @@ public ``/api/v1/<service>/healthz`` the gateway routes to."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import orjson
@@ -32,15 +33,29 @@ def json_response(body: object, status_code: int = 200) -> Response:
 
 class Readiness:
     """Answers /readyz: ready while every dependency answers and the service
-    is not draining for shutdown."""
+    is not draining for shutdown.
 
-    def __init__(self, service: str, checks: Mapping[str, Check], timeout: float = 2.0) -> None:
+    The dependency checks run at most once per ``cache_seconds``, however many
+    requests ask (load balancers, and the public health route, which must not
+    turn into a way to load the database); draining shows at once.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        checks: Mapping[str, Check],
+        timeout: float = 2.0,
+        cache_seconds: float = 1.0,
+    ) -> None:
         self.service = service
         self.checks = dict(checks)
         self.timeout = timeout
+        self.cache_seconds = cache_seconds
         self.draining = False
+        self._last: tuple[float, dict[str, str]] | None = None
+        self._running: asyncio.Task[dict[str, str]] | None = None
 
-    async def report(self) -> tuple[bool, dict[str, str]]:
+    async def _run_checks(self) -> dict[str, str]:
         names = list(self.checks)
         outcomes = await asyncio.gather(
             *(asyncio.wait_for(self.checks[name](), self.timeout) for name in names),
@@ -52,6 +67,16 @@ class Readiness:
                 results[name] = f"failing: {type(outcome).__name__}: {outcome}".strip(": ")
             else:
                 results[name] = "ok"
+        self._last = (time.monotonic(), results)
+        return results
+
+    async def report(self) -> tuple[bool, dict[str, str]]:
+        if self._last is not None and time.monotonic() - self._last[0] < self.cache_seconds:
+            results = self._last[1]
+        else:
+            if self._running is None or self._running.done():
+                self._running = asyncio.create_task(self._run_checks())
+            results = await asyncio.shield(self._running)
         ready = not self.draining and all(v == "ok" for v in results.values())
         return ready, results
 
