@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 # uv from PATH, else a copy installed into .tools/ (a fresh machine has only Python).
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+# Trust the platform's certificate store too (registries behind a TLS proxy).
+export UV_SYSTEM_CERTS ?= 1
 PY := $(CURDIR)/.venv/bin/python
 STACK := $(PY) -m social_common.stack
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
