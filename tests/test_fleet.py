@@ -76,3 +76,10 @@ def test_each_service_exposes_red_metrics(stack: Endpoints, service: str) -> Non
 def test_platform_routes_are_not_exposed_through_the_gateway(stack: Endpoints) -> None:
     for path in ("/metrics", "/readyz", "/healthz"):
         assert httpx.get(f"{stack.gateway_url}{path}").status_code == 404
+
+
+def test_websocket_path_is_routed_to_realtime(stack: Endpoints) -> None:
+    response = httpx.get(f"{stack.gateway_url}/ws")
+    # Envoy adds this header only to responses that came from an upstream.
+    assert "x-envoy-upstream-service-time" in response.headers
+    assert response.json().get("request_id") == response.headers["x-request-id"]

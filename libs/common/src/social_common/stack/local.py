@@ -53,7 +53,8 @@ class Ports:
 
     @classmethod
     def dev(cls) -> Ports:
-        """The documented ports, each overridable as STACK_<NAME>_PORT."""
+        """The documented ports, each overridable as STACK_<NAME>_PORT (for a
+        service, STACK_<SERVICE>_HTTP_PORT and STACK_<SERVICE>_GRPC_PORT)."""
 
         def port(name: str, default: int) -> int:
             return int(os.environ.get(f"STACK_{name.upper()}_PORT", default))
@@ -65,6 +66,10 @@ class Ports:
             postgres=port("postgres", base.postgres),
             redis=port("redis", base.redis),
             s3=port("s3", base.s3),
+            services={
+                name: (port(f"{name}_http", http), port(f"{name}_grpc", grpc))
+                for name, (http, grpc) in base.services.items()
+            },
         )
 
     @classmethod
