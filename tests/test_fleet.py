@@ -17,11 +17,9 @@ from social_common.stack.paths import GATEWAY_DIR
 def test_a_request_through_envoy_reaches_each_service(stack: Endpoints, service: str) -> None:
     response = httpx.get(f"{stack.gateway_url}/api/v1/{service}/healthz")
     assert response.status_code == 200
-    body = response.json()
     # The body names the service that answered: the route reached the right one.
-    assert body["service"] == service
-    assert body["status"] == "ready"
-    assert set(body["checks"].values()) == {"ok"}
+    # It says no more than that publicly; /readyz inside has the details.
+    assert response.json() == {"service": service, "status": "ready"}
 
 
 def test_the_gateway_issues_request_ids_and_ignores_the_clients(stack: Endpoints) -> None:
@@ -61,16 +59,21 @@ def test_each_service_answers_grpc_health_and_reflection(stack: Endpoints, servi
     assert "grpc.health.v1.Health" in listed
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_each_service_exposes_red_metrics(stack: Endpoints, service: str) -> None:
-    httpx.get(f"{stack.gateway_url}/api/v1/{service}/healthz")
+def _health_requests_counted(stack: Endpoints, service: str) -> float:
     metrics = httpx.get(f"http://{stack.services_http[service]}/metrics").text
-    route = f'route="/api/v1/{service}/healthz"'
-    assert any(
-        line.startswith("http_requests_total{") and route in line and 'status="200"' in line
-        for line in metrics.splitlines()
-    )
-    assert "http_request_duration_seconds_bucket" in metrics
+    series = f'http_requests_total{{method="GET",route="/api/v1/{service}/healthz",status="200"}} '
+    for line in metrics.splitlines():
+        if line.startswith(series):
+            return float(line.removeprefix(series))
+    return 0.0
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_counts_requests_by_route(stack: Endpoints, service: str) -> None:
+    before = _health_requests_counted(stack, service)
+    for _ in range(3):
+        httpx.get(f"{stack.gateway_url}/api/v1/{service}/healthz")
+    assert _health_requests_counted(stack, service) == before + 3
 
 
 def test_platform_routes_are_not_exposed_through_the_gateway(stack: Endpoints) -> None:
@@ -78,8 +81,25 @@ def test_platform_routes_are_not_exposed_through_the_gateway(stack: Endpoints) -
         assert httpx.get(f"{stack.gateway_url}{path}").status_code == 404
 
 
-def test_websocket_path_is_routed_to_realtime(stack: Endpoints) -> None:
-    response = httpx.get(f"{stack.gateway_url}/ws")
+def _realtime_requests(stack: Endpoints) -> int:
+    stats = httpx.get(
+        f"{stack.envoy_admin_url}/stats", params={"filter": r"^cluster\.realtime\.upstream_rq_total$"}
+    ).text
+    return int(stats.split(":")[1]) if ":" in stats else 0
+
+
+def test_websocket_upgrades_are_routed_to_realtime(stack: Endpoints) -> None:
+    before = _realtime_requests(stack)
+    response = httpx.get(
+        f"{stack.gateway_url}/ws",
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+    )
     # Envoy adds this header only to responses that came from an upstream.
-    assert "x-envoy-upstream-service-time" in response.headers
-    assert response.json().get("request_id") == response.headers["x-request-id"]
+    # realtime has no WebSocket endpoint yet and refuses the handshake itself.
+    assert response.status_code == 403
+    assert _realtime_requests(stack) == before + 1

@@ -88,4 +88,3 @@ def add_health_and_reflection(
 
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -11,7 +11,7 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from social_common.logging import bind_request_context, clear_request_context
@@ -38,16 +38,10 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 
 def _route_label(scope: Scope) -> str:
+    # Starlette's router records the route it matched (fully, or by path only
+    # for a 405); nothing recorded means no route matched.
     route = scope.get("route")
-    if isinstance(route, Route):
-        return route.path
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for candidate in getattr(router, "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL and isinstance(candidate, Route):
-            return candidate.path
-    return UNMATCHED_ROUTE
+    return route.path if isinstance(route, Route) else UNMATCHED_ROUTE
 
 
 class RequestMiddleware:

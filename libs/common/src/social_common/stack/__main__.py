@@ -84,6 +84,9 @@ def cmd_run(run_dir: Path, ports: Ports) -> None:
     print("Following the services' logs; Ctrl-C stops everything.\n", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         _follow_logs(stack)
+    # A second Ctrl-C must not cut the stop short and leave processes behind.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("\nStopping the stack…", flush=True)
     stack.stop()
     print("Stopped.")

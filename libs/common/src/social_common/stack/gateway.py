@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import jinja2
@@ -32,6 +32,9 @@ class GatewayConfig:
     ops_port: int | None
     health_check_interval: str
     max_connections: int
+    jwt_issuer: str = "social-auth"
+    jwt_audience: str = "social-api"
+    jwks_cache_seconds: int = 300
 
 
 def dev_config(
@@ -81,16 +84,7 @@ def render_envoy(config: GatewayConfig) -> str:
         autoescape=False,  # noqa: S701  # YAML, not HTML
     )
     return env.get_template("envoy.yaml.j2").render(
-        listen_host=config.listen_host,
-        listen_port=config.listen_port,
-        admin_host=config.admin_host,
-        admin_port=config.admin_port,
-        upstreams=config.upstreams,
-        openapi_path=config.openapi_path,
-        bench_ceiling=config.bench_ceiling,
-        ops_port=config.ops_port,
-        health_check_interval=config.health_check_interval,
-        max_connections=config.max_connections,
+        **{f.name: getattr(config, f.name) for f in fields(config)}
     )
 
 

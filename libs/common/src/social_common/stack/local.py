@@ -85,16 +85,25 @@ class Ports:
 
 
 def _free_ports(count: int, below: int) -> list[int]:
+    """Distinct free ports whose port + 10000 is free too (SeaweedFS's gRPC)."""
     found: list[int] = []
     held: list[socket.socket] = []
     try:
         while len(found) < count:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
             held.append(sock)
-            if port < below and port + 10000 < 65536:
-                found.append(port)
+            port = sock.getsockname()[1]
+            if port >= below:
+                continue
+            twin = socket.socket()
+            try:
+                twin.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                twin.close()
+                continue
+            held.append(twin)
+            found.append(port)
     finally:
         for sock in held:
             sock.close()
@@ -282,6 +291,7 @@ class Stack:
             # SIGINT is PostgreSQL's fast shutdown; SIGTERM waits for clients to leave.
             stop_signal=signal.SIGINT,
             run_as_uid=uid,
+            ports=[self.ports.postgres],
         )
 
     def _redis(self) -> Component | None:
@@ -308,6 +318,7 @@ class Stack:
             ],
             log=self._log("redis"),
             probe=Probe("redis", f"127.0.0.1:{self.ports.redis}"),
+            ports=[self.ports.redis],
         )
 
     def _seaweedfs(self) -> Component | None:
@@ -388,6 +399,7 @@ class Stack:
             log=self._log(name),
             probe=Probe("http", f"http://{self.endpoints.services_http[name]}/readyz"),
             env=self.endpoints.service_env(name),
+            ports=list(self.ports.services[name]),
         )
 
     def _envoy(self) -> Component:
@@ -411,6 +423,7 @@ class Stack:
             ],
             log=self._log("envoy"),
             probe=Probe("http", f"http://127.0.0.1:{self.ports.envoy_admin}/ready"),
+            ports=[self.ports.envoy, self.ports.envoy_admin],
         )
 
     # -- state --------------------------------------------------------------
@@ -420,14 +433,13 @@ class Stack:
             "endpoints": asdict(self.endpoints),
             "components": [c.record() for c in self.components],
         }
-        self.state_file.write_text(json.dumps(state, indent=2))
+        # Written aside then renamed: a runner killed mid-write leaves the old file.
+        partial = self.state_file.with_suffix(".json.partial")
+        partial.write_text(json.dumps(state, indent=2))
+        partial.replace(self.state_file)
 
     def stop(self) -> None:
-        """Stops the front (services, Envoy) first, then what they depend on."""
-        front = [c for c in self.components if c.name in (*SERVICES, "envoy")]
-        back = [c for c in self.components if c not in front]
-        processes.stop(front)
-        processes.stop(back)
+        _stop_in_order(self.components)
         self.components = []
         self.state_file.unlink(missing_ok=True)
 
@@ -448,6 +460,8 @@ def load_state(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:
         state = json.loads((run_dir / "stack.json").read_text())
     except FileNotFoundError:
         return None
+    except ValueError:
+        raise StackError(f"{run_dir / 'stack.json'} is not valid JSON: remove it") from None
     components = [Component.from_record(c) for c in state["components"]]
     return Endpoints(**state["endpoints"]), components
 
@@ -459,11 +473,16 @@ def stop_recorded(run_dir: Path) -> list[str]:
         return []
     _, components = loaded
     running = [c.name for c in components if processes.is_running(c)]
+    _stop_in_order(components)
+    (run_dir / "stack.json").unlink(missing_ok=True)
+    return running
+
+
+def _stop_in_order(components: list[Component]) -> None:
+    """The front (services, Envoy) first, then what they depend on."""
     front = [c for c in components if c.name in (*SERVICES, "envoy")]
     processes.stop(front)
     processes.stop([c for c in components if c not in front])
-    (run_dir / "stack.json").unlink(missing_ok=True)
-    return running
 
 
 def _ensure_database(server_admin_url: str, database: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import signal
@@ -12,12 +11,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-_PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
@@ -48,9 +45,13 @@ class Probe:
             return False
 
 
+# Probes go straight to loopback, whatever proxy the environment names.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _http_ok(url: str, any_status: bool) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310  # loopback
+        with _OPENER.open(url, timeout=1.0) as response:
             return 200 <= int(response.status) < 300
     except urllib.error.HTTPError as error:
         return any_status and error.code < 500
@@ -71,6 +72,8 @@ class Component:
     stop_timeout: float = 10.0
     env: dict[str, str] = field(default_factory=dict)
     run_as_uid: int | None = None
+    # Every port it listens on: checked free before it starts.
+    ports: list[int] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,25 +87,23 @@ class Component:
         return cls(**fields)
 
 
-def _process_start_time(pid: int) -> str:
-    """The kernel's start time of ``pid``: with the pid, it names one process
-    for good, so a recycled pid is never mistaken for ours."""
+def _process_stat(pid: int) -> tuple[str, str] | None:
+    """The kernel's state letter and start time of ``pid``: with the pid, the
+    start time names one process for good, so a recycled pid is never ours."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], fields[19]
 
 
 def is_running(component: Component) -> bool:
     if component.pid <= 0:
         return False
-    current = _process_start_time(component.pid)
-    if not current or current != component.start_time:
-        return False
-    # A zombie has exited: it only waits for its parent to collect it.
-    state = Path(f"/proc/{component.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    stat = _process_stat(component.pid)
+    # A zombie (Z) has exited: it only waits for its parent to collect it.
+    return stat is not None and stat[1] == component.start_time and stat[0] != "Z"
 
 
 def unprivileged_uid() -> int | None:
@@ -112,47 +113,59 @@ def unprivileged_uid() -> int | None:
     return pwd.getpwnam("nobody").pw_uid
 
 
-def _preexec(run_as_uid: int | None, tie_to_parent: bool) -> Callable[[], None]:
-    def setup() -> None:
-        if tie_to_parent:
-            # If the runner dies (a killed test session), its children die too.
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if run_as_uid is not None:
-            entry = pwd.getpwuid(run_as_uid)
-            os.setgroups([])
-            os.setgid(entry.pw_gid)
-            os.setuid(entry.pw_uid)
+def _launcher(run_as_uid: int | None, tie_to_parent: bool) -> list[str]:
+    """The ``setpriv`` prefix that drops privileges and ties the child's life
+    to ours. setpriv sets the death signal after changing user, which the
+    kernel would otherwise clear, and needs no code run between fork and exec."""
+    prefix = ["setpriv"]
+    if run_as_uid is not None:
+        entry = pwd.getpwuid(run_as_uid)
+        prefix += [f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+    if tie_to_parent:
+        # If the runner dies (a killed test session), its children die too.
+        prefix += ["--pdeathsig", "TERM"]
+    return [*prefix, "--"] if len(prefix) > 1 else []
 
-    return setup
+
+def ensure_ports_free(component: Component) -> None:
+    for port in component.ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                raise StackError(
+                    f"{component.name}: port {port} is in use (another stack? `make down`, "
+                    "or move it with the STACK_*_PORT settings)"
+                ) from None
 
 
 def start(component: Component, *, tie_to_parent: bool) -> subprocess.Popen[bytes]:
+    ensure_ports_free(component)
     log = Path(component.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            component.argv,
+            _launcher(component.run_as_uid, tie_to_parent) + component.argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **component.env},
             start_new_session=True,
-            preexec_fn=_preexec(component.run_as_uid, tie_to_parent),
         )
     component.pid = process.pid
-    component.start_time = _process_start_time(process.pid)
+    stat = _process_stat(process.pid)
+    component.start_time = stat[1] if stat else ""
     return process
 
 
 def run_once(argv: Sequence[str], *, run_as_uid: int | None = None, what: str) -> None:
     """Runs a set-up command to completion; raises with its output on failure."""
     result = subprocess.run(
-        list(argv),
+        _launcher(run_as_uid, tie_to_parent=False) + list(argv),
         capture_output=True,
         text=True,
         check=False,
-        preexec_fn=_preexec(run_as_uid, tie_to_parent=False),
     )
     if result.returncode != 0:
         raise StackError(f"{what} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
@@ -166,18 +179,22 @@ def wait_healthy(
     """Waits until every component's probe passes; fails fast when one exits."""
     pending = {c.name: c for c in components}
     deadline = time.monotonic() + timeout
-    while pending:
-        for name, component in list(pending.items()):
-            process = processes.get(name)
+    while True:
+        for component in components:
+            process = processes.get(component.name)
             if process is not None and process.poll() is not None:
                 raise StackError(
-                    f"{name} exited with code {process.returncode} while starting\n"
+                    f"{component.name} exited with code {process.returncode} while starting\n"
                     + log_tail(component)
                 )
+        if not pending:
+            return
+        for name, component in list(pending.items()):
             if component.probe.healthy():
                 del pending[name]
         if not pending:
-            return
+            # One more pass above: a probe can pass on a port another process holds.
+            continue
         if time.monotonic() > deadline:
             name, component = next(iter(pending.items()))
             raise StackError(f"{name} not healthy after {timeout:.0f}s\n" + log_tail(component))

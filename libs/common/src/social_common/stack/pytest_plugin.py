@@ -31,9 +31,8 @@ def stack() -> Iterator[Endpoints]:
         durable=False,
         external=os.environ,
     )
-    endpoints = running.start()
     try:
-        yield endpoints
+        yield running.start()
     finally:
         running.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
