@@ -6,6 +6,8 @@ import importlib
 
 import redis.asyncio as aioredis
 import yaml
+from openapi_spec_validator import validate
+from social_common.db import create_pool
 from social_common.rest import PLATFORM_PATHS, Readiness, build_app
 from social_common.runner import Resources
 from social_common.settings import Settings
@@ -21,9 +23,13 @@ def _service_routes() -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for name in SERVICES:
         spec = importlib.import_module(f"{name}.app").spec()
-        # Building routes does no I/O: the clients connect on first use.
-        resources = Resources(settings=Settings(service=name), redis=aioredis.Redis(), db=None)
-        app = build_app(name, spec.routes(resources), Readiness(name, {}))
+        # Wiring does no I/O: the pool opens and the clients connect on first use.
+        resources = Resources(
+            settings=Settings(service=name),
+            redis=aioredis.Redis(),
+            db=create_pool("postgresql://unused", min_size=1, max_size=1, name=name),
+        )
+        app = build_app(name, spec.wire(resources).routes, Readiness(name, {}))
         for route in app.routes:
             assert isinstance(route, Route), f"{name}: document {route!r} by hand"
             if route.path in PLATFORM_PATHS:
@@ -50,8 +56,9 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     assert documented - served == set(), "documented but served by no service"
 
 
-def test_the_document_is_openapi_3_1_with_unique_operation_ids() -> None:
+def test_the_document_is_valid_openapi_3_1_with_unique_operation_ids() -> None:
     document = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
     assert document["openapi"].startswith("3.1")
+    validate(document)
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from social_common.runner import ServiceSpec, run_service
+from social_common.runner import ServiceSpec, Wiring, run_service
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -19,8 +19,7 @@ if __name__ == "__main__":
     run_service(
         ServiceSpec(
             name="slowpoke",
-            routes=lambda _resources: [Route("/slow", slow)],
-            register_grpc=lambda _server, _resources: [],
+            wire=lambda _resources: Wiring(routes=[Route("/slow", slow)]),
             uses_database=False,
         )
     )

@@ -27,17 +27,20 @@ def service_main(spec: ServiceSpec, argv: list[str] | None = None) -> None:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate"],
-        help="serve REST and gRPC (default), or apply pending migrations and exit",
+        choices=["serve", "migrate", *spec.commands],
+        help="serve REST and gRPC (default), apply pending migrations and exit, or "
+        + (", ".join(spec.commands) or "nothing else"),
     )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(spec.name, uses_database=spec.uses_database)
     except SettingsError as exc:
         sys.exit(f"{spec.name}: {exc}")
-    if args.command == "migrate":
-        configure_logging(spec.name, settings.log_level)
-        applied = migrate(spec, settings)
-        get_logger(__name__).info("migrated", applied=applied)
+    if args.command == "serve":
+        run_service(spec, settings)
         return
-    run_service(spec, settings)
+    configure_logging(spec.name, settings.log_level)
+    if args.command == "migrate":
+        get_logger(__name__).info("migrated", applied=migrate(spec, settings))
+    else:
+        spec.commands[args.command](settings)

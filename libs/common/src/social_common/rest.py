@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from social_common.errors import install_problem_handlers
+from social_common.errors import Problem, install_problem_handlers
 from social_common.logging import get_logger
 from social_common.metrics import RequestMiddleware, metrics_endpoint
 
@@ -27,8 +28,71 @@ Check = Callable[[], Awaitable[None]]
 PLATFORM_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def json_response(body: object, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+# Larger JSON bodies are refused before they are read: no route needs more.
+MAX_JSON_BODY = 64 * 1024
+
+
+def json_response(
+    body: object, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers
+    )
+
+
+async def json_object(
+    request: Request, fields: Mapping[str, type], required: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The request's JSON object, checked: only ``fields`` (name → type) may
+    appear, ``required`` ones must; anything else is a problem (413, 415, 400
+    or 422 with one entry per offending field), so no unknown or privileged
+    field is ever silently accepted."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
+        raise Problem(413, "body_too_large", f"The body is over {MAX_JSON_BODY} bytes.")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_JSON_BODY:
+            raise Problem(413, "body_too_large", f"The body is over {MAX_JSON_BODY} bytes.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise Problem(422, "validation_failed", "The body must be a JSON object.")
+    errors = [
+        {"field": name, "message": "unknown or read-only field"}
+        for name in body
+        if name not in fields
+    ]
+    errors += [
+        {"field": name, "message": "required"} for name in required if body.get(name) is None
+    ]
+    errors += [
+        {"field": name, "message": f"must be {_TYPE_NAMES.get(kind, kind.__name__)}"}
+        for name, kind in fields.items()
+        if body.get(name) is not None and not isinstance(body[name], kind)
+    ]
+    if errors:
+        raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
+    return body
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+
+
+def client_ip(request: Request) -> str:
+    """The client's address as the gateway saw the connection: the edge Envoy
+    appends it to X-Forwarded-For, so the last entry is its word (entries a
+    client sent stand before it). Without the header, the peer's address."""
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return request.client.host if request.client else "unknown"
 
 
 class Readiness:
@@ -81,10 +145,20 @@ class Readiness:
         return ready, results
 
     async def endpoint(self, _request: Request) -> Response:
+        """/readyz, for the gateway and the orchestrator: with each check's outcome."""
         ready, checks = await self.report()
-        status = "draining" if self.draining else ("ready" if ready else "not_ready")
-        body = {"service": self.service, "status": status, "checks": checks}
+        body = {"service": self.service, "status": self._status(ready), "checks": checks}
         return json_response(body, 200 if ready else 503)
+
+    async def public_endpoint(self, _request: Request) -> Response:
+        """The public health route: the verdict only, no internal addresses."""
+        ready, _ = await self.report()
+        return json_response(
+            {"service": self.service, "status": self._status(ready)}, 200 if ready else 503
+        )
+
+    def _status(self, ready: bool) -> str:
+        return "draining" if self.draining else ("ready" if ready else "not_ready")
 
 
 async def _alive(_request: Request) -> Response:
@@ -97,7 +171,7 @@ def build_app(service: str, routes: Sequence[BaseRoute], readiness: Readiness) -
             Route("/healthz", _alive, methods=["GET"]),
             Route("/readyz", readiness.endpoint, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route(f"/api/v1/{service}/healthz", readiness.endpoint, methods=["GET"]),
+            Route(f"/api/v1/{service}/healthz", readiness.public_endpoint, methods=["GET"]),
             *routes,
         ],
         middleware=[Middleware(RequestMiddleware)],

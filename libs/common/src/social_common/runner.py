@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import signal
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
@@ -43,17 +46,30 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
-    """What makes a service: its public REST routes and its gRPC servicers.
+class Wiring:
+    """What a service serves, built by its ``wire`` function without I/O.
 
     ``register_grpc`` adds the servicers to the server and returns the full
     names of the gRPC services it added (for health and reflection).
+    ``background`` coroutines run while the service serves and are cancelled
+    when it drains; ``close`` runs after the listeners have closed.
     """
 
+    routes: Sequence[BaseRoute] = ()
+    register_grpc: Callable[[grpc.aio.Server], Sequence[str]] = lambda _server: ()
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service: its name, whether it keeps state in PostgreSQL, its wiring,
+    and the extra commands of its command line (``python -m <name> <command>``)."""
+
     name: str
-    routes: Callable[[Resources], Sequence[BaseRoute]]
-    register_grpc: Callable[[grpc.aio.Server, Resources], Sequence[str]]
+    wire: Callable[[Resources], Wiring]
     uses_database: bool = True
+    commands: Mapping[str, Callable[[Settings], None]] = field(default_factory=dict)
 
 
 class _Server(uvicorn.Server):
@@ -93,15 +109,16 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     resources = Resources(settings=settings, redis=redis, db=db)
     readiness = Readiness(spec.name, checks)
 
+    wiring = spec.wire(resources)
     http_socket = _listen(settings.bind_host, settings.http_port)
     grpc_server = create_server()
-    service_names = list(spec.register_grpc(grpc_server, resources))
+    service_names = list(wiring.register_grpc(grpc_server))
     health = add_health_and_reflection(grpc_server, service_names)
     for name in service_names:
         await health.set(name, SERVING)
     grpc_server.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port}")
 
-    app = build_app(spec.name, spec.routes(resources), readiness)
+    app = build_app(spec.name, wiring.routes, readiness)
     config = uvicorn.Config(
         app,
         lifespan="off",
@@ -109,17 +126,31 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace),
+        # Longer than the gateway's upstream idle timeout (60 s): the gateway,
+        # not us, closes idle pooled connections, so it never sends a request
+        # down a connection we are closing.
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
     )
     http_server = _Server(config)
 
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("forced_exit")  # a second signal: stop waiting for the drain
+            os._exit(1)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+    background = [asyncio.create_task(run()) for run in wiring.background]
+    for task in background:
+        task.add_done_callback(_log_crash)
     log.info(
         "started",
         http=f"{settings.bind_host}:{settings.http_port}",
@@ -139,10 +170,20 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     await asyncio.sleep(settings.shutdown_delay)
     http_server.should_exit = True
     await asyncio.gather(http_task, grpc_server.stop(settings.shutdown_grace))
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    if wiring.close is not None:
+        await wiring.close()
     if db is not None:
         await db.close()
     await redis.aclose()
     log.info("stopped")
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
 
 
 def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:

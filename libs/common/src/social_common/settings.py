@@ -61,6 +61,7 @@ DEV_PORTS: dict[str, tuple[int, int]] = {
     "media": (8104, 9114),
     "realtime": (8105, 9115),
 }
+PRODUCTION_PORTS = (8080, 9090)
 DEV_POSTGRES_PORT = 54329
 DEV_REDIS_PORT = 63799
 
@@ -79,10 +80,10 @@ class Settings:
     bind_host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 9000
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # holds a password
     db_pool_min: int = 2
     db_pool_max: int = 10
-    redis_url: str = f"redis://127.0.0.1:{DEV_REDIS_PORT}/0"
+    redis_url: str = field(default=f"redis://127.0.0.1:{DEV_REDIS_PORT}/0", repr=False)
     log_level: str = "info"
     # Seconds /readyz reports "draining" before listeners close, so that load
     # balancers stop routing here first (Kubernetes endpoint removal lags).
@@ -90,6 +91,9 @@ class Settings:
     # Seconds in-flight requests and RPCs get to finish after listeners close.
     shutdown_grace: float = 20.0
     peers: dict[str, str] = field(default_factory=dict)
+    # Access tokens: who issues them and for whom; every service checks both.
+    jwt_issuer: str = "social-auth"
+    jwt_audience: str = "social-api"
 
     @classmethod
     def from_env(cls, service: str, *, uses_database: bool = True) -> Settings:
@@ -97,19 +101,28 @@ class Settings:
         if environment not in _ENVIRONMENTS:
             raise SettingsError(f"APP_ENV must be one of {', '.join(_ENVIRONMENTS)}")
         production = environment == "production"
-        http_default, grpc_default = DEV_PORTS.get(service, (8000, 9000))
-        database_url: str | None = None
+        # In production every service listens on the same ports of its own pod,
+        # and finds a peer by its Kubernetes service name.
+        http_default, grpc_default = (
+            PRODUCTION_PORTS if production else DEV_PORTS.get(service, PRODUCTION_PORTS)
+        )
+        database_url: str | None = field(default=None, repr=False)  # holds a password
         if uses_database:
             database_url = env_str(
                 "DATABASE_URL", None if production else dev_database_url(service)
             )
-        redis_url = env_str("REDIS_URL", None if production else cls.redis_url)
+        redis_url = env_str(
+            "REDIS_URL", None if production else f"redis://127.0.0.1:{DEV_REDIS_PORT}/0"
+        )
         if production:
             for name, url in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
                 if url and ":dev-" in url:
                     raise SettingsError(f"{name} holds a dev placeholder password in production")
         peers = {
-            name: os.environ.get(f"{name.upper()}_GRPC_ADDR", f"127.0.0.1:{ports[1]}")
+            name: os.environ.get(
+                f"{name.upper()}_GRPC_ADDR",
+                f"{name}:{PRODUCTION_PORTS[1]}" if production else f"127.0.0.1:{ports[1]}",
+            )
             for name, ports in DEV_PORTS.items()
             if name != service
         }
@@ -127,4 +140,6 @@ class Settings:
             shutdown_delay=env_float("SHUTDOWN_DELAY_SECONDS", 5.0 if production else 0.0),
             shutdown_grace=env_float("SHUTDOWN_GRACE_SECONDS", 20.0),
             peers=peers,
+            jwt_issuer=env_str("JWT_ISSUER", cls.jwt_issuer),
+            jwt_audience=env_str("JWT_AUDIENCE", cls.jwt_audience),
         )

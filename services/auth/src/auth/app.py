@@ -1,20 +1,69 @@
-"""Wiring of the auth service: its public routes and its gRPC servicers."""
+"""Wiring of the auth service: accounts, tokens, profiles and the follow graph."""
 
-from collections.abc import Sequence
+from __future__ import annotations
+
+from datetime import timedelta
 
 import grpc
-from social_common.runner import Resources, ServiceSpec
-from starlette.routing import BaseRoute
+from social.auth.v1 import auth_pb2, auth_pb2_grpc
+from social_common.ratelimit import RateLimiter
+from social_common.runner import Resources, ServiceSpec, Wiring
+from social_common.settings import Settings
+from social_common.tokens import TokenVerifier
+
+from auth.api import AuthApi
+from auth.config import AuthConfig
+from auth.keys import KeyRing, rotate_keys
+from auth.passwords import Passwords
+from auth.rpc import AuthRpc
+from auth.service import AuthService
 
 
-def routes(_resources: Resources) -> Sequence[BaseRoute]:
-    return []
+def wire(resources: Resources) -> Wiring:
+    assert resources.db is not None
+    settings = resources.settings
+    config = AuthConfig.from_env()
+    passwords = Passwords(
+        config.argon2_memory_kib,
+        config.argon2_time_cost,
+        config.argon2_parallelism,
+        config.hash_workers,
+    )
+    keys = KeyRing(resources.db)
+    service = AuthService(
+        resources.db, config, passwords, keys, settings.jwt_issuer, settings.jwt_audience
+    )
+    # Auth verifies its own tokens from its own key ring, not over the network.
+    verifier = TokenVerifier(keys.jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    api = AuthApi(service, keys, verifier, RateLimiter(resources.redis), config)
+    rpc = AuthRpc(service, keys)
+
+    def register_grpc(server: grpc.aio.Server) -> list[str]:
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(rpc, server)
+        return [auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name]
+
+    async def close() -> None:
+        passwords.close()
+
+    return Wiring(
+        routes=api.routes(),
+        register_grpc=register_grpc,
+        background=[keys.keep_loaded],
+        close=close,
+    )
 
 
-def register_grpc(_server: grpc.aio.Server, _resources: Resources) -> Sequence[str]:
-    # The auth servicer is not wired in yet: its RPCs arrive with the auth issue.
-    return []
+def rotate(settings: Settings) -> None:
+    """``python -m auth rotate-keys``: publish a new signing key (see auth.keys)."""
+    assert settings.database_url is not None
+    config = AuthConfig.from_env()
+    kid, activates_at = rotate_keys(
+        settings.database_url,
+        publish_ahead=timedelta(seconds=config.jwks_cache_seconds),
+        longest_token_life=timedelta(seconds=config.access_ttl),
+    )
+    print(f"published key {kid}; it signs from {activates_at.isoformat()}")
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="auth", routes=routes, register_grpc=register_grpc, uses_database=True)
+    return ServiceSpec(name="auth", wire=wire, commands={"rotate-keys": rotate})

@@ -1,22 +1,12 @@
 """Wiring of the messages service: its public routes and its gRPC servicers."""
 
-from collections.abc import Sequence
-
-import grpc
-from social_common.runner import Resources, ServiceSpec
-from starlette.routing import BaseRoute
+from social_common.runner import Resources, ServiceSpec, Wiring
 
 
-def routes(_resources: Resources) -> Sequence[BaseRoute]:
-    return []
-
-
-def register_grpc(_server: grpc.aio.Server, _resources: Resources) -> Sequence[str]:
-    # The messages servicer is not wired in yet: its RPCs arrive with the messages issue.
-    return []
+def wire(_resources: Resources) -> Wiring:
+    # Nothing served yet beyond the platform routes: the messages API arrives with its issue.
+    return Wiring()
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(
-        name="messages", routes=routes, register_grpc=register_grpc, uses_database=True
-    )
+    return ServiceSpec(name="messages", wire=wire, uses_database=True)

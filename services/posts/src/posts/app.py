@@ -1,20 +1,12 @@
 """Wiring of the posts service: its public routes and its gRPC servicers."""
 
-from collections.abc import Sequence
-
-import grpc
-from social_common.runner import Resources, ServiceSpec
-from starlette.routing import BaseRoute
+from social_common.runner import Resources, ServiceSpec, Wiring
 
 
-def routes(_resources: Resources) -> Sequence[BaseRoute]:
-    return []
-
-
-def register_grpc(_server: grpc.aio.Server, _resources: Resources) -> Sequence[str]:
-    # The posts servicer is not wired in yet: its RPCs arrive with the posts issue.
-    return []
+def wire(_resources: Resources) -> Wiring:
+    # Nothing served yet beyond the platform routes: the posts API arrives with its issue.
+    return Wiring()
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="posts", routes=routes, register_grpc=register_grpc, uses_database=True)
+    return ServiceSpec(name="posts", wire=wire, uses_database=True)

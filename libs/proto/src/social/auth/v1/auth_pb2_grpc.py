@@ -50,6 +50,11 @@ class AuthServiceStub:
                 request_serializer=social_dot_auth_dot_v1_dot_auth__pb2.GetFollowingRequest.SerializeToString,
                 response_deserializer=social_dot_auth_dot_v1_dot_auth__pb2.GetFollowingResponse.FromString,
                 _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/social.auth.v1.AuthService/GetJwks',
+                request_serializer=social_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=social_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -78,6 +83,13 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJwks(self, request, context):
+        """GetJwks returns the public keys that verify access tokens, as a JWKS document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +107,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetFollowing,
                     request_deserializer=social_dot_auth_dot_v1_dot_auth__pb2.GetFollowingRequest.FromString,
                     response_serializer=social_dot_auth_dot_v1_dot_auth__pb2.GetFollowingResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=social_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.FromString,
+                    response_serializer=social_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +196,33 @@ class AuthService:
             '/social.auth.v1.AuthService/GetFollowing',
             social_dot_auth_dot_v1_dot_auth__pb2.GetFollowingRequest.SerializeToString,
             social_dot_auth_dot_v1_dot_auth__pb2.GetFollowingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/social.auth.v1.AuthService/GetJwks',
+            social_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
+            social_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,8 @@ class AuthServiceStub:
     """GetFollowers pages through the ids of the users who follow user_id (fan-out on write)."""
     GetFollowing: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetFollowingRequest, _auth_pb2.GetFollowingResponse]
     """GetFollowing pages through the ids of the users whom user_id follows (timeline rebuilds)."""
+    GetJwks: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]
+    """GetJwks returns the public keys that verify access tokens, as a JWKS document."""
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -55,6 +57,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """GetFollowers pages through the ids of the users who follow user_id (fan-out on write)."""
     GetFollowing: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetFollowingRequest, _auth_pb2.GetFollowingResponse]  # type: ignore[assignment]
     """GetFollowing pages through the ids of the users whom user_id follows (timeline rebuilds)."""
+    GetJwks: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]  # type: ignore[assignment]
+    """GetJwks returns the public keys that verify access tokens, as a JWKS document."""
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService answers peers' questions about users and the follow graph."""
@@ -84,5 +88,13 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetFollowingResponse, _abc.Awaitable[_auth_pb2.GetFollowingResponse]]:
         """GetFollowing pages through the ids of the users whom user_id follows (timeline rebuilds)."""
+
+    @_abc_1.abstractmethod
+    def GetJwks(
+        self,
+        request: _auth_pb2.GetJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetJwksResponse, _abc.Awaitable[_auth_pb2.GetJwksResponse]]:
+        """GetJwks returns the public keys that verify access tokens, as a JWKS document."""
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,199 @@
+"""The auth service's REST API (reached through the gateway)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from social_common.errors import Problem
+from social_common.pagination import next_link, page_limit
+from social_common.ratelimit import Limit, RateLimiter, RateLimitResult, raise_if_limited
+from social_common.rest import client_ip, json_object, json_response
+from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from auth import store
+from auth.config import AuthConfig
+from auth.keys import KeyRing
+from auth.service import AuthService
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def public_user(user: store.User) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "username": user.username,
+        "display_name": user.display_name,
+        "bio": user.bio,
+        "follower_count": user.follower_count,
+        "following_count": user.following_count,
+        "created_at": iso(user.created_at),
+    }
+
+
+def own_user(user: store.User) -> dict[str, Any]:
+    return {**public_user(user), "email": user.email}
+
+
+class AuthApi:
+    def __init__(
+        self,
+        service: AuthService,
+        keys: KeyRing,
+        verifier: TokenVerifier,
+        limiter: RateLimiter,
+        config: AuthConfig,
+    ) -> None:
+        self.service = service
+        self.keys = keys
+        self.verifier = verifier
+        self.limiter = limiter
+        self.config = config
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [
+            Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
+            Route("/api/v1/users/register", self.register, methods=["POST"]),
+            Route("/api/v1/users/login", self.login, methods=["POST"]),
+            Route("/api/v1/users/token/refresh", self.refresh, methods=["POST"]),
+            Route("/api/v1/users/logout", self.logout, methods=["POST"]),
+            Route("/api/v1/users/password", self.change_password, methods=["POST"]),
+            Route("/api/v1/users/profile", self.profile, methods=["GET", "PATCH"]),
+            Route("/api/v1/users/{username}", self.user, methods=["GET"]),
+            Route("/api/v1/users/{username}/follow", self.follow, methods=["POST", "DELETE"]),
+            Route("/api/v1/users/{username}/followers", self.followers, methods=["GET"]),
+            Route("/api/v1/users/{username}/following", self.following, methods=["GET"]),
+        ]
+
+    async def _limit(self, *limits: Limit) -> RateLimitResult:
+        result = await self.limiter.hit(*limits)
+        raise_if_limited(result)
+        return result
+
+    async def jwks(self, _request: Request) -> Response:
+        # Readers may cache it as long as a new key waits before it signs.
+        return json_response(
+            await self.keys.jwks(),
+            headers={"Cache-Control": f"public, max-age={self.config.jwks_cache_seconds}"},
+        )
+
+    async def register(self, request: Request) -> Response:
+        limited = await self._limit(
+            Limit("register_ip", client_ip(request), self.config.register_per_ip)
+        )
+        body = await json_object(
+            request,
+            {"username": str, "email": str, "password": str},
+            required=("username", "email", "password"),
+        )
+        user = await self.service.register(body["username"], body["email"], body["password"])
+        return json_response(own_user(user), 201, headers=limited.headers())
+
+    async def login(self, request: Request) -> Response:
+        body = await json_object(request, {"username": str, "email": str, "password": str})
+        username, email = body.get("username"), body.get("email")
+        errors = []
+        if (username is None) == (email is None):
+            errors.append({"field": "email", "message": "give either email or username"})
+        if body.get("password") is None:
+            errors.append({"field": "password", "message": "required"})
+        if errors:
+            raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
+        account = (email or username or "").strip().lower()
+        limited = await self._limit(
+            Limit("login_account", account, self.config.login_per_account),
+            Limit("login_ip", client_ip(request), self.config.login_per_ip),
+        )
+        session = await self.service.login(
+            username=username, email=email, password=body["password"]
+        )
+        return json_response(session.document(), headers=limited.headers())
+
+    async def refresh(self, request: Request) -> Response:
+        body = await json_object(request, {"refresh_token": str}, required=("refresh_token",))
+        session = await self.service.refresh(body["refresh_token"])
+        return json_response(session.document())
+
+    async def logout(self, request: Request) -> Response:
+        body = await json_object(request, {"refresh_token": str}, required=("refresh_token",))
+        await self.service.logout(body["refresh_token"])
+        return Response(status_code=204)
+
+    async def change_password(self, request: Request) -> Response:
+        claims = await authenticate(request, self.verifier)
+        limited = await self._limit(
+            Limit("password_account", claims.subject, self.config.login_per_account)
+        )
+        body = await json_object(
+            request,
+            {"current_password": str, "new_password": str},
+            required=("current_password", "new_password"),
+        )
+        await self.service.change_password(
+            uuid.UUID(claims.subject), body["current_password"], body["new_password"]
+        )
+        return Response(status_code=204, headers=limited.headers())
+
+    async def profile(self, request: Request) -> Response:
+        claims = await authenticate(request, self.verifier)
+        user_id = uuid.UUID(claims.subject)
+        if request.method == "GET":
+            return json_response(own_user(await self.service.me(user_id)))
+        body = await json_object(request, {"display_name": str, "bio": str})
+        return json_response(own_user(await self.service.update_profile(user_id, body)))
+
+    async def user(self, request: Request) -> Response:
+        viewer = await authenticate_optional(request, self.verifier)
+        user = await self.service.by_username(request.path_params["username"])
+        document = public_user(user)
+        if viewer is not None:
+            document["followed_by_me"] = await self.service.is_following(
+                uuid.UUID(viewer.subject), user.id
+            )
+        return json_response(document)
+
+    async def follow(self, request: Request) -> Response:
+        claims = await authenticate(request, self.verifier)
+        await self.service.follow(
+            uuid.UUID(claims.subject),
+            request.path_params["username"],
+            on=request.method == "POST",
+        )
+        return Response(status_code=204)
+
+    async def followers(self, request: Request) -> Response:
+        return await self._follow_page(request, "followers")
+
+    async def following(self, request: Request) -> Response:
+        return await self._follow_page(request, "following")
+
+    async def _follow_page(self, request: Request, direction: str) -> Response:
+        user = await self.service.by_username(request.path_params["username"])
+        page, next_cursor = await self.service.follow_page(
+            direction,
+            user.id,
+            request.query_params.get("cursor"),
+            page_limit(request.query_params.get("limit")),
+        )
+        return json_response(
+            {
+                "items": [
+                    {
+                        "id": str(e.id),
+                        "username": e.username,
+                        "display_name": e.display_name,
+                        "followed_at": iso(e.followed_at),
+                    }
+                    for e in page
+                ],
+                "next_cursor": next_cursor,
+            },
+            headers=next_link(request.url, next_cursor),
+        )

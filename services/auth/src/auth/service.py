@@ -1,0 +1,292 @@
+"""The auth service's rules: accounts, sessions (tokens) and the follow graph."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from email_validator import EmailNotValidError, validate_email
+from psycopg_pool import AsyncConnectionPool
+from social_common.errors import Problem
+from social_common.ids import parse_uuid, uuid7
+from social_common.pagination import decode_cursor, encode_cursor
+
+from auth import store
+from auth.config import AuthConfig
+from auth.keys import KeyRing
+from auth.passwords import Passwords, password_problem
+
+USERNAME = re.compile(r"[a-z0-9_]{3,30}")
+# Words the API uses under /api/v1/users/: no account may take them as its name.
+RESERVED_USERNAMES = frozenset(
+    {"register", "login", "logout", "token", "password", "profile", "me", "admin", "api"}
+)
+MAX_DISPLAY_NAME = 50
+MAX_BIO = 500
+MAX_EMAIL = 254
+
+
+def field_error(field: str, message: str, code: str = "validation_failed") -> Problem:
+    return Problem(422, code, f"{field}: {message}.", errors=[{"field": field, "message": message}])
+
+
+def normalize_username(raw: str) -> str:
+    username = raw.strip().lower()
+    if not USERNAME.fullmatch(username):
+        raise field_error("username", "3 to 30 characters of a-z, 0-9 and _")
+    if username in RESERVED_USERNAMES:
+        raise field_error("username", "this name is reserved")
+    return username
+
+
+def normalize_email(raw: str) -> str:
+    if len(raw) > MAX_EMAIL:
+        raise field_error("email", f"at most {MAX_EMAIL} characters")
+    try:
+        return validate_email(raw, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise field_error("email", str(exc)) from None
+
+
+def check_password(password: str, field: str = "password") -> None:
+    problem = password_problem(password)
+    if problem:
+        raise field_error(field, problem, code="weak_password")
+
+
+def clean_text(field: str, value: str, maximum: int) -> str:
+    """Profile text: trimmed, at most ``maximum`` characters, no control characters."""
+    value = unicodedata.normalize("NFC", value.strip())
+    if len(value) > maximum:
+        raise field_error(field, f"at most {maximum} characters")
+    if any(unicodedata.category(c) == "Cc" and c not in "\n" for c in value):
+        raise field_error(field, "control characters are not allowed")
+    return value
+
+
+def encode_follow_cursor(entry: store.FollowEntry) -> str:
+    return encode_cursor([entry.followed_at.isoformat(), str(entry.id)])
+
+
+def decode_follow_cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The position after which a follow page starts; a 422 when tampered with."""
+    cursor = decode_cursor(raw, (str, str))
+    if cursor is None:
+        return None
+    other = parse_uuid(cursor[1])
+    try:
+        moment: datetime | None = datetime.fromisoformat(cursor[0])
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or other is None:
+        raise Problem(422, "invalid_cursor", "The cursor is not one this API issued.")
+    return moment, other
+
+
+def hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    access_expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    user_id: uuid.UUID
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "token_type": "Bearer",
+            "access_token": self.access_token,
+            "expires_in": self.access_expires_in,
+            "refresh_token": self.refresh_token,
+            "refresh_expires_in": self.refresh_expires_in,
+            "user_id": str(self.user_id),
+        }
+
+
+INVALID_LOGIN = Problem(401, "invalid_credentials", "The login or the password is wrong.")
+INVALID_REFRESH = Problem(401, "invalid_refresh_token", "The refresh token is not valid.")
+
+
+class AuthService:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        config: AuthConfig,
+        passwords: Passwords,
+        keys: KeyRing,
+        issuer: str,
+        audience: str,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.passwords = passwords
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+
+    # -- accounts ------------------------------------------------------------
+
+    async def register(self, username: str, email: str, password: str) -> store.User:
+        username = normalize_username(username)
+        email = normalize_email(email)
+        check_password(password)
+        password_hash = await self.passwords.hash(password)
+        try:
+            async with self.pool.connection() as conn:
+                return await store.insert_user(conn, uuid7(), username, email, password_hash)
+        except psycopg.errors.UniqueViolation as exc:
+            taken = "email" if "email" in (exc.diag.constraint_name or "") else "username"
+            raise Problem(
+                409,
+                f"{taken}_taken",
+                f"This {taken} is already registered.",
+                errors=[{"field": taken, "message": "already registered"}],
+            ) from None
+
+    async def login(self, *, username: str | None, email: str | None, password: str) -> Session:
+        # Refused before hashing: an over-long input must not buy CPU time.
+        if len(password) > 128 or len(username or email or "") > MAX_EMAIL:
+            raise INVALID_LOGIN
+        async with self.pool.connection() as conn:
+            found = await store.credentials(conn, username=username, email=email)
+        # Unknown accounts are verified against a dummy hash: same answer, same cost.
+        ok, rehashed = await self.passwords.verify(found.password_hash if found else None, password)
+        if found is None or not ok:
+            raise INVALID_LOGIN
+        async with self.pool.connection() as conn, conn.transaction():
+            if rehashed:
+                await store.set_password_hash(conn, found.id, rehashed)
+            family_id = uuid7()
+            await store.new_family(conn, family_id, found.id)
+            return await self._issue(conn, found.id, family_id)
+
+    async def refresh(self, refresh_token: str) -> Session:
+        token_hash = hash_refresh_token(refresh_token)
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                state = await store.lock_refresh_token(conn, token_hash)
+                if state is None or state.expired or state.revoked:
+                    raise INVALID_REFRESH
+                if not state.spent:
+                    await store.spend_refresh_token(conn, token_hash)
+                    return await self._issue(conn, state.user_id, state.family_id)
+            # A spent token presented again: it was copied. End the whole chain,
+            # the thief's tokens and the owner's alike.
+            async with conn.transaction():
+                await store.revoke_family(conn, state.family_id, "refresh token reused")
+        raise INVALID_REFRESH
+
+    async def logout(self, refresh_token: str) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            state = await store.lock_refresh_token(conn, hash_refresh_token(refresh_token))
+            if state is not None:
+                await store.revoke_family(conn, state.family_id, "logout")
+
+    async def change_password(self, user_id: uuid.UUID, current: str, new: str) -> None:
+        if len(current) > 128:
+            raise Problem(403, "wrong_password", "The current password is wrong.")
+        async with self.pool.connection() as conn:
+            stored = await store.password_hash(conn, user_id)
+        if stored is None:
+            raise Problem(404, "not_found", "No such user.")
+        ok, _ = await self.passwords.verify(stored, current)
+        if not ok:
+            raise Problem(403, "wrong_password", "The current password is wrong.")
+        check_password(new, field="new_password")
+        new_hash = await self.passwords.hash(new)
+        async with self.pool.connection() as conn, conn.transaction():
+            await store.set_password_hash(conn, user_id, new_hash)
+            await store.revoke_all_families(conn, user_id, "password changed")
+
+    async def _issue(self, conn: store.Conn, user_id: uuid.UUID, family_id: uuid.UUID) -> Session:
+        refresh_token = secrets.token_urlsafe(32)
+        await store.insert_refresh_token(
+            conn, hash_refresh_token(refresh_token), family_id, self.config.refresh_ttl
+        )
+        now = int(time.time())
+        access_token = await self.keys.sign(
+            {
+                "iss": self.issuer,
+                "aud": self.audience,
+                "sub": str(user_id),
+                "iat": now,
+                "exp": now + self.config.access_ttl,
+                "jti": uuid7().hex,
+                "typ": "access",
+            }
+        )
+        return Session(
+            access_token, self.config.access_ttl, refresh_token, self.config.refresh_ttl, user_id
+        )
+
+    # -- profiles --------------------------------------------------------------
+
+    async def me(self, user_id: uuid.UUID) -> store.User:
+        async with self.pool.connection() as conn:
+            user = await store.user_by_id(conn, user_id)
+        if user is None:
+            raise Problem(404, "not_found", "No such user.")
+        return user
+
+    async def update_profile(self, user_id: uuid.UUID, changes: dict[str, str]) -> store.User:
+        cleaned = {
+            name: clean_text(name, value, MAX_DISPLAY_NAME if name == "display_name" else MAX_BIO)
+            for name, value in changes.items()
+        }
+        if not cleaned:
+            return await self.me(user_id)
+        async with self.pool.connection() as conn:
+            user = await store.update_profile(conn, user_id, cleaned)
+        if user is None:
+            raise Problem(404, "not_found", "No such user.")
+        return user
+
+    async def by_username(self, username: str) -> store.User:
+        async with self.pool.connection() as conn:
+            user = await store.user_by_username(conn, username)
+        if user is None:
+            raise Problem(404, "user_not_found", f"No user is called {username!r}.")
+        return user
+
+    async def is_following(self, follower: uuid.UUID, followee: uuid.UUID) -> bool:
+        async with self.pool.connection() as conn:
+            return await store.is_following(conn, follower, followee)
+
+    # -- follows ---------------------------------------------------------------
+
+    async def follow(self, follower: uuid.UUID, username: str, *, on: bool) -> store.User:
+        followee = await self.by_username(username)
+        if followee.id == follower:
+            raise Problem(422, "cannot_follow_self", "You cannot follow yourself.")
+        async with self.pool.connection() as conn, conn.transaction():
+            if on:
+                await store.follow(conn, follower, followee.id)
+            else:
+                await store.unfollow(conn, follower, followee.id)
+        return followee
+
+    async def follow_page(
+        self, direction: str, user_id: uuid.UUID, cursor: str | None, limit: int
+    ) -> tuple[list[store.FollowEntry], str | None]:
+        """A page of followers or followings and the cursor of the next page."""
+        after = decode_follow_cursor(cursor)
+        async with self.pool.connection() as conn:
+            # One more than asked tells whether a next page exists.
+            entries = await store.follow_page(conn, direction, user_id, after, limit + 1)
+        page = entries[:limit]
+        return page, encode_follow_cursor(page[-1]) if len(entries) > limit else None
+
+    async def users(self, ids: list[uuid.UUID]) -> list[store.User]:
+        async with self.pool.connection() as conn:
+            return await store.users_by_ids(conn, ids)
