@@ -29,7 +29,7 @@ def wire(resources: Resources) -> Wiring:
         config.argon2_parallelism,
         config.hash_workers,
     )
-    keys = KeyRing(resources.db)
+    keys = KeyRing(resources.db, config.keys_reload_seconds)
     service = AuthService(
         resources.db, config, passwords, keys, settings.jwt_issuer, settings.jwt_audience
     )

@@ -15,6 +15,8 @@ class AuthConfig:
     # How long a JWKS may be cached by its readers (Envoy, the services); a new
     # key is published this long before it signs anything.
     jwks_cache_seconds: int = 300
+    # How often each pod rereads the keys (to pick up rotations).
+    keys_reload_seconds: int = 30
     # OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane.
     argon2_memory_kib: int = 19 * 1024
     argon2_time_cost: int = 2
@@ -37,6 +39,9 @@ class AuthConfig:
             access_ttl=env_int("ACCESS_TOKEN_TTL_SECONDS", cls.access_ttl, minimum=60),
             refresh_ttl=env_int("REFRESH_TOKEN_TTL_SECONDS", cls.refresh_ttl, minimum=300),
             jwks_cache_seconds=env_int("JWKS_CACHE_SECONDS", cls.jwks_cache_seconds, minimum=0),
+            keys_reload_seconds=env_int(
+                "SIGNING_KEYS_RELOAD_SECONDS", cls.keys_reload_seconds, minimum=1
+            ),
             argon2_memory_kib=env_int(
                 "ARGON2_MEMORY_KIB", cls.argon2_memory_kib, minimum=19 * 1024
             ),

@@ -176,12 +176,15 @@ class Stack:
         tie_to_parent: bool,
         durable: bool = True,
         external: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.ports = ports
         self.tie_to_parent = tie_to_parent
         self.durable = durable
         self.external = dict(os.environ if external is None else external)
+        # Extra settings per service, over the stack's own (tests shorten intervals).
+        self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
         self.components: list[Component] = []
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoints = self._endpoints()
@@ -398,7 +401,7 @@ class Stack:
             argv=[sys.executable, "-m", name],
             log=self._log(name),
             probe=Probe("http", f"http://{self.endpoints.services_http[name]}/readyz"),
-            env=self.endpoints.service_env(name),
+            env={**self.endpoints.service_env(name), **self.service_env.get(name, {})},
             ports=list(self.ports.services[name]),
         )
 
