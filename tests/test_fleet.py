@@ -83,7 +83,8 @@ def test_platform_routes_are_not_exposed_through_the_gateway(stack: Endpoints) -
 
 def _realtime_requests(stack: Endpoints) -> int:
     stats = httpx.get(
-        f"{stack.envoy_admin_url}/stats", params={"filter": r"^cluster\.realtime\.upstream_rq_total$"}
+        f"{stack.envoy_admin_url}/stats",
+        params={"filter": r"^cluster\.realtime\.upstream_rq_total$"},
     ).text
     return int(stats.split(":")[1]) if ":" in stats else 0
 

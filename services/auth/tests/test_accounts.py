@@ -8,6 +8,7 @@ import time
 import httpx
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from social_common.stack.local import Endpoints
 from social_common.stack.testing import client, create_account, unique_name
 
@@ -151,8 +152,6 @@ def test_unknown_user_and_wrong_password_look_the_same(stack: Endpoints) -> None
 
 
 def test_login_rehashes_a_password_stored_with_weaker_parameters(stack: Endpoints) -> None:
-    from argon2 import PasswordHasher  # noqa: PLC0415
-
     account = create_account(stack.gateway_url)
     weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(account.password)
     with psycopg.connect(stack.database_admin_url, autocommit=True) as conn:

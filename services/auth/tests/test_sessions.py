@@ -49,22 +49,27 @@ def test_a_spent_refresh_token_revokes_its_whole_family(stack: Endpoints) -> Non
     assert _refresh(stack, other).status_code == 200
 
 
+def _race(stack: Endpoints, token: str) -> list[int]:
+    """Two refreshes with one token, released at the same instant."""
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def refresh() -> None:
+        barrier.wait()
+        statuses.append(_refresh(stack, token).status_code)
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def test_two_concurrent_refreshes_with_one_token_exactly_one_wins(stack: Endpoints) -> None:
     for _ in range(3):
         account = create_account(stack.gateway_url)
-        barrier = threading.Barrier(2)
-        statuses: list[int] = []
-
-        def race(token: str = account.refresh_token) -> None:
-            barrier.wait()
-            statuses.append(_refresh(stack, token).status_code)
-
-        threads = [threading.Thread(target=race) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert sorted(statuses) == [200, 401]
+        assert sorted(_race(stack, account.refresh_token)) == [200, 401]
 
 
 def test_unknown_and_garbage_refresh_tokens_are_401(stack: Endpoints) -> None:

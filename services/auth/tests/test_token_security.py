@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from joserfc import jwt

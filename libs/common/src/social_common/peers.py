@@ -1,0 +1,39 @@
+"""Clients of peer services over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import orjson
+from social.auth.v1 import auth_pb2, auth_pb2_grpc
+
+from social_common.settings import Settings
+from social_common.tokens import JwksSource, TokenVerifier
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    """A channel to a peer; it connects on first use and reconnects by itself."""
+    return grpc.aio.insecure_channel(
+        target, options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
+    )
+
+
+def auth_jwks_source(auth: grpc.aio.Channel, timeout: float = 2.0) -> JwksSource:
+    """The auth service's public keys, fetched over gRPC (GetJwks)."""
+    stub = auth_pb2_grpc.AuthServiceStub(auth)
+
+    async def fetch() -> Mapping[str, Any]:
+        reply = await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=timeout)
+        jwks: Mapping[str, Any] = orjson.loads(reply.jwks_json)
+        return jwks
+
+    return fetch
+
+
+def token_verifier(settings: Settings, auth: grpc.aio.Channel) -> TokenVerifier:
+    """The access-token verifier of a service other than auth."""
+    return TokenVerifier(
+        auth_jwks_source(auth), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
