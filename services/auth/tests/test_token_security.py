@@ -208,9 +208,10 @@ def test_rotate_keys_publishes_first_then_signs_and_old_tokens_stay_valid(
             **os.environ,
             "DATABASE_URL": stack.database_urls["auth"],
             "REDIS_URL": stack.redis_url,
-            # Sign with the new key at once: this test is the only JWKS reader
-            # that matters, and it does not cache.
-            "JWKS_CACHE_SECONDS": "0",
+            # The test stack's clocks: the gateway caches the JWKS for 1 s and
+            # auth rereads its keys every second.
+            "JWKS_CACHE_SECONDS": "1",
+            "SIGNING_KEYS_RELOAD_SECONDS": "1",
         },
         capture_output=True,
         text=True,
@@ -226,8 +227,10 @@ def test_rotate_keys_publishes_first_then_signs_and_old_tokens_stay_valid(
         }:
             assert time.monotonic() < deadline, "the JWKS never listed both keys"
             time.sleep(0.1)
-    while _kid_of(create_account(stack.gateway_url).access_token) != new_kid:
+    while _kid_of((after := create_account(stack.gateway_url)).access_token) != new_kid:
         assert time.monotonic() < deadline, "new key never used for signing"
     with client(stack.gateway_url) as http:
-        still = http.get("/api/v1/users/profile", headers=before.auth)
-    assert still.status_code == 200
+        # The gateway knew the new key before it signed anything...
+        assert http.get("/api/v1/users/profile", headers=after.auth).status_code == 200
+        # ...and still knows the old one, whose tokens have not expired.
+        assert http.get("/api/v1/users/profile", headers=before.auth).status_code == 200

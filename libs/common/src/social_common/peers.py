@@ -35,5 +35,9 @@ def auth_jwks_source(auth: grpc.aio.Channel, timeout: float = 2.0) -> JwksSource
 def token_verifier(settings: Settings, auth: grpc.aio.Channel) -> TokenVerifier:
     """The access-token verifier of a service other than auth."""
     return TokenVerifier(
-        auth_jwks_source(auth), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        auth_jwks_source(auth),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        jwks_max_age=settings.jwks_cache_seconds,
+        unknown_kid_refresh_interval=min(30.0, settings.jwks_cache_seconds),
     )

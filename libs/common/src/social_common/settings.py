@@ -94,6 +94,9 @@ class Settings:
     # Access tokens: who issues them and for whom; every service checks both.
     jwt_issuer: str = "social-auth"
     jwt_audience: str = "social-api"
+    # How long any reader (the gateway, each service) may cache the JWKS; auth
+    # publishes a new key at least this long before signing with it.
+    jwks_cache_seconds: int = 300
 
     @classmethod
     def from_env(cls, service: str, *, uses_database: bool = True) -> Settings:
@@ -142,4 +145,5 @@ class Settings:
             peers=peers,
             jwt_issuer=env_str("JWT_ISSUER", cls.jwt_issuer),
             jwt_audience=env_str("JWT_AUDIENCE", cls.jwt_audience),
+            jwks_cache_seconds=env_int("JWKS_CACHE_SECONDS", cls.jwks_cache_seconds, minimum=1),
         )

@@ -11,6 +11,7 @@ from social_common.errors import Problem
 from social_common.pagination import next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, RateLimitResult, raise_if_limited
 from social_common.rest import client_ip, json_object, json_response
+from social_common.settings import Settings
 from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,12 +50,14 @@ class AuthApi:
         keys: KeyRing,
         verifier: TokenVerifier,
         limiter: RateLimiter,
+        settings: Settings,
         config: AuthConfig,
     ) -> None:
         self.service = service
         self.keys = keys
         self.verifier = verifier
         self.limiter = limiter
+        self.settings = settings
         self.config = config
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -81,7 +84,7 @@ class AuthApi:
         # Readers may cache it as long as a new key waits before it signs.
         return json_response(
             await self.keys.jwks(),
-            headers={"Cache-Control": f"public, max-age={self.config.jwks_cache_seconds}"},
+            headers={"Cache-Control": f"public, max-age={self.settings.jwks_cache_seconds}"},
         )
 
     async def register(self, request: Request) -> Response:

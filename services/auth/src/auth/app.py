@@ -33,9 +33,16 @@ def wire(resources: Resources) -> Wiring:
     service = AuthService(
         resources.db, config, passwords, keys, settings.jwt_issuer, settings.jwt_audience
     )
-    # Auth verifies its own tokens from its own key ring, not over the network.
-    verifier = TokenVerifier(keys.jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
-    api = AuthApi(service, keys, verifier, RateLimiter(resources.redis), config)
+    # Auth verifies its own tokens from its own key ring, not over the network:
+    # a reread costs nothing, so it follows each reload of the ring.
+    verifier = TokenVerifier(
+        keys.jwks,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        jwks_max_age=config.keys_reload_seconds,
+        unknown_kid_refresh_interval=1.0,
+    )
+    api = AuthApi(service, keys, verifier, RateLimiter(resources.redis), settings, config)
     rpc = AuthRpc(service, keys)
 
     def register_grpc(server: grpc.aio.Server) -> list[str]:
@@ -59,7 +66,11 @@ def rotate(settings: Settings) -> None:
     config = AuthConfig.from_env()
     kid, activates_at = rotate_keys(
         settings.database_url,
-        publish_ahead=timedelta(seconds=config.jwks_cache_seconds),
+        # Every pod serves the new key within one reload, every JWKS reader
+        # has it one cache window later; a second of slack on top.
+        publish_ahead=timedelta(
+            seconds=config.keys_reload_seconds + settings.jwks_cache_seconds + 1
+        ),
         longest_token_life=timedelta(seconds=config.access_ttl),
     )
     print(f"published key {kid}; it signs from {activates_at.isoformat()}")

@@ -12,9 +12,6 @@ from social_common.settings import SettingsError, env_int, env_str
 class AuthConfig:
     access_ttl: int = 15 * 60
     refresh_ttl: int = 30 * 24 * 3600
-    # How long a JWKS may be cached by its readers (Envoy, the services); a new
-    # key is published this long before it signs anything.
-    jwks_cache_seconds: int = 300
     # How often each pod rereads the keys (to pick up rotations).
     keys_reload_seconds: int = 30
     # OWASP's minimum for argon2id: 19 MiB, 2 passes, 1 lane.
@@ -38,7 +35,6 @@ class AuthConfig:
         return cls(
             access_ttl=env_int("ACCESS_TOKEN_TTL_SECONDS", cls.access_ttl, minimum=60),
             refresh_ttl=env_int("REFRESH_TOKEN_TTL_SECONDS", cls.refresh_ttl, minimum=300),
-            jwks_cache_seconds=env_int("JWKS_CACHE_SECONDS", cls.jwks_cache_seconds, minimum=0),
             keys_reload_seconds=env_int(
                 "SIGNING_KEYS_RELOAD_SECONDS", cls.keys_reload_seconds, minimum=1
             ),
