@@ -10,6 +10,7 @@ import yaml
 from social_common.settings import DEV_PORTS
 from social_common.stack.gateway import (
     GatewayConfig,
+    Upstream,
     dev_config,
     kubernetes_config,
     render_envoy,
@@ -20,7 +21,9 @@ from social_common.stack.paths import binary
 
 def _dev(tmp_path: Path) -> GatewayConfig:
     ports = {name: http for name, (http, _) in DEV_PORTS.items()}
-    return dev_config(8000, 9901, ports, tmp_path / "openapi.json")
+    return dev_config(
+        8000, 9901, ports, tmp_path / "openapi.json", objects=Upstream("127.0.0.1", 8333)
+    )
 
 
 def _k8s(tmp_path: Path) -> GatewayConfig:

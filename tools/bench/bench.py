@@ -3,17 +3,28 @@
 Run it as ``make bench`` (or ``.venv/bin/python tools/bench/bench.py``) against a
 stack that is already up. For every load generator it first measures the Envoy
 ceiling (``/__bench/ceiling``, a ``direct_response`` of the dev config), then each
-scenario with the same connections, threads and duration, so that each
-scenario's ratio to the ceiling compares like with like.
+scenario with the same threads and duration, and the same connections unless
+the scenario sets its own (login does: see below), so that each scenario's
+ratio to the ceiling compares like with like.
+
+Scenarios that need accounts get them first, before anything is measured
+(see prepare()): ``profile`` needs one logged-in account, ``login`` needs
+BENCH_ACCOUNTS of them. The auth service rate-limits by client address
+(registrations 5 per 30 min; logins 20/min per address and 5/min per
+account), so preparation registers each account from its own loopback
+address and the login scenario spreads its VUs over addresses and accounts
+so that no limit is reached: see AddressBlock and plan_login().
 
 Settings come from the environment (defaults in brackets):
-  BENCH_BASE_URL     [http://127.0.0.1:8000]  must be a loopback host
-  BENCH_DURATION     [10]      seconds measured per (scenario, generator)
-  BENCH_WARMUP       [2]       seconds of unrecorded load before each measure
-  BENCH_CONNECTIONS  [64]      wrk connections, k6 VUs
-  BENCH_THREADS      [2]       wrk threads
-  BENCH_SCENARIOS    [all]     comma list of scenario names
-  BENCH_GENERATORS   [wrk,k6]  comma list of generators
+  BENCH_BASE_URL       [http://127.0.0.1:8000]  must be a loopback host
+  BENCH_DURATION       [10]      seconds measured per (scenario, generator)
+  BENCH_WARMUP         [2]       seconds of unrecorded load before each measure
+  BENCH_CONNECTIONS    [64]      wrk connections, k6 VUs (scenarios may override)
+  BENCH_THREADS        [2]       wrk threads
+  BENCH_SCENARIOS      [all]     comma list of scenario names
+  BENCH_GENERATORS     [wrk,k6]  comma list of generators
+  BENCH_ACCOUNTS       [300]     accounts registered for the login scenario
+  BENCH_LOGIN_MAX_RPS  [100]     logins/s the login scenario budgets for
 
 Results go to ``results/bench-<UTC timestamp>.json`` at the repo root and a table
 is printed on stdout.
@@ -22,22 +33,30 @@ is printed on stdout.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import ipaddress
 import json
+import math
 import os
 import platform
+import secrets
 import shutil
 import socket
+import string
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+GENERATOR_NAMES = ("wrk", "k6")
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,14 @@ class Scenario:
 
     ``wrk_script`` / ``k6_script`` are paths relative to tools/bench/ that
     replace the generic scripts (see the comments at the top of those).
+
+    Header values and the body may hold ``${name}`` placeholders, filled in
+    once preparation has run (write a literal ``$`` as ``$$``). ``needs`` says
+    what to prepare: "token" (one logged-in account: ``${access_token}``,
+    ``${username}``, ``${password}``) and "accounts" (BENCH_ACCOUNTS accounts,
+    logged in by the k6 script as plan_login() says).
+    ``connections`` replaces BENCH_CONNECTIONS for this scenario;
+    ``generators`` are the ones able to run it.
     """
 
     name: str
@@ -56,14 +83,44 @@ class Scenario:
     expect_status: int = 200
     wrk_script: str | None = None
     k6_script: str | None = None
+    needs: frozenset[str] = frozenset()
+    connections: int | None = None
+    generators: tuple[str, ...] = GENERATOR_NAMES
 
 
 # Measured first by every generator; each scenario's ratio is against it.
 CEILING = Scenario(name="ceiling", path="/__bench/ceiling")
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
 # Add scenarios here. Later ones may set method, headers (e.g. a bearer
 # token), body, or a wrk_script / k6_script of their own.
-SCENARIOS: tuple[Scenario, ...] = (Scenario(name="health", path="/api/v1/auth/healthz"),)
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(name="health", path="/api/v1/auth/healthz"),
+    # An authenticated read: Envoy checks the JWT, then the service reads the row.
+    Scenario(
+        name="profile",
+        path="/api/v1/users/profile",
+        headers={"Authorization": "Bearer ${access_token}"},
+        needs=frozenset({"token"}),
+    ),
+    # Each login verifies an argon2id hash (~20 ms of a core, on 2 hash
+    # workers), so the box does tens per second and 8 concurrent logins are
+    # enough to reach that; more would only queue. k6 only: wrk cannot spread
+    # its connections over source addresses. The body is what check_target()
+    # sends; k6_login.js logs in as the prepared accounts.
+    Scenario(
+        name="login",
+        path="/api/v1/users/login",
+        method="POST",
+        headers=JSON_HEADERS,
+        body='{"username": "${username}", "password": "${password}"}',
+        k6_script="k6_login.js",
+        needs=frozenset({"token", "accounts"}),
+        connections=8,
+        generators=("k6",),
+    ),
+)
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -71,7 +128,22 @@ RESULTS_DIR = REPO_ROOT / "results"
 WRK_SCRIPT = HERE / "wrk_scenario.lua"
 K6_SCRIPT = HERE / "k6_scenario.js"
 
-GENERATOR_NAMES = ("wrk", "k6")
+# The auth service's limits (defaults of services/auth/src/auth/config.py). Its
+# rate limits are GCRA buckets: a burst of `limit`, refilled at limit/period.
+LOGIN_PER_ACCOUNT = 5  # per minute
+LOGIN_PER_ADDRESS = 20  # per minute
+REGISTER_PER_ADDRESS = 5  # per 30 minutes: preparation uses each address once
+ACCESS_TOKEN_S = 15 * 60
+REGISTER_PATH = "/api/v1/users/register"
+LOGIN_PATH = "/api/v1/users/login"
+# Registrations in flight at once during preparation (each costs a hash).
+REGISTER_THREADS = 8
+# Login VUs take turns this long at most (see plan_login()).
+LOGIN_SLOT_MS = 1000
+# Host addresses in a /24 (.1 to .254): one /24 of VUs per login run.
+HOSTS_PER_24 = 254
+# Registrations come from two /24s; one of them is the profile's account.
+MAX_ACCOUNTS = 2 * HOSTS_PER_24 - 1
 # Proxies must not see the load, and must not turn a loopback URL into a remote hop.
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
@@ -91,6 +163,8 @@ class Settings:
     threads: int
     scenarios: tuple[str, ...]
     generators: tuple[str, ...]
+    accounts: int
+    login_max_rps: int
 
 
 @dataclass(frozen=True)
@@ -104,6 +178,8 @@ class Measurement:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    # 429 replies, where the script counts them apart (None: not counted).
+    rate_limited: int | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -147,7 +223,9 @@ def check_loopback(url: str) -> str:
     return url.rstrip("/")
 
 
-def _int_setting(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _int_setting(
+    env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -157,6 +235,8 @@ def _int_setting(env: Mapping[str, str], name: str, default: int, minimum: int) 
         raise BenchError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise BenchError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise BenchError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -184,6 +264,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         threads=_int_setting(env, "BENCH_THREADS", 2, 1),
         scenarios=_list_setting(env, "BENCH_SCENARIOS", scenario_names, scenario_names),
         generators=_list_setting(env, "BENCH_GENERATORS", GENERATOR_NAMES, GENERATOR_NAMES),
+        # 300 covers the default 2 s warm-up + 10 s measured with room to spare:
+        # plan_login() needs 44 + 216 = 260 accounts then (worked out there).
+        accounts=_int_setting(env, "BENCH_ACCOUNTS", 300, 1, MAX_ACCOUNTS),
+        # 2 argon2 workers at ~20 ms a hash: about 100 logins/s at most on this
+        # box (it does ~75 with the gateway and k6 on the same 2 cores).
+        login_max_rps=_int_setting(env, "BENCH_LOGIN_MAX_RPS", 100, 1),
     )
     if "wrk" in settings.generators and settings.connections < settings.threads:
         # wrk refuses this itself, with a less helpful message.
@@ -257,16 +343,347 @@ def _run(
         raise BenchError(f"{argv[0]} did not finish within {timeout_s}s") from exc
 
 
+# --------------------------------------------------------------------------- addresses
+
+
+@dataclass(frozen=True)
+class AddressBlock:
+    """The loopback addresses a run sends from where the rate limits count by
+    client address: the /22 ``127.A.B.0/22``, chosen by the clock.
+
+    Linux routes all of 127.0.0.0/8 to ``lo``, so any of these can be bound
+    without setup. With ``s`` = Unix seconds mod 3600, ``A = 1 + s // 64`` and
+    ``B = 4 * (s % 64)``: a block comes back only after an hour, well past the
+    30 minutes the registration limit remembers (and the minute of the login
+    limits), however often the bench is run; only runs started in the same
+    second share one. 127.0.0.0/16, where 127.0.0.1 and the usual clients
+    live, is never used.
+
+      127.A.B.x and 127.A.B+1.x   registrations, one address each
+      127.A.B+2.x                 the login warm-up's VUs
+      127.A.B+3.x                 the login measurement's VUs
+    """
+
+    second: int
+    third: int
+
+    @classmethod
+    def for_time(cls, unix_s: float) -> AddressBlock:
+        slot = int(unix_s) % 3600
+        return cls(second=1 + slot // 64, third=4 * (slot % 64))
+
+    def __str__(self) -> str:
+        return f"127.{self.second}.{self.third}.0/22"
+
+    def registration(self, index: int) -> str:
+        """Source address of the ``index``-th registration (0 to MAX_ACCOUNTS)."""
+        return f"127.{self.second}.{self.third + index // HOSTS_PER_24}.{index % HOSTS_PER_24 + 1}"
+
+    def login_range(self, count: int, *, warmup: bool) -> str:
+        """The first ``count`` addresses of a login run's /24, as k6 --local-ips."""
+        prefix = f"127.{self.second}.{self.third + (2 if warmup else 3)}"
+        return f"{prefix}.1-{prefix}.{count}"
+
+
+@dataclass(frozen=True)
+class LoginPlan:
+    """How k6_login.js spreads one run's logins so that no limit is reached.
+
+    k6 gives each VU one source address of ``--local-ips``. ``groups`` groups
+    of ``active`` VUs take turns, ``slot_ms`` each: ``active`` logins are in
+    flight at any moment (the row's connections), and each VU, so each
+    address, logs in during few slots. Each login takes the next of the
+    ``accounts`` accounts from ``first_account`` on. The script sends no more
+    than ``address_budget`` logins per VU nor ``account_budget`` per account.
+    """
+
+    active: int
+    groups: int
+    slot_ms: int
+    address_budget: int
+    account_budget: int
+    first_account: int
+    accounts: int
+    local_ips: str
+    accounts_file: str = ""
+
+    @property
+    def vus(self) -> int:
+        return self.active * self.groups
+
+    def k6_variables(self) -> dict[str, str]:
+        return {
+            "BENCH_ACCOUNTS_FILE": self.accounts_file,
+            "BENCH_ACCOUNT_FIRST": str(self.first_account),
+            "BENCH_ACCOUNT_COUNT": str(self.accounts),
+            "BENCH_ACCOUNT_BUDGET": str(self.account_budget),
+            "BENCH_ADDRESS_BUDGET": str(self.address_budget),
+            "BENCH_ACTIVE": str(self.active),
+            "BENCH_GROUPS": str(self.groups),
+            "BENCH_SLOT_MS": str(self.slot_ms),
+        }
+
+
+def plan_login(
+    settings: Settings,
+    block: AddressBlock,
+    active: int,
+    duration_s: int,
+    first_account: int,
+    *,
+    warmup: bool,
+) -> LoginPlan:
+    """The plan of one login run of ``duration_s``, for at most
+    BENCH_LOGIN_MAX_RPS logins/s; raise if the addresses cannot carry it.
+
+    Budgets: each limit once per started minute of the run. The server's
+    buckets let at least that through (a burst of `limit`, then `limit` more
+    each minute), so a plan that keeps to them meets no 429.
+
+    Turns last 1 s, or less if one VU could send more than its address's
+    budget in one. With the defaults (8 active VUs, 100 logins/s at most):
+      in a 1 s turn, one VU sends at most 100 * 1 / 8 = 12.5 logins <= 20, so
+      each address may have 1 turn; 10 s measured = 10 turns = 10 groups =
+      80 VUs and addresses, each <= 12.5 logins (< 20/min). Accounts: at most
+      100 * 10 = 1000 logins, plus up to one iteration per VU that only waits
+      for the end but takes an account's turn: (1000 + 80) / 5 = 216
+      accounts, each logged in <= 5 times (5/min). The 2 s warm-up, on
+      addresses of its own: 2 groups, 16 VUs, (200 + 16) / 5 = 44 accounts.
+    """
+    minutes = math.ceil(duration_s / 60)
+    address_budget = LOGIN_PER_ADDRESS * minutes
+    account_budget = LOGIN_PER_ACCOUNT * minutes
+    slot_ms = min(LOGIN_SLOT_MS, address_budget * active * 1000 // settings.login_max_rps)
+    phase = "BENCH_WARMUP" if warmup else "BENCH_DURATION"
+    if slot_ms < 1:
+        raise BenchError(f"login: BENCH_LOGIN_MAX_RPS={settings.login_max_rps} is too high")
+    per_slot = settings.login_max_rps * slot_ms / 1000 / active
+    slots_per_address = math.floor(address_budget / per_slot)
+    groups = math.ceil(math.ceil(duration_s * 1000 / slot_ms) / slots_per_address)
+    if active * groups > HOSTS_PER_24:
+        longest = HOSTS_PER_24 // active * slots_per_address * slot_ms // 1000
+        raise BenchError(
+            f"login: {duration_s}s ({phase}) at up to {settings.login_max_rps} logins/s "
+            f"needs more than the {HOSTS_PER_24} source addresses of a /24 to stay under "
+            f"{address_budget} logins per address: shorten {phase} (to about {longest}s) "
+            "or, if the stack is slower, lower BENCH_LOGIN_MAX_RPS"
+        )
+    accounts = math.ceil((settings.login_max_rps * duration_s + active * groups) / account_budget)
+    return LoginPlan(
+        active=active,
+        groups=groups,
+        slot_ms=slot_ms,
+        address_budget=address_budget,
+        account_budget=account_budget,
+        first_account=first_account,
+        accounts=accounts,
+        local_ips=block.login_range(active * groups, warmup=warmup),
+    )
+
+
+def login_plans(
+    settings: Settings, block: AddressBlock, active: int
+) -> tuple[LoginPlan | None, LoginPlan]:
+    """The warm-up's plan (None without warm-up) and the measurement's, on
+    accounts of their own; raise if BENCH_ACCOUNTS is too few for them."""
+    warmup = (
+        plan_login(settings, block, active, settings.warmup_s, 0, warmup=True)
+        if settings.warmup_s
+        else None
+    )
+    first = warmup.accounts if warmup else 0
+    measure = plan_login(settings, block, active, settings.duration_s, first, warmup=False)
+    needed = first + measure.accounts
+    if needed > settings.accounts:
+        raise BenchError(
+            f"login: BENCH_ACCOUNTS={settings.accounts} is too few to stay under "
+            f"{LOGIN_PER_ACCOUNT} logins/min per account for {settings.warmup_s}s + "
+            f"{settings.duration_s}s at up to {settings.login_max_rps} logins/s: set "
+            f"BENCH_ACCOUNTS={needed} or more (at most {MAX_ACCOUNTS}), or shorten the run"
+        )
+    # The measurement spreads over all the accounts left.
+    return warmup, replace(measure, accounts=settings.accounts - first)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preparation made: placeholder values, and the login plans."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    warmup_plan: LoginPlan | None = None
+    measure_plan: LoginPlan | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, scenario: Scenario) -> Scenario:
+        """``scenario`` with its ``${name}`` placeholders filled in."""
+        if not scenario.needs:
+            return scenario
+        try:
+            return replace(
+                scenario,
+                headers={
+                    name: string.Template(value).substitute(self.values)
+                    for name, value in scenario.headers.items()
+                },
+                body=string.Template(scenario.body).substitute(self.values),
+            )
+        except (KeyError, ValueError) as exc:
+            raise BenchError(f"{scenario.name}: bad placeholder {exc}") from None
+
+    def plan(self, scenario: Scenario, *, warmup: bool) -> LoginPlan | None:
+        if "accounts" not in scenario.needs:
+            return None
+        return self.warmup_plan if warmup else self.measure_plan
+
+
+def http_request(
+    settings: Settings,
+    method: str,
+    path: str,
+    body: str,
+    headers: Mapping[str, str],
+    source: str,
+) -> tuple[int, str, bytes]:
+    """Send one request from the loopback address ``source``; return the
+    status, the Retry-After header and the body."""
+    parts = urllib.parse.urlsplit(settings.base_url)
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(
+        parts.hostname or "", parts.port, timeout=30, source_address=(source, 0)
+    )
+    try:
+        connection.request(method, parts.path + path, body=body.encode(), headers=dict(headers))
+        response = connection.getresponse()
+        return response.status, response.getheader("Retry-After") or "?", response.read()
+    except OSError as exc:
+        raise BenchError(
+            f"{method} {settings.base_url}{path} from {source} failed ({exc}); the bench "
+            "binds 127.x.y.z source addresses, which Linux routes to lo without setup"
+        ) from exc
+    finally:
+        connection.close()
+
+
+def register(settings: Settings, username: str, password: str, source: str) -> None:
+    """Register one bench account from ``source``; raise unless it is created."""
+    payload = {"username": username, "email": f"{username}@bench.example", "password": password}
+    status, retry_after, body = http_request(
+        settings, "POST", REGISTER_PATH, json.dumps(payload), JSON_HEADERS, source
+    )
+    if status == 429:
+        raise BenchError(
+            f"registering from {source}: 429 (retry after {retry_after}s): this address "
+            f"registered {REGISTER_PER_ADDRESS} accounts in the last 30 minutes; was another "
+            "run started in the same second?"
+        )
+    if status != 201:
+        raise BenchError(f"registering {username} from {source}: {status} {body[:300]!r}")
+
+
+def login(settings: Settings, username: str, password: str, source: str) -> str:
+    """Log in once from ``source``; return the access token."""
+    payload = {"username": username, "password": password}
+    status, _retry_after, body = http_request(
+        settings, "POST", LOGIN_PATH, json.dumps(payload), JSON_HEADERS, source
+    )
+    if status != 200:
+        raise BenchError(f"logging in {username} from {source}: {status} {body[:300]!r}")
+    token = json.loads(body).get("access_token")
+    if not isinstance(token, str) or not token:
+        raise BenchError(f"logging in {username}: no access_token in {body[:300]!r}")
+    return token
+
+
+def prepare(
+    settings: Settings, scenarios: list[Scenario], block: AddressBlock, workdir: Path
+) -> Prepared:
+    """Register and log in what ``scenarios`` need, before any measurement.
+
+    Accounts are named ``bench_<run id>_<n>`` and each is registered from its
+    own address of ``block``. Account 0 logs in once for the access token;
+    with "accounts", BENCH_ACCOUNTS more go to ``workdir/accounts.json`` for
+    k6_login.js. Nothing is registered if the login plans do not fit.
+    """
+    needs = frozenset().union(*(s.needs for s in scenarios))
+    if not needs:
+        return Prepared()
+    spread = next((s for s in scenarios if "accounts" in s.needs), None)
+    warmup_plan = measure_plan = None
+    if spread is not None:
+        active = spread.connections or settings.connections
+        warmup_plan, measure_plan = login_plans(settings, block, active)
+    run_id = secrets.token_hex(4)
+    count = 1 + (settings.accounts if spread is not None else 0)
+    accounts = [(f"bench_{run_id}_{i:04d}", "bench-" + secrets.token_hex(12)) for i in range(count)]
+    first, last = block.registration(0), block.registration(count - 1)
+    print(f"bench: preparing: registering {count} account(s) from {first}..{last}", file=sys.stderr)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
+        futures = [
+            pool.submit(register, settings, username, password, block.registration(i))
+            for i, (username, password) in enumerate(accounts)
+        ]
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if done % 50 == 0 or done == count:
+                    print(f"bench: preparing: {done}/{count} registered", file=sys.stderr)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    username, password = accounts[0]
+    values = {
+        "access_token": login(settings, username, password, first),
+        "username": username,
+        "password": password,
+    }
+    info: dict[str, Any] = {
+        "run_id": run_id,
+        "address_block": str(block),
+        "registration_addresses": f"{first}-{last}",
+        "accounts": count,
+    }
+    if warmup_plan is not None or measure_plan is not None:
+        accounts_file = workdir / "accounts.json"
+        accounts_file.write_text(
+            json.dumps([{"username": u, "password": pw} for u, pw in accounts[1:]])
+        )
+        if warmup_plan is not None:
+            warmup_plan = replace(warmup_plan, accounts_file=str(accounts_file))
+        if measure_plan is not None:
+            measure_plan = replace(measure_plan, accounts_file=str(accounts_file))
+    info["seconds"] = round(time.monotonic() - started, 1)
+    print(f"bench: preparing: done in {info['seconds']}s", file=sys.stderr)
+    return Prepared(values, warmup_plan, measure_plan, info)
+
+
 # --------------------------------------------------------------------------- generators
 
 
-def run_wrk(settings: Settings, scenario: Scenario, duration_s: int) -> Measurement:
-    """Load ``scenario`` with wrk for ``duration_s`` and read the script's JSON line."""
+def connections_for(settings: Settings, scenario: Scenario) -> int:
+    """Connections (k6: VUs sending at once) that ``scenario`` runs with."""
+    return scenario.connections or settings.connections
+
+
+def run_wrk(
+    settings: Settings, scenario: Scenario, duration_s: int, plan: LoginPlan | None
+) -> Measurement:
+    """Load ``scenario`` with wrk for ``duration_s`` and read the script's JSON line.
+
+    ``plan`` is always None: scenarios that need one are k6 only.
+    """
     script = _script(scenario.wrk_script, WRK_SCRIPT)
+    connections = connections_for(settings, scenario)
     argv = [
         find_wrk(),
-        f"--connections={settings.connections}",
-        f"--threads={settings.threads}",
+        f"--connections={connections}",
+        f"--threads={min(settings.threads, connections)}",
         f"--duration={duration_s}s",
         f"--script={script}",
         settings.base_url + scenario.path,
@@ -302,8 +719,17 @@ def run_wrk(settings: Settings, scenario: Scenario, duration_s: int) -> Measurem
     )
 
 
-def run_k6(settings: Settings, scenario: Scenario, duration_s: int) -> Measurement:
-    """Load ``scenario`` with k6 (constant VUs = connections) and read its summary."""
+def _counter(metrics: Mapping[str, Any], name: str) -> int:
+    return int(metrics.get(name, {}).get("values", {}).get("count", 0))
+
+
+def run_k6(
+    settings: Settings, scenario: Scenario, duration_s: int, plan: LoginPlan | None
+) -> Measurement:
+    """Load ``scenario`` with k6 (constant VUs = connections) and read its summary.
+
+    With a ``plan`` the VUs are the plan's, each on its own source address.
+    """
     script = _script(scenario.k6_script, K6_SCRIPT)
     with tempfile.TemporaryDirectory(prefix="bench-k6-") as tmp:
         summary_path = Path(tmp) / "summary.json"
@@ -312,7 +738,7 @@ def run_k6(settings: Settings, scenario: Scenario, duration_s: int) -> Measureme
             "BENCH_METHOD": scenario.method,
             "BENCH_HEADERS": _headers_text(scenario.headers),
             "BENCH_BODY": scenario.body,
-            "BENCH_VUS": str(settings.connections),
+            "BENCH_VUS": str(plan.vus if plan else connections_for(settings, scenario)),
             "BENCH_DURATION": f"{duration_s}s",
             "BENCH_SUMMARY": str(summary_path),
         }
@@ -327,6 +753,10 @@ def run_k6(settings: Settings, scenario: Scenario, duration_s: int) -> Measureme
             # No REST API server: nothing to listen on, no port clash.
             "--address=",
         ]
+        if plan is not None:
+            variables.update(plan.k6_variables())
+            # VU n sends from the n-th address of the range.
+            argv.append(f"--local-ips={plan.local_ips}")
         for name, value in variables.items():
             argv += ["-e", f"{name}={value}"]
         argv.append(str(script))
@@ -339,6 +769,12 @@ def run_k6(settings: Settings, scenario: Scenario, duration_s: int) -> Measureme
     reqs = metrics.get("http_reqs", {}).get("values", {})
     failed = metrics.get("http_req_failed", {}).get("values", {})
     latency = metrics.get("http_req_duration", {}).get("values", {})
+    if plan is not None and (skipped := _counter(metrics, "bench_login_skipped")):
+        raise BenchError(
+            f"{scenario.name}: {skipped} login(s) not sent, to stay within the rate limits: "
+            f"the stack logged in faster than the {settings.login_max_rps}/s planned for. "
+            "Raise BENCH_LOGIN_MAX_RPS (and BENCH_ACCOUNTS, if then asked to)"
+        )
     return Measurement(
         requests=int(reqs.get("count", 0)),
         duration_s=float(data["state"]["testRunDurationMs"]) / 1000,
@@ -347,16 +783,51 @@ def run_k6(settings: Settings, scenario: Scenario, duration_s: int) -> Measureme
         p50_ms=float(latency.get("p(50)", 0.0)),
         p95_ms=float(latency.get("p(95)", 0.0)),
         p99_ms=float(latency.get("p(99)", 0.0)),
+        rate_limited=_counter(metrics, "bench_rate_limited") if plan is not None else None,
     )
 
 
-GENERATORS: dict[str, Callable[[Settings, Scenario, int], Measurement]] = {
+GENERATORS: dict[str, Callable[[Settings, Scenario, int, LoginPlan | None], Measurement]] = {
     "wrk": run_wrk,
     "k6": run_k6,
 }
 
 
 # --------------------------------------------------------------------------- run
+
+
+def schedule(settings: Settings) -> list[tuple[str, list[Scenario]]]:
+    """Per selected generator, the selected scenarios it can run; a generator
+    with none is left out (its ceiling alone would tell nothing)."""
+    chosen = [s for s in SCENARIOS if s.name in settings.scenarios]
+    runs: list[tuple[str, list[Scenario]]] = []
+    for generator in settings.generators:
+        able = [s for s in chosen if generator in s.generators]
+        unable = [s.name for s in chosen if generator not in s.generators]
+        if unable:
+            print(f"bench: {generator} skips {', '.join(unable)} (not for it)", file=sys.stderr)
+        if able:
+            runs.append((generator, able))
+    if not runs:
+        raise BenchError(
+            "nothing to measure: "
+            + "; ".join(f"{s.name} runs with {', '.join(s.generators)} only" for s in chosen)
+        )
+    return runs
+
+
+def check_token_lifetime(settings: Settings, runs: list[tuple[str, list[Scenario]]]) -> None:
+    """Raise if the access token could expire before the last run that uses it."""
+    if not any("token" in s.needs for _, scenarios in runs for s in scenarios):
+        return
+    count = sum(1 + len(scenarios) for _, scenarios in runs)
+    # A few seconds per run to start wrk or k6 (and its VUs).
+    worst_s = count * (settings.warmup_s + settings.duration_s + 5)
+    if worst_s > ACCESS_TOKEN_S - 60:
+        raise BenchError(
+            f"the run could take {worst_s}s, longer than the access token lives "
+            f"({ACCESS_TOKEN_S}s): shorten BENCH_DURATION or select fewer scenarios"
+        )
 
 
 def check_target(settings: Settings, scenarios: list[Scenario]) -> None:
@@ -399,40 +870,57 @@ def machine_info(generators: tuple[str, ...]) -> dict[str, Any]:
     return info
 
 
-def measure_all(settings: Settings) -> list[dict[str, Any]]:
-    """Per generator: the ceiling, then every selected scenario. One row each."""
-    chosen = [s for s in SCENARIOS if s.name in settings.scenarios]
+def measure_all(
+    settings: Settings, runs: list[tuple[str, list[Scenario]]], prepared: Prepared
+) -> list[dict[str, Any]]:
+    """Per generator: the ceiling, then every scenario it runs. One row each."""
     rows: list[dict[str, Any]] = []
-    for generator in settings.generators:
+    for generator, scenarios in runs:
         run = GENERATORS[generator]
         ceiling_rps = 0.0
-        for scenario in [CEILING, *chosen]:
+        for scenario in [CEILING, *(prepared.resolve(s) for s in scenarios)]:
             label = f"{generator} {scenario.name}"
             if settings.warmup_s:
                 print(f"bench: {label}: warm-up {settings.warmup_s}s", file=sys.stderr)
-                run(settings, scenario, settings.warmup_s)
+                run(settings, scenario, settings.warmup_s, prepared.plan(scenario, warmup=True))
             print(f"bench: {label}: measuring {settings.duration_s}s", file=sys.stderr)
-            result = run(settings, scenario, settings.duration_s)
+            plan = prepared.plan(scenario, warmup=False)
+            result = run(settings, scenario, settings.duration_s, plan)
             if scenario is CEILING:
                 ceiling_rps = result.requests_per_s
             ratio = result.requests_per_s / ceiling_rps if ceiling_rps else 0.0
-            rows.append(
-                {
-                    "scenario": scenario.name,
-                    "generator": generator,
-                    "method": scenario.method,
-                    "path": scenario.path,
-                    "requests_per_s": round(result.requests_per_s, 1),
-                    "p50_ms": round(result.p50_ms, 3),
-                    "p95_ms": round(result.p95_ms, 3),
-                    "p99_ms": round(result.p99_ms, 3),
-                    "error_rate": round(result.error_rate, 6),
-                    "errors": result.errors,
-                    "requests": result.requests,
-                    "duration_s": round(result.duration_s, 3),
-                    "ratio_to_ceiling": round(ratio, 4),
+            row: dict[str, Any] = {
+                "scenario": scenario.name,
+                "generator": generator,
+                "method": scenario.method,
+                "path": scenario.path,
+                "connections": plan.active if plan else connections_for(settings, scenario),
+                "requests_per_s": round(result.requests_per_s, 1),
+                "p50_ms": round(result.p50_ms, 3),
+                "p95_ms": round(result.p95_ms, 3),
+                "p99_ms": round(result.p99_ms, 3),
+                "error_rate": round(result.error_rate, 6),
+                "errors": result.errors,
+                "requests": result.requests,
+                "duration_s": round(result.duration_s, 3),
+                "ratio_to_ceiling": round(ratio, 4),
+            }
+            if plan is not None:
+                row["rate_limited"] = result.rate_limited
+                row["login_plan"] = {
+                    "vus": plan.vus,
+                    "groups": plan.groups,
+                    "slot_ms": plan.slot_ms,
+                    "source_addresses": plan.local_ips,
+                    "accounts": plan.accounts,
+                    "max_logins_per_address": plan.address_budget,
+                    "max_logins_per_account": plan.account_budget,
                 }
-            )
+                if result.rate_limited:
+                    print(
+                        f"bench: {label}: {result.rate_limited} replies were 429", file=sys.stderr
+                    )
+            rows.append(row)
     return rows
 
 
@@ -441,6 +929,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     header = (
         "scenario",
         "generator",
+        "conns",
         "requests/s",
         "p50 ms",
         "p95 ms",
@@ -452,6 +941,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         (
             row["scenario"],
             row["generator"],
+            str(row["connections"]),
             f"{row['requests_per_s']:.0f}",
             f"{row['p50_ms']:.2f}",
             f"{row['p95_ms']:.2f}",
@@ -476,10 +966,18 @@ def main() -> int:
     try:
         settings = load_settings(os.environ)
         started = dt.datetime.now(dt.UTC)
-        machine = machine_info(settings.generators)  # also fails early if a tool is missing
-        chosen = [s for s in SCENARIOS if s.name in settings.scenarios]
-        check_target(settings, [CEILING, *chosen])
-        rows = measure_all(settings)
+        runs = schedule(settings)
+        # Also fails early if a tool is missing.
+        machine = machine_info(tuple(generator for generator, _ in runs))
+        chosen = [s for s in SCENARIOS if any(s in scenarios for _, scenarios in runs)]
+        check_token_lifetime(settings, runs)
+        # Reachable at all, before preparing anything.
+        check_target(settings, [CEILING])
+        with tempfile.TemporaryDirectory(prefix="bench-accounts-") as tmp:
+            block = AddressBlock.for_time(time.time())
+            prepared = prepare(settings, chosen, block, Path(tmp))
+            check_target(settings, [prepared.resolve(s) for s in chosen])
+            rows = measure_all(settings, runs, prepared)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
@@ -489,6 +987,7 @@ def main() -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "settings": asdict(settings),
         "machine": machine,
+        "preparation": dict(prepared.info),
         "results": rows,
     }
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -50,14 +50,7 @@ async def json_object(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
-        raise Problem(413, "body_too_large", f"The body is over {MAX_JSON_BODY} bytes.")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_JSON_BODY:
-            raise Problem(413, "body_too_large", f"The body is over {MAX_JSON_BODY} bytes.")
+    raw = await read_body(request, MAX_JSON_BODY)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -80,6 +73,21 @@ async def json_object(
     if errors:
         raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
     return body
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes
+    (by its declared length, or while it streams in), never held whole beyond it."""
+    too_large = Problem(413, "body_too_large", f"The body is over {limit} bytes.")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise too_large
+    return bytes(raw)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}

@@ -59,6 +59,8 @@ class Wiring:
     register_grpc: Callable[[grpc.aio.Server], Sequence[str]] = lambda _server: ()
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     close: Callable[[], Awaitable[None]] | None = None
+    # Dependencies /readyz checks besides PostgreSQL and Redis (e.g. S3).
+    checks: Mapping[str, Check] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,9 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         pool = db
         checks["postgres"] = lambda: check_database(pool)
     resources = Resources(settings=settings, redis=redis, db=db)
-    readiness = Readiness(spec.name, checks)
 
     wiring = spec.wire(resources)
+    readiness = Readiness(spec.name, {**checks, **wiring.checks})
     http_socket = _listen(settings.bind_host, settings.http_port)
     grpc_server = create_server()
     service_names = list(wiring.register_grpc(grpc_server))

@@ -32,13 +32,22 @@ class GatewayConfig:
     ops_port: int | None
     health_check_interval: str
     max_connections: int
+    # The bucket behind /media/ (None where a CDN serves the images).
+    objects: Upstream | None = None
+    bucket: str = "social-media"
     jwt_issuer: str = "social-auth"
     jwt_audience: str = "social-api"
     jwks_cache_seconds: int = 300
 
 
 def dev_config(
-    listen_port: int, admin_port: int, service_ports: dict[str, int], openapi_path: Path
+    listen_port: int,
+    admin_port: int,
+    service_ports: dict[str, int],
+    openapi_path: Path,
+    objects: Upstream | None = None,
+    bucket: str = "social-media",
+    jwks_cache_seconds: int = 300,
 ) -> GatewayConfig:
     """The local stack's gateway: loopback only, with the bench ceiling route."""
     return GatewayConfig(
@@ -52,6 +61,9 @@ def dev_config(
         ops_port=None,
         health_check_interval="1s",
         max_connections=20000,
+        objects=objects,
+        bucket=bucket,
+        jwks_cache_seconds=jwks_cache_seconds,
     )
 
 

@@ -25,7 +25,7 @@ from social_common.cli import migrate
 from social_common.migrations import ensure_service_schema
 from social_common.settings import DEV_PORTS, DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
 from social_common.stack import processes
-from social_common.stack.gateway import SERVICES, dev_config, write_gateway
+from social_common.stack.gateway import SERVICES, Upstream, dev_config, write_gateway
 from social_common.stack.paths import binary, postgres_bin_dir
 from social_common.stack.processes import Component, Probe, StackError
 
@@ -148,6 +148,8 @@ class Endpoints:
                 S3_SECRET_ACCESS_KEY=self.s3_secret_key,
                 S3_BUCKET=self.s3_bucket,
                 S3_REGION=S3_REGION,
+                # Images are served by this stack's gateway.
+                MEDIA_PUBLIC_BASE_URL=f"{self.gateway_url}/media",
             )
         return env
 
@@ -177,6 +179,7 @@ class Stack:
         durable: bool = True,
         external: Mapping[str, str] | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
+        jwks_cache_seconds: int = 300,
     ) -> None:
         self.run_dir = run_dir
         self.ports = ports
@@ -185,6 +188,9 @@ class Stack:
         self.external = dict(os.environ if external is None else external)
         # Extra settings per service, over the stack's own (tests shorten intervals).
         self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
+        # How long Envoy caches the JWKS; auth publishes new keys that long ahead.
+        self.jwks_cache_seconds = jwks_cache_seconds
+
         self.components: list[Component] = []
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoints = self._endpoints()
@@ -341,7 +347,9 @@ class Stack:
                                 {"accessKey": DEV_S3_ACCESS_KEY, "secretKey": DEV_S3_SECRET_KEY}
                             ],
                             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
+                        },
+                        # The gateway's /media route reads images without credentials.
+                        {"name": "anonymous", "actions": [f"Read:{self.endpoints.s3_bucket}"]},
                     ]
                 }
             )
@@ -401,17 +409,25 @@ class Stack:
             argv=[sys.executable, "-m", name],
             log=self._log(name),
             probe=Probe("http", f"http://{self.endpoints.services_http[name]}/readyz"),
-            env={**self.endpoints.service_env(name), **self.service_env.get(name, {})},
+            env={
+                **self.endpoints.service_env(name),
+                "JWKS_CACHE_SECONDS": str(self.jwks_cache_seconds),
+                **self.service_env.get(name, {}),
+            },
             ports=list(self.ports.services[name]),
         )
 
     def _envoy(self) -> Component:
         service_ports = {n: h for n, (h, _) in self.ports.services.items()}
+        s3 = urlsplit(self.endpoints.s3_endpoint_url)
         config = dev_config(
             self.ports.envoy,
             self.ports.envoy_admin,
             service_ports,
             self.run_dir / "gateway" / "openapi.json",
+            objects=Upstream(s3.hostname or "127.0.0.1", s3.port or 80),
+            bucket=self.endpoints.s3_bucket,
+            jwks_cache_seconds=self.jwks_cache_seconds,
         )
         envoy_yaml = write_gateway(config, self.run_dir / "gateway")
         return Component(

@@ -171,7 +171,10 @@ class AttachMediaRequest(_message.Message):
 
     IDS_FIELD_NUMBER: _builtins.int
     POST_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
     post_id: _builtins.str
+    owner_id: _builtins.str
+    """owner_id must own every one of ids: a post attaches only its author's media."""
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -179,10 +182,11 @@ class AttachMediaRequest(_message.Message):
         *,
         ids: _abc.Iterable[_builtins.str] | None = ...,
         post_id: _builtins.str = ...,
+        owner_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "post_id", b"post_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "owner_id", b"owner_id", "post_id", b"post_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,144 @@
+"""The media service's REST API (reached through the gateway)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+
+from social_common.errors import Problem
+from social_common.ids import parse_uuid
+from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
+from social_common.rest import json_object, json_response, read_body
+from social_common.tokens import TokenVerifier, authenticate
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from media import imaging
+from media.config import MediaConfig
+from media.service import MediaService
+from media.views import media_document
+
+# Room for the multipart envelope and a description around a 10 MiB file.
+MAX_MULTIPART = imaging.MAX_BYTES + 64 * 1024
+
+
+def _media_id(request: Request, name: str = "media_id") -> uuid.UUID:
+    media_id = parse_uuid(request.path_params[name])
+    if media_id is None:
+        raise Problem(404, "media_not_found", "No such media.")
+    return media_id
+
+
+class MediaApi:
+    def __init__(
+        self,
+        service: MediaService,
+        verifier: TokenVerifier,
+        limiter: RateLimiter,
+        config: MediaConfig,
+    ) -> None:
+        self.service = service
+        self.verifier = verifier
+        self.limiter = limiter
+        self.config = config
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [
+            Route("/api/v1/media", self.upload, methods=["POST"]),
+            Route("/api/v1/upload/image", self.upload, methods=["POST"]),
+            Route("/api/v1/media/uploads", self.create_direct_upload, methods=["POST"]),
+            Route(
+                "/api/v1/media/uploads/{upload_id}/complete",
+                self.complete_direct_upload,
+                methods=["POST"],
+            ),
+            Route("/api/v1/media/{media_id}", self.one, methods=["GET", "PATCH", "DELETE"]),
+        ]
+
+    async def _owner(self, request: Request) -> uuid.UUID:
+        return uuid.UUID((await authenticate(request, self.verifier)).subject)
+
+    async def _spend_upload(self, owner: uuid.UUID) -> dict[str, str]:
+        result = await self.limiter.hit(Limit("upload_user", str(owner), self.config.upload_rate))
+        raise_if_limited(result)
+        return result.headers()
+
+    def _document(self, media: object) -> dict[str, object]:
+        return media_document(media, self.config.public_base_url)  # type: ignore[arg-type]
+
+    async def upload(self, request: Request) -> Response:
+        owner = await self._owner(request)
+        limit_headers = await self._spend_upload(owner)
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            raise Problem(415, "unsupported_media_type", "Send the image as multipart/form-data.")
+        body = await read_body(request, MAX_MULTIPART)
+
+        async def stream() -> AsyncGenerator[bytes, None]:
+            yield body
+
+        try:
+            form = await MultiPartParser(
+                request.headers, stream(), max_files=1, max_fields=4
+            ).parse()
+        except MultiPartException as exc:
+            raise Problem(400, "invalid_multipart", exc.message) from None
+        # The seed's field is "image"; "file" is the documented one.
+        upload = form.get("file") or form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise Problem(
+                422,
+                "validation_failed",
+                "Attach the image as the form field 'file'.",
+                errors=[{"field": "file", "message": "required"}],
+            )
+        description = form.get("description", "")
+        if not isinstance(description, str):
+            raise Problem(422, "validation_failed", "description must be text.")
+        data = await upload.read()
+        media = await self.service.ingest(owner, data, description)
+        return json_response(self._document(media), 201, headers=limit_headers)
+
+    async def one(self, request: Request) -> Response:
+        owner = await self._owner(request)
+        media_id = _media_id(request)
+        if request.method == "GET":
+            return json_response(self._document(await self.service.get(media_id, owner)))
+        if request.method == "PATCH":
+            body = await json_object(request, {"description": str}, required=("description",))
+            media = await self.service.describe(media_id, owner, body["description"])
+            return json_response(self._document(media))
+        await self.service.delete(media_id, owner)
+        return Response(status_code=204)
+
+    async def create_direct_upload(self, request: Request) -> Response:
+        owner = await self._owner(request)
+        limit_headers = await self._spend_upload(owner)
+        body = await json_object(
+            request, {"content_type": str, "description": str}, required=("content_type",)
+        )
+        upload, form = await self.service.create_direct_upload(
+            owner, body["content_type"], body.get("description", "")
+        )
+        return json_response(
+            {
+                "id": str(upload.id),
+                "url": form["url"],
+                "fields": form["fields"],
+                "max_bytes": imaging.MAX_BYTES,
+                "expires_at": upload.expires_at.isoformat().replace("+00:00", "Z"),
+            },
+            201,
+            headers=limit_headers,
+        )
+
+    async def complete_direct_upload(self, request: Request) -> Response:
+        owner = await self._owner(request)
+        upload_id = parse_uuid(request.path_params["upload_id"])
+        if upload_id is None:
+            raise Problem(404, "upload_not_found", "No such upload, or it has expired.")
+        media = await self.service.complete_direct_upload(upload_id, owner)
+        return json_response(self._document(media), 201)

@@ -1,0 +1,78 @@
+"""The media service's gRPC API for its peers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from social.media.v1 import media_pb2, media_pb2_grpc
+from social_common.ids import parse_uuid
+
+from media.service import MediaService
+from media.views import media_document
+
+MAX_BATCH = 100
+_STATES = {
+    "pending": media_pb2.MEDIA_STATE_PENDING,
+    "attached": media_pb2.MEDIA_STATE_ATTACHED,
+}
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class MediaRpc(media_pb2_grpc.MediaServiceServicer):
+    def __init__(self, service: MediaService, public_base_url: str) -> None:
+        self.service = service
+        self.public_base_url = public_base_url
+
+    async def GetMedia(
+        self, request: media_pb2.GetMediaRequest, context: Context
+    ) -> media_pb2.GetMediaResponse:
+        owner = parse_uuid(request.owner_id)
+        if owner is None or len(request.ids) > MAX_BATCH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"owner_id must be a UUID; at most {MAX_BATCH} ids",
+            )
+        assert owner is not None
+        ids = [i for i in (parse_uuid(raw) for raw in request.ids) if i is not None]
+        found = await self.service.many(ids, owner) if ids else []
+        reply = media_pb2.GetMediaResponse()
+        for media in found:
+            doc = media_document(media, self.public_base_url)
+            reply.media.append(
+                media_pb2.Media(
+                    id=doc["id"],
+                    owner_id=str(media.owner_id),
+                    state=_STATES[media.state],
+                    type=doc["type"],
+                    url=doc["url"],
+                    preview_url=doc["preview_url"],
+                    width=media.width,
+                    height=media.height,
+                    blurhash=media.blurhash,
+                    description=media.description,
+                    variants=[media_pb2.Variant(**v) for v in doc["variants"]],
+                    post_id=str(media.post_id or ""),
+                )
+            )
+        return reply
+
+    async def AttachMedia(
+        self, request: media_pb2.AttachMediaRequest, context: Context
+    ) -> media_pb2.AttachMediaResponse:
+        post_id, owner = parse_uuid(request.post_id), parse_uuid(request.owner_id)
+        ids = [parse_uuid(raw) for raw in request.ids]
+        if post_id is None or owner is None or not ids or None in ids or len(ids) > MAX_BATCH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "post_id, owner_id and ids must be UUIDs"
+            )
+        assert post_id is not None
+        assert owner is not None
+        valid = [i for i in ids if i is not None]
+        if not await self.service.attach(valid, owner, post_id):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "some media is missing, not ready, or attached to another post",
+            )
+        return media_pb2.AttachMediaResponse()

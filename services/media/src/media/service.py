@@ -1,0 +1,327 @@
+"""The media service's rules: ingest, ownership, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import resource
+import secrets
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from prometheus_client import Counter, Histogram
+from psycopg_pool import AsyncConnectionPool
+from social_common.errors import Problem
+from social_common.ids import uuid7
+from social_common.logging import get_logger
+
+from media import imaging, store
+from media.config import MediaConfig
+from media.storage import Storage, StorageError
+
+log = get_logger(__name__)
+
+UPLOADS = Counter("media_uploads_total", "Uploads by outcome", ["outcome"])
+PROCESSING = Histogram(
+    "media_processing_seconds",
+    "Time to decode, clean and resize one upload",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
+)
+SWEPT = Counter("media_swept_total", "Media deleted by the sweeper")
+
+MAX_DESCRIPTION = 1500
+# Declared types a direct upload may be created for; what arrives is decoded all the same.
+DIRECT_UPLOAD_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"}
+)
+_SWEEP_LOCK = 0x6D656469  # "medi": one sweeper at a time across pods
+
+
+def _limit_worker_memory(megabytes: int) -> None:
+    # A decoding that needs more than this fails in its own process.
+    limit = megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def busy() -> Problem:
+    return Problem(
+        503,
+        "busy",
+        "Too many images are being processed; retry shortly.",
+        headers={"Retry-After": "2"},
+    )
+
+
+def storage_unavailable() -> Problem:
+    return Problem(
+        503, "storage_unavailable", "The image store is unavailable.", headers={"Retry-After": "5"}
+    )
+
+
+def check_description(description: str) -> str:
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION:
+        raise Problem(
+            422,
+            "validation_failed",
+            f"description: at most {MAX_DESCRIPTION} characters.",
+            errors=[{"field": "description", "message": f"at most {MAX_DESCRIPTION} characters"}],
+        )
+    return description
+
+
+class MediaService:
+    def __init__(self, pool: AsyncConnectionPool, storage: Storage, config: MediaConfig) -> None:
+        self.pool = pool
+        self.storage = storage
+        self.config = config
+        self._slots = asyncio.Semaphore(config.workers + config.queue)
+        self._workers = self._new_workers()
+
+    def _new_workers(self) -> ProcessPoolExecutor:
+        # Spawned, not forked: a fork of this process would copy gRPC's threads.
+        return ProcessPoolExecutor(
+            max_workers=self.config.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_limit_worker_memory,
+            initargs=(self.config.worker_memory_mib,),
+        )
+
+    async def _process(self, data: bytes) -> imaging.ProcessedImage:
+        """Runs imaging.process in a worker; refuses (503) rather than queue
+        beyond the configured bound."""
+        if self._slots.locked():
+            UPLOADS.labels("busy").inc()
+            raise busy()
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            with PROCESSING.time():
+                try:
+                    return await loop.run_in_executor(self._workers, imaging.process, data)
+                except imaging.ImageRejected as rejected:
+                    UPLOADS.labels(rejected.code).inc()
+                    raise Problem(rejected.status, rejected.code, rejected.message) from None
+                except (BrokenProcessPool, MemoryError):
+                    # A worker died (out of memory, killed): start afresh.
+                    self._workers.shutdown(wait=False, cancel_futures=True)
+                    self._workers = self._new_workers()
+                    UPLOADS.labels("worker_failed").inc()
+                    raise Problem(
+                        422, "invalid_image", "The image could not be processed."
+                    ) from None
+
+    async def ingest(self, owner_id: uuid.UUID, data: bytes, description: str) -> store.Media:
+        """Decodes, cleans and stores an upload: a row only when every object
+        is stored, no object left behind when the row cannot be written."""
+        description = check_description(description)
+        processed = await self._process(data)
+        media_id = uuid7()
+        renditions: list[dict[str, Any]] = [
+            {
+                "name": r.name,
+                "width": r.width,
+                "height": r.height,
+                "content_type": r.content_type,
+                # Random, never the client's file name.
+                "key": f"{media_id.hex}/{secrets.token_urlsafe(12)}.{r.extension}",
+            }
+            for r in processed.renditions
+        ]
+        media = store.Media(
+            id=media_id,
+            owner_id=owner_id,
+            state="processing",
+            post_id=None,
+            source_type=processed.source_type,
+            width=processed.width,
+            height=processed.height,
+            blurhash=processed.blurhash,
+            description=description,
+            renditions=renditions,
+            created_at=datetime.now(UTC),
+        )
+        try:
+            async with self.pool.connection() as conn:
+                await store.insert_processing(conn, media)
+        except psycopg.Error as exc:
+            UPLOADS.labels("database_unavailable").inc()
+            raise Problem(503, "unavailable", "Try again shortly.") from exc
+        try:
+            await asyncio.gather(
+                *(
+                    self.storage.put(meta["key"], r.data, r.content_type)
+                    for meta, r in zip(renditions, processed.renditions, strict=True)
+                )
+            )
+        except StorageError as exc:
+            log.warning("media_store_failed", media_id=str(media_id), error=str(exc))
+            await self._abandon(media)
+            UPLOADS.labels("storage_unavailable").inc()
+            raise storage_unavailable() from exc
+        try:
+            async with self.pool.connection() as conn:
+                stored = await store.mark_stored(conn, media_id)
+        except psycopg.Error as exc:
+            await self._abandon(media)
+            UPLOADS.labels("database_unavailable").inc()
+            raise Problem(503, "unavailable", "Try again shortly.") from exc
+        assert stored is not None
+        UPLOADS.labels("stored").inc()
+        return stored
+
+    async def _abandon(self, media: store.Media) -> None:
+        """Removes a half-stored upload: the row always, its objects now or,
+        when the store cannot delete them now, through the orphan list later.
+        If the database fails too, the row stays 'processing' and the sweeper
+        removes both after an hour."""
+        try:
+            await self.storage.delete(media.keys)
+            deleted = True
+        except StorageError:
+            deleted = False
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                if not deleted:
+                    await store.remember_orphans(conn, media.keys)
+                await store.delete(conn, media.id)
+        except psycopg.Error as exc:
+            log.warning("media_cleanup_deferred", media_id=str(media.id), error=str(exc))
+
+    async def get(self, media_id: uuid.UUID, owner_id: uuid.UUID) -> store.Media:
+        async with self.pool.connection() as conn:
+            media = await store.owned(conn, media_id, owner_id)
+        if media is None:
+            raise Problem(404, "media_not_found", "No such media.")
+        return media
+
+    async def describe(
+        self, media_id: uuid.UUID, owner_id: uuid.UUID, description: str
+    ) -> store.Media:
+        description = check_description(description)
+        async with self.pool.connection() as conn:
+            media = await store.set_description(conn, media_id, owner_id, description)
+        if media is None:
+            raise Problem(404, "media_not_found", "No such media.")
+        return media
+
+    async def delete(self, media_id: uuid.UUID, owner_id: uuid.UUID) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            media = await store.owned(conn, media_id, owner_id)
+            if media is None:
+                raise Problem(404, "media_not_found", "No such media.")
+            if media.state == "attached":
+                raise Problem(409, "media_attached", "This media belongs to a post.")
+            await store.delete(conn, media_id)
+        try:
+            await self.storage.delete(media.keys)
+        except StorageError as exc:
+            # The row is gone; the objects are unreachable by key. Logged for the operator.
+            log.warning("media_objects_not_deleted", media_id=str(media_id), error=str(exc))
+
+    async def many(self, ids: list[uuid.UUID], owner_id: uuid.UUID) -> list[store.Media]:
+        async with self.pool.connection() as conn:
+            return await store.many_owned(conn, ids, owner_id)
+
+    async def attach(self, ids: list[uuid.UUID], owner_id: uuid.UUID, post_id: uuid.UUID) -> bool:
+        """True when every one of ``ids`` (all ``owner_id``'s) is now attached
+        to ``post_id``; else nothing changed (all or nothing)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            attached = await store.attach(conn, ids, owner_id, post_id) == len(set(ids))
+            if not attached:
+                raise psycopg.Rollback
+        return attached
+
+    # -- direct uploads ------------------------------------------------------
+
+    async def create_direct_upload(
+        self, owner_id: uuid.UUID, content_type: str, description: str
+    ) -> tuple[store.DirectUpload, dict[str, Any]]:
+        if content_type not in DIRECT_UPLOAD_TYPES:
+            raise Problem(
+                415,
+                "unsupported_type",
+                f"content_type must be one of {', '.join(sorted(DIRECT_UPLOAD_TYPES))}.",
+            )
+        upload = store.DirectUpload(
+            id=uuid7(),
+            owner_id=owner_id,
+            object_key=f"uploads/{secrets.token_urlsafe(18)}",
+            content_type=content_type,
+            description=check_description(description),
+            expires_at=datetime.now(UTC) + timedelta(seconds=self.config.direct_upload_ttl_seconds),
+        )
+        form = self.storage.presigned_post(
+            upload.object_key,
+            content_type,
+            imaging.MAX_BYTES,
+            self.config.direct_upload_ttl_seconds,
+        )
+        async with self.pool.connection() as conn:
+            await store.insert_direct_upload(conn, upload)
+        return upload, form
+
+    async def complete_direct_upload(
+        self, upload_id: uuid.UUID, owner_id: uuid.UUID
+    ) -> store.Media:
+        async with self.pool.connection() as conn:
+            upload = await store.take_direct_upload(conn, upload_id, owner_id)
+        if upload is None:
+            raise Problem(404, "upload_not_found", "No such upload, or it has expired.")
+        try:
+            data = await self.storage.get(upload.object_key, imaging.MAX_BYTES)
+        except StorageError as exc:
+            raise storage_unavailable() from exc
+        try:
+            if data is None:
+                raise Problem(
+                    422, "upload_missing", "Nothing (or too much) arrived for this upload."
+                )
+            return await self.ingest(owner_id, data, upload.description)
+        finally:
+            try:
+                await self.storage.delete([upload.object_key])
+            except StorageError as exc:
+                log.warning("raw_upload_not_deleted", key=upload.object_key, error=str(exc))
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def sweep(self, batch: int = 100) -> int:
+        """Deletes unattached media past its time and half-stored leftovers,
+        and expired direct uploads; returns how many media it deleted."""
+        swept = 0
+        async with self.pool.connection() as conn, conn.transaction():
+            locked = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
+            row = await locked.fetchone()
+            if not row or not row[0]:
+                return 0
+            expired = await store.lock_expired(
+                conn,
+                processing_age=3600,
+                pending_age=self.config.unattached_ttl_seconds,
+                limit=batch,
+            )
+            # Objects first: a row left behind is swept again; an object is not.
+            await self.storage.delete([key for m in expired for key in m.keys])
+            await store.delete_many(conn, [m.id for m in expired])
+            raw = await store.take_expired_direct_uploads(conn, batch)
+            await self.storage.delete(raw)
+            swept = len(expired)
+        SWEPT.inc(swept)
+        return swept
+
+    async def sweep_forever(self) -> None:
+        while True:
+            try:
+                swept = await self.sweep()
+                if swept:
+                    log.info("media_swept", count=swept)
+            except (psycopg.Error, *StorageError) as exc:
+                log.warning("media_sweep_failed", error=str(exc))
+            await asyncio.sleep(self.config.sweep_interval_seconds)
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=False, cancel_futures=True)
