@@ -15,6 +15,12 @@ account), so preparation registers each account from its own loopback
 address and the login scenario spreads its VUs over addresses and accounts
 so that no limit is reached: see AddressBlock and plan_login().
 
+The upload scenarios send a JPEG that preparation makes with Pillow (a
+dependency of the media service, so in this venv): see make_photo(). The
+media service allows each user 30 uploads per 30 minutes, so preparation
+also registers and logs in enough accounts for every upload to have a user
+with budget left: see plan_upload().
+
 Settings come from the environment (defaults in brackets):
   BENCH_BASE_URL       [http://127.0.0.1:8000]  must be a loopback host
   BENCH_DURATION       [10]      seconds measured per (scenario, generator)
@@ -25,6 +31,7 @@ Settings come from the environment (defaults in brackets):
   BENCH_GENERATORS     [wrk,k6]  comma list of generators
   BENCH_ACCOUNTS       [300]     accounts registered for the login scenario
   BENCH_LOGIN_MAX_RPS  [100]     logins/s the login scenario budgets for
+  BENCH_UPLOAD_MAX_RPS [10]      uploads/s the upload scenarios budget for
 
 Results go to ``results/bench-<UTC timestamp>.json`` at the repo root and a table
 is printed on stdout.
@@ -39,6 +46,7 @@ import json
 import math
 import os
 import platform
+import random
 import secrets
 import shutil
 import socket
@@ -56,6 +64,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 GENERATOR_NAMES = ("wrk", "k6")
 
 
@@ -69,8 +79,10 @@ class Scenario:
     Header values and the body may hold ``${name}`` placeholders, filled in
     once preparation has run (write a literal ``$`` as ``$$``). ``needs`` says
     what to prepare: "token" (one logged-in account: ``${access_token}``,
-    ``${username}``, ``${password}``) and "accounts" (BENCH_ACCOUNTS accounts,
-    logged in by the k6 script as plan_login() says).
+    ``${username}``, ``${password}``), "accounts" (BENCH_ACCOUNTS accounts,
+    logged in by the k6 script as plan_login() says) and "uploads" (the
+    access tokens of as many accounts as plan_upload() says, and the JPEG
+    ``photo``: width and height, made by make_photo()).
     ``connections`` replaces BENCH_CONNECTIONS for this scenario;
     ``generators`` are the ones able to run it.
     """
@@ -86,12 +98,15 @@ class Scenario:
     needs: frozenset[str] = frozenset()
     connections: int | None = None
     generators: tuple[str, ...] = GENERATOR_NAMES
+    photo: tuple[int, int] | None = None
 
 
 # Measured first by every generator; each scenario's ratio is against it.
 CEILING = Scenario(name="ceiling", path="/__bench/ceiling")
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Uploads in flight at once: see the module docstring of k6_upload.js for why.
+UPLOAD_VUS = 2
 
 # Add scenarios here. Later ones may set method, headers (e.g. a bearer
 # token), body, or a wrk_script / k6_script of their own.
@@ -120,6 +135,27 @@ SCENARIOS: tuple[Scenario, ...] = (
         connections=8,
         generators=("k6",),
     ),
+    # Photo uploads: the media service decodes, strips and resizes each into 4
+    # renditions (~0.2 s of a core for 2 MP, ~0.6 s for 12 MP) in 2 worker
+    # processes, then stores them in S3. Connections: UPLOAD_VUS. k6 only
+    # (multipart bodies, a token per account). The header is what
+    # check_target() sends, with the photo; k6_upload.js uploads as the
+    # prepared accounts.
+    *(
+        Scenario(
+            name=f"upload_{name}",
+            path="/api/v1/media",
+            method="POST",
+            headers={"Authorization": "Bearer ${access_token}"},
+            expect_status=201,
+            k6_script="k6_upload.js",
+            needs=frozenset({"token", "uploads"}),
+            connections=UPLOAD_VUS,
+            generators=("k6",),
+            photo=photo,
+        )
+        for name, photo in (("2mp", (1920, 1080)), ("12mp", (4000, 3000)))
+    ),
 )
 
 HERE = Path(__file__).resolve().parent
@@ -133,6 +169,10 @@ K6_SCRIPT = HERE / "k6_scenario.js"
 LOGIN_PER_ACCOUNT = 5  # per minute
 LOGIN_PER_ADDRESS = 20  # per minute
 REGISTER_PER_ADDRESS = 5  # per 30 minutes: preparation uses each address once
+# The media service's (services/media/src/media/config.py): per user, a burst of
+# 30 then one more every minute. Bench accounts are new in every run, so each
+# has its 30 for the run.
+UPLOADS_PER_ACCOUNT = 30  # per 30 minutes
 ACCESS_TOKEN_S = 15 * 60
 REGISTER_PATH = "/api/v1/users/register"
 LOGIN_PATH = "/api/v1/users/login"
@@ -143,7 +183,14 @@ LOGIN_SLOT_MS = 1000
 # Host addresses in a /24 (.1 to .254): one /24 of VUs per login run.
 HOSTS_PER_24 = 254
 # Registrations come from two /24s; one of them is the profile's account.
-MAX_ACCOUNTS = 2 * HOSTS_PER_24 - 1
+REGISTRATION_ADDRESSES = 2 * HOSTS_PER_24
+MAX_ACCOUNTS = REGISTRATION_ADDRESSES - 1
+# A sharp photo's detail (fine noise) over soft shapes (coarse noise) over
+# gradients, as make_photo() mixes them: ~3 bits a pixel at JPEG quality 90,
+# as phone photos have (0.8 MB for 2 MP, 4.5 MB for 12 MP).
+PHOTO_FINE_NOISE = 0.15
+PHOTO_COARSE_NOISE = 0.4
+PHOTO_QUALITY = 90
 # Proxies must not see the load, and must not turn a loopback URL into a remote hop.
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
@@ -165,6 +212,7 @@ class Settings:
     generators: tuple[str, ...]
     accounts: int
     login_max_rps: int
+    upload_max_rps: int
 
 
 @dataclass(frozen=True)
@@ -178,8 +226,9 @@ class Measurement:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-    # 429 replies, where the script counts them apart (None: not counted).
+    # 429 and 503 replies, where the script counts them apart (None: not counted).
     rate_limited: int | None = None
+    busy: int | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -270,6 +319,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         # 2 argon2 workers at ~20 ms a hash: about 100 logins/s at most on this
         # box (it does ~75 with the gateway and k6 on the same 2 cores).
         login_max_rps=_int_setting(env, "BENCH_LOGIN_MAX_RPS", 100, 1),
+        # 2 cores / ~0.2 s of CPU per 2 MP photo: 10 uploads/s if the media
+        # workers had the box to themselves, which they do not (12 MP: ~3/s).
+        upload_max_rps=_int_setting(env, "BENCH_UPLOAD_MAX_RPS", 10, 1),
     )
     if "wrk" in settings.generators and settings.connections < settings.threads:
         # wrk refuses this itself, with a less helpful message.
@@ -505,17 +557,141 @@ def login_plans(
     return warmup, replace(measure, accounts=settings.accounts - first)
 
 
+@dataclass(frozen=True)
+class UploadPlan:
+    """How k6_upload.js spreads one run's uploads over accounts.
+
+    Upload n of the run (over all VUs) is sent with token ``first_account +
+    n mod accounts`` of ``tokens_file``, and none beyond ``accounts *
+    account_budget``: no account uploads more than its budget.
+    """
+
+    vus: int
+    first_account: int
+    accounts: int
+    account_budget: int
+    tokens_file: str
+    photo: str
+
+    def k6_variables(self) -> dict[str, str]:
+        return {
+            "BENCH_TOKENS_FILE": self.tokens_file,
+            "BENCH_ACCOUNT_FIRST": str(self.first_account),
+            "BENCH_ACCOUNT_COUNT": str(self.accounts),
+            "BENCH_ACCOUNT_BUDGET": str(self.account_budget),
+            "BENCH_PHOTO": self.photo,
+        }
+
+
+# What a k6 run may need beyond its scenario.
+Plan = LoginPlan | UploadPlan
+
+
+def plan_upload(
+    settings: Settings, vus: int, duration_s: int, first_account: int, workdir: Path, photo: Path
+) -> UploadPlan:
+    """The plan of one upload run of ``duration_s``, for at most
+    BENCH_UPLOAD_MAX_RPS uploads/s.
+
+    A run starts at most BENCH_UPLOAD_MAX_RPS * ``duration_s`` uploads that
+    end in it, plus one per VU still in flight at its end. With the defaults
+    (2 VUs, 10 uploads/s at most, 30 uploads per account): the 2 s warm-up
+    sends at most 10 * 2 + 2 = 22 uploads, 1 account; the 10 s measurement
+    10 * 10 + 2 = 102, so 4 accounts (<= 26 uploads each): 5 per scenario, 10
+    for both. The stack does ~3 uploads/s of 2 MP and ~1 of 12 MP, so even
+    a 3x faster box stays within budget.
+    """
+    uploads = settings.upload_max_rps * duration_s + vus
+    return UploadPlan(
+        vus=vus,
+        first_account=first_account,
+        accounts=math.ceil(uploads / UPLOADS_PER_ACCOUNT),
+        account_budget=UPLOADS_PER_ACCOUNT,
+        tokens_file=str(workdir / "tokens.json"),
+        photo=str(photo),
+    )
+
+
+def upload_plans(
+    settings: Settings, scenarios: list[Scenario], workdir: Path
+) -> dict[tuple[str, bool], UploadPlan]:
+    """Per upload scenario and warm-up (True) or measurement (False), its
+    plan, each on accounts of its own."""
+    plans: dict[tuple[str, bool], UploadPlan] = {}
+    first = 0
+    for scenario in scenarios:
+        for warmup, duration_s in ((True, settings.warmup_s), (False, settings.duration_s)):
+            if duration_s:
+                vus = connections_for(settings, scenario)
+                photo = workdir / f"{scenario.name}.jpg"
+                plan = plan_upload(settings, vus, duration_s, first, workdir, photo)
+                plans[scenario.name, warmup] = plan
+                first += plan.accounts
+    return plans
+
+
+# --------------------------------------------------------------------------- photos
+
+
+def make_photo(path: Path, width: int, height: int) -> None:
+    """Write a photo-like JPEG of ``width`` x ``height`` to ``path``.
+
+    Gradients, soft shapes and sharp detail, so that it weighs and costs what
+    a camera's photo does (the resizes keep detail, unlike pure noise), with
+    the EXIF block a phone writes: make, model, orientation, date. Seeded by
+    the size: every run uploads the same bytes.
+    """
+    rng = random.Random(width * height)  # noqa: S311 - pixels, not secrets
+    picture = Image.merge(
+        "RGB",
+        (
+            Image.linear_gradient("L").rotate(90).resize((width, height)),
+            Image.linear_gradient("L").resize((width, height)),
+            Image.radial_gradient("L").resize((width, height)),
+        ),
+    )
+    small = (width // 16, height // 16)
+    coarse = Image.frombytes("RGB", small, rng.randbytes(small[0] * small[1] * 3))
+    picture = Image.blend(
+        picture, coarse.resize((width, height), Image.Resampling.BICUBIC), PHOTO_COARSE_NOISE
+    )
+    fine = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    picture = Image.blend(picture, fine, PHOTO_FINE_NOISE)
+    exif = Image.Exif()
+    exif[0x010F] = "BenchCam"  # Make
+    exif[0x0110] = "Bench Phone 1"  # Model
+    exif[0x0112] = 1  # Orientation: upright
+    exif[0x0132] = "2026:01:01 12:00:00"  # DateTime
+    picture.save(path, "JPEG", quality=PHOTO_QUALITY, exif=exif.tobytes())
+
+
+def multipart_photo(photo: Path) -> tuple[bytes, str]:
+    """A multipart/form-data body with ``photo`` as the field ``file``, as
+    k6_upload.js sends it, and its Content-Type."""
+    boundary = "bench-" + secrets.token_hex(16)
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    )
+    body = head.encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 # --------------------------------------------------------------------------- preparation
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """What preparation made: placeholder values, and the login plans."""
+    """What preparation made: placeholder values, the login and upload
+    plans, and the photos (by scenario name)."""
 
     values: Mapping[str, str] = field(default_factory=dict)
     warmup_plan: LoginPlan | None = None
     measure_plan: LoginPlan | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    upload_plans: Mapping[tuple[str, bool], UploadPlan] = field(default_factory=dict)
+    photos: Mapping[str, Path] = field(default_factory=dict)
 
     def resolve(self, scenario: Scenario) -> Scenario:
         """``scenario`` with its ``${name}`` placeholders filled in."""
@@ -533,7 +709,9 @@ class Prepared:
         except (KeyError, ValueError) as exc:
             raise BenchError(f"{scenario.name}: bad placeholder {exc}") from None
 
-    def plan(self, scenario: Scenario, *, warmup: bool) -> LoginPlan | None:
+    def plan(self, scenario: Scenario, *, warmup: bool) -> Plan | None:
+        if "uploads" in scenario.needs:
+            return self.upload_plans[scenario.name, warmup]
         if "accounts" not in scenario.needs:
             return None
         return self.warmup_plan if warmup else self.measure_plan
@@ -607,7 +785,10 @@ def prepare(
     Accounts are named ``bench_<run id>_<n>`` and each is registered from its
     own address of ``block``. Account 0 logs in once for the access token;
     with "accounts", BENCH_ACCOUNTS more go to ``workdir/accounts.json`` for
-    k6_login.js. Nothing is registered if the login plans do not fit.
+    k6_login.js; with "uploads", the accounts the upload plans need come
+    last, each logs in once from its own address, and their access tokens go
+    to ``workdir/tokens.json`` for k6_upload.js, beside the photos. Nothing is
+    registered if the plans do not fit.
     """
     needs = frozenset().union(*(s.needs for s in scenarios))
     if not needs:
@@ -617,8 +798,18 @@ def prepare(
     if spread is not None:
         active = spread.connections or settings.connections
         warmup_plan, measure_plan = login_plans(settings, block, active)
+    uploads = upload_plans(settings, [s for s in scenarios if "uploads" in s.needs], workdir)
+    uploaders = sum(plan.accounts for plan in uploads.values())
     run_id = secrets.token_hex(4)
-    count = 1 + (settings.accounts if spread is not None else 0)
+    count = 1 + (settings.accounts if spread is not None else 0) + uploaders
+    if count > REGISTRATION_ADDRESSES:
+        raise BenchError(
+            f"uploads: {uploaders} accounts, for up to {settings.upload_max_rps} uploads/s "
+            f"within {UPLOADS_PER_ACCOUNT} per account, make {count} registrations, more than "
+            f"the {REGISTRATION_ADDRESSES} addresses they come from: shorten BENCH_DURATION "
+            "or, if the stack is slower, lower BENCH_UPLOAD_MAX_RPS"
+            + (" (or BENCH_ACCOUNTS)" if spread is not None else "")
+        )
     accounts = [(f"bench_{run_id}_{i:04d}", "bench-" + secrets.token_hex(12)) for i in range(count)]
     first, last = block.registration(0), block.registration(count - 1)
     print(f"bench: preparing: registering {count} account(s) from {first}..{last}", file=sys.stderr)
@@ -649,6 +840,23 @@ def prepare(
         "registration_addresses": f"{first}-{last}",
         "accounts": count,
     }
+    photos: dict[str, Path] = {}
+    if uploads:
+        # One login per account, each from the address it registered from.
+        print(f"bench: preparing: logging in {uploaders} uploader(s)", file=sys.stderr)
+        with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
+            tokens = list(
+                pool.map(
+                    lambda i: login(settings, *accounts[i], block.registration(i)),
+                    range(count - uploaders, count),
+                )
+            )
+        (workdir / "tokens.json").write_text(json.dumps(tokens))
+        info["uploaders"] = uploaders
+        for scenario in scenarios:
+            if scenario.photo is not None:
+                photos[scenario.name] = Path(uploads[scenario.name, False].photo)
+                make_photo(photos[scenario.name], *scenario.photo)
     if warmup_plan is not None or measure_plan is not None:
         accounts_file = workdir / "accounts.json"
         accounts_file.write_text(
@@ -660,7 +868,7 @@ def prepare(
             measure_plan = replace(measure_plan, accounts_file=str(accounts_file))
     info["seconds"] = round(time.monotonic() - started, 1)
     print(f"bench: preparing: done in {info['seconds']}s", file=sys.stderr)
-    return Prepared(values, warmup_plan, measure_plan, info)
+    return Prepared(values, warmup_plan, measure_plan, info, uploads, photos)
 
 
 # --------------------------------------------------------------------------- generators
@@ -672,7 +880,7 @@ def connections_for(settings: Settings, scenario: Scenario) -> int:
 
 
 def run_wrk(
-    settings: Settings, scenario: Scenario, duration_s: int, plan: LoginPlan | None
+    settings: Settings, scenario: Scenario, duration_s: int, plan: Plan | None
 ) -> Measurement:
     """Load ``scenario`` with wrk for ``duration_s`` and read the script's JSON line.
 
@@ -724,11 +932,12 @@ def _counter(metrics: Mapping[str, Any], name: str) -> int:
 
 
 def run_k6(
-    settings: Settings, scenario: Scenario, duration_s: int, plan: LoginPlan | None
+    settings: Settings, scenario: Scenario, duration_s: int, plan: Plan | None
 ) -> Measurement:
     """Load ``scenario`` with k6 (constant VUs = connections) and read its summary.
 
-    With a ``plan`` the VUs are the plan's, each on its own source address.
+    With a ``plan`` the VUs are the plan's; a login plan's each on its own
+    source address.
     """
     script = _script(scenario.k6_script, K6_SCRIPT)
     with tempfile.TemporaryDirectory(prefix="bench-k6-") as tmp:
@@ -755,6 +964,7 @@ def run_k6(
         ]
         if plan is not None:
             variables.update(plan.k6_variables())
+        if isinstance(plan, LoginPlan):
             # VU n sends from the n-th address of the range.
             argv.append(f"--local-ips={plan.local_ips}")
         for name, value in variables.items():
@@ -769,11 +979,17 @@ def run_k6(
     reqs = metrics.get("http_reqs", {}).get("values", {})
     failed = metrics.get("http_req_failed", {}).get("values", {})
     latency = metrics.get("http_req_duration", {}).get("values", {})
-    if plan is not None and (skipped := _counter(metrics, "bench_login_skipped")):
+    if isinstance(plan, LoginPlan) and (skipped := _counter(metrics, "bench_login_skipped")):
         raise BenchError(
             f"{scenario.name}: {skipped} login(s) not sent, to stay within the rate limits: "
             f"the stack logged in faster than the {settings.login_max_rps}/s planned for. "
             "Raise BENCH_LOGIN_MAX_RPS (and BENCH_ACCOUNTS, if then asked to)"
+        )
+    if isinstance(plan, UploadPlan) and (skipped := _counter(metrics, "bench_upload_skipped")):
+        raise BenchError(
+            f"{scenario.name}: {skipped} upload(s) not sent, to stay within the rate limit: "
+            f"the stack took uploads faster than the {settings.upload_max_rps}/s planned "
+            "for. Raise BENCH_UPLOAD_MAX_RPS"
         )
     return Measurement(
         requests=int(reqs.get("count", 0)),
@@ -784,10 +1000,11 @@ def run_k6(
         p95_ms=float(latency.get("p(95)", 0.0)),
         p99_ms=float(latency.get("p(99)", 0.0)),
         rate_limited=_counter(metrics, "bench_rate_limited") if plan is not None else None,
+        busy=_counter(metrics, "bench_busy") if isinstance(plan, UploadPlan) else None,
     )
 
 
-GENERATORS: dict[str, Callable[[Settings, Scenario, int, LoginPlan | None], Measurement]] = {
+GENERATORS: dict[str, Callable[[Settings, Scenario, int, Plan | None], Measurement]] = {
     "wrk": run_wrk,
     "k6": run_k6,
 }
@@ -817,7 +1034,8 @@ def schedule(settings: Settings) -> list[tuple[str, list[Scenario]]]:
 
 
 def check_token_lifetime(settings: Settings, runs: list[tuple[str, list[Scenario]]]) -> None:
-    """Raise if the access token could expire before the last run that uses it."""
+    """Raise if the access token could expire before the last run that uses it
+    (the uploaders' tokens are as old: they log in with it)."""
     if not any("token" in s.needs for _, scenarios in runs for s in scenarios):
         return
     count = sum(1 + len(scenarios) for _, scenarios in runs)
@@ -830,20 +1048,27 @@ def check_token_lifetime(settings: Settings, runs: list[tuple[str, list[Scenario
         )
 
 
-def check_target(settings: Settings, scenarios: list[Scenario]) -> None:
-    """Send each scenario's request once; raise unless it gets the expected status."""
+def check_target(
+    settings: Settings, scenarios: list[Scenario], photos: Mapping[str, Path] | None = None
+) -> None:
+    """Send each scenario's request once; raise unless it gets the expected status.
+
+    A scenario with a photo uploads ``photos[name]`` (one of the uploads that
+    its account, account 0, is allowed).
+    """
     # No proxy: the request must go to the loopback host itself.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     for scenario in scenarios:
         url = settings.base_url + scenario.path
+        body = scenario.body.encode() if scenario.body else None
+        headers = dict(scenario.headers)
+        if scenario.photo is not None and photos is not None:
+            body, headers["Content-Type"] = multipart_photo(photos[scenario.name])
         request = urllib.request.Request(  # noqa: S310 - scheme checked in check_loopback
-            url,
-            data=scenario.body.encode() if scenario.body else None,
-            headers=dict(scenario.headers),
-            method=scenario.method,
+            url, data=body, headers=headers, method=scenario.method
         )
         try:
-            with opener.open(request, timeout=5) as response:
+            with opener.open(request, timeout=15) as response:
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             status = exc.code
@@ -886,6 +1111,7 @@ def measure_all(
             print(f"bench: {label}: measuring {settings.duration_s}s", file=sys.stderr)
             plan = prepared.plan(scenario, warmup=False)
             result = run(settings, scenario, settings.duration_s, plan)
+            connections = connections_for(settings, scenario)
             if scenario is CEILING:
                 ceiling_rps = result.requests_per_s
             ratio = result.requests_per_s / ceiling_rps if ceiling_rps else 0.0
@@ -894,7 +1120,7 @@ def measure_all(
                 "generator": generator,
                 "method": scenario.method,
                 "path": scenario.path,
-                "connections": plan.active if plan else connections_for(settings, scenario),
+                "connections": plan.active if isinstance(plan, LoginPlan) else connections,
                 "requests_per_s": round(result.requests_per_s, 1),
                 "p50_ms": round(result.p50_ms, 3),
                 "p95_ms": round(result.p95_ms, 3),
@@ -907,6 +1133,7 @@ def measure_all(
             }
             if plan is not None:
                 row["rate_limited"] = result.rate_limited
+            if isinstance(plan, LoginPlan):
                 row["login_plan"] = {
                     "vus": plan.vus,
                     "groups": plan.groups,
@@ -916,10 +1143,24 @@ def measure_all(
                     "max_logins_per_address": plan.address_budget,
                     "max_logins_per_account": plan.account_budget,
                 }
-                if result.rate_limited:
-                    print(
-                        f"bench: {label}: {result.rate_limited} replies were 429", file=sys.stderr
-                    )
+            if isinstance(plan, UploadPlan) and scenario.photo is not None:
+                row["busy"] = result.busy
+                width, height = scenario.photo
+                row["image"] = {
+                    "width": width,
+                    "height": height,
+                    "megapixels": round(width * height / 1e6, 2),
+                    "bytes": Path(plan.photo).stat().st_size,
+                }
+                row["upload_plan"] = {
+                    "vus": plan.vus,
+                    "accounts": plan.accounts,
+                    "max_uploads_per_account": plan.account_budget,
+                }
+            if result.rate_limited:
+                print(f"bench: {label}: {result.rate_limited} replies were 429", file=sys.stderr)
+            if result.busy:
+                print(f"bench: {label}: {result.busy} replies were 503", file=sys.stderr)
             rows.append(row)
     return rows
 
@@ -976,7 +1217,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-accounts-") as tmp:
             block = AddressBlock.for_time(time.time())
             prepared = prepare(settings, chosen, block, Path(tmp))
-            check_target(settings, [prepared.resolve(s) for s in chosen])
+            check_target(settings, [prepared.resolve(s) for s in chosen], prepared.photos)
             rows = measure_all(settings, runs, prepared)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

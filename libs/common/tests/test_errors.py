@@ -75,3 +75,18 @@ def test_metrics_are_labelled_by_route_template() -> None:
     assert 'http_requests_total{method="POST",route="/refuse",status="422"}' in metrics
     assert 'route="<unmatched>",status="404"' in metrics
     assert "/does/not/exist" not in metrics
+
+
+async def _redis_down(_request: Request) -> Response:
+    import redis.exceptions
+
+    raise redis.exceptions.ConnectionError("Error 111 connecting to 10.0.0.1:6379")
+
+
+def test_an_unavailable_dependency_is_a_503_without_its_address() -> None:
+    app = build_app("demo", [Route("/redis", _redis_down)], Readiness("demo", {}))
+    response = TestClient(app, raise_server_exceptions=False).get("/redis")
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
+    assert response.headers["retry-after"] == "2"
+    assert "10.0.0.1" not in response.text

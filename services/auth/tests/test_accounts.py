@@ -144,11 +144,12 @@ def test_unknown_user_and_wrong_password_look_the_same(stack: Endpoints) -> None
         body.pop("request_id")
         bodies.add(tuple(sorted(body.items())))
     assert len(bodies) == 1
-    # Both paths run an argon2 verification: neither is a shortcut.
+    # Both paths run an argon2 verification: neither is a shortcut (which would
+    # be an order of magnitude faster; the margin absorbs a busy machine).
     median_wrong = statistics.median(t for _, t in wrong)
     median_unknown = statistics.median(t for _, t in unknown)
-    assert median_unknown > median_wrong / 2
-    assert median_wrong > median_unknown / 2
+    assert median_unknown > median_wrong / 3
+    assert median_wrong > median_unknown / 3
 
 
 def test_login_rehashes_a_password_stored_with_weaker_parameters(stack: Endpoints) -> None:
@@ -211,3 +212,16 @@ def test_public_profile_needs_no_token_and_hides_the_email(stack: Endpoints) -> 
     assert "email" not in anonymous.json()
     assert "followed_by_me" not in anonymous.json()
     assert (missing.status_code, missing.json()["code"]) == (404, "user_not_found")
+
+
+def test_nulls_and_nul_characters_are_field_errors_not_crashes(stack: Endpoints) -> None:
+    account = create_account(stack.gateway_url)
+    with client(stack.gateway_url) as http:
+        null_bio = http.patch("/api/v1/users/profile", headers=account.auth, json={"bio": None})
+        nul_login = http.post(
+            "/api/v1/users/login", json={"username": "a\x00b", "password": "whatever it is"}
+        )
+        nul_path = http.get("/api/v1/users/a%00b")
+    assert (null_bio.status_code, null_bio.json()["errors"][0]["field"]) == (422, "bio")
+    assert (nul_login.status_code, nul_login.json()["errors"][0]["field"]) == (422, "username")
+    assert nul_path.status_code in (400, 404)

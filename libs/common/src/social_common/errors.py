@@ -13,6 +13,9 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import psycopg
+import psycopg_pool
+import redis.exceptions
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -94,6 +97,27 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(problem, _request_id(request))
 
 
+async def _on_unavailable(request: Request, exc: Exception) -> Response:
+    # A dependency is down or saturated: the client may retry, the request was fine.
+    log.warning("dependency_unavailable", path=request.url.path, error=repr(exc))
+    problem = Problem(
+        503,
+        "unavailable",
+        "A dependency is unavailable; retry shortly.",
+        headers={"Retry-After": "2"},
+    )
+    return problem_response(problem, _request_id(request))
+
+
+# Failures of PostgreSQL and Redis that say nothing about the request itself.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, exc_info=exc)
     problem = Problem(500, "internal_error", "The server failed to handle this request.")
@@ -103,4 +127,6 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 def install_problem_handlers(app: Starlette) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(HTTPException, _on_http_exception)
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)

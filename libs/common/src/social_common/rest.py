@@ -62,13 +62,18 @@ async def json_object(
         for name in body
         if name not in fields
     ]
-    errors += [
-        {"field": name, "message": "required"} for name in required if body.get(name) is None
-    ]
+    errors += [{"field": name, "message": "required"} for name in required if name not in body]
     errors += [
         {"field": name, "message": f"must be {_TYPE_NAMES.get(kind, kind.__name__)}"}
         for name, kind in fields.items()
-        if body.get(name) is not None and not isinstance(body[name], kind)
+        # null is no value of any field's type: an explicit null is refused too.
+        if name in body and not isinstance(body[name], kind)
+    ]
+    errors += [
+        # PostgreSQL text cannot hold NUL, and no field of ours has a use for it.
+        {"field": name, "message": "must not contain NUL characters"}
+        for name, value in body.items()
+        if isinstance(value, str) and "\x00" in value
     ]
     if errors:
         raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)

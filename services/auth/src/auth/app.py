@@ -55,7 +55,7 @@ def wire(resources: Resources) -> Wiring:
     return Wiring(
         routes=api.routes(),
         register_grpc=register_grpc,
-        background=[keys.keep_loaded],
+        background=[keys.keep_loaded, service.purge_forever],
         close=close,
     )
 

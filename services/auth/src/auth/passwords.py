@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from social_common.errors import Problem
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+T = TypeVar("T")
 
 MIN_LENGTH = 10
 MAX_LENGTH = 128
@@ -43,11 +48,25 @@ class Passwords:
             type=Type.ID,
         )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
-        self._dummy_hash: str | None = None
+        # Hashes running or waiting; beyond that a flood of logins gets a 503
+        # at once instead of a queue that grows without bound.
+        self._slots = asyncio.Semaphore(workers * 8)
+        # Made now, not at the first unknown login, which would then cost twice.
+        self._dummy_hash = self._hasher.hash("dummy password for unknown accounts")
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._slots.locked():
+            raise Problem(
+                503,
+                "busy",
+                "Too many sign-ins at once; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
     async def hash(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._hasher.hash, password)
+        return await self._run(lambda: self._hasher.hash(password))
 
     async def verify(self, password_hash: str | None, password: str) -> tuple[bool, str | None]:
         """Whether ``password`` matches, and a fresh hash when the stored one
@@ -57,8 +76,6 @@ class Passwords:
         all the same, so that unknown accounts cost what known ones do.
         """
         if password_hash is None:
-            if self._dummy_hash is None:
-                self._dummy_hash = await self.hash("dummy password for unknown accounts")
             await self._run_verify(self._dummy_hash, password)
             return False, None
         if not await self._run_verify(password_hash, password):
@@ -68,13 +85,13 @@ class Passwords:
         return True, None
 
     async def _run_verify(self, password_hash: str, password: str) -> bool:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._pool, self._hasher.verify, password_hash, password
-            )
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+        def verify() -> bool:
+            try:
+                return self._hasher.verify(password_hash, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
+
+        return await self._run(verify)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

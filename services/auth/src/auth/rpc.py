@@ -61,7 +61,7 @@ class AuthRpc(auth_pb2_grpc.AuthServiceServicer):
         if user_id is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is not a UUID")
         assert user_id is not None
-        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        size = max(1, min(request.page_size or DEFAULT_PAGE, MAX_PAGE))
         try:
             page, token = await self.service.follow_page(
                 direction, user_id, request.page_token, size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -17,12 +18,15 @@ from email_validator import EmailNotValidError, validate_email
 from psycopg_pool import AsyncConnectionPool
 from social_common.errors import Problem
 from social_common.ids import parse_uuid, uuid7
+from social_common.logging import get_logger
 from social_common.pagination import decode_cursor, encode_cursor
 
 from auth import store
 from auth.config import AuthConfig
 from auth.keys import KeyRing
 from auth.passwords import Passwords, password_problem
+
+log = get_logger(__name__)
 
 USERNAME = re.compile(r"[a-z0-9_]{3,30}")
 # Words the API uses under /api/v1/users/: no account may take them as its name.
@@ -165,6 +169,10 @@ class AuthService:
         if found is None or not ok:
             raise INVALID_LOGIN
         async with self.pool.connection() as conn, conn.transaction():
+            # The hash may have changed while we verified (a password change):
+            # then this password is no longer the account's, and no session starts.
+            if await store.lock_password_hash(conn, found.id) != found.password_hash:
+                raise INVALID_LOGIN
             if rehashed:
                 await store.set_password_hash(conn, found.id, rehashed)
             family_id = uuid7()
@@ -253,8 +261,10 @@ class AuthService:
         return user
 
     async def by_username(self, username: str) -> store.User:
-        async with self.pool.connection() as conn:
-            user = await store.user_by_username(conn, username)
+        user = None
+        if USERNAME.fullmatch(username.lower()):
+            async with self.pool.connection() as conn:
+                user = await store.user_by_username(conn, username)
         if user is None:
             raise Problem(404, "user_not_found", f"No user is called {username!r}.")
         return user
@@ -286,6 +296,22 @@ class AuthService:
             entries = await store.follow_page(conn, direction, user_id, after, limit + 1)
         page = entries[:limit]
         return page, encode_follow_cursor(page[-1]) if len(entries) > limit else None
+
+    async def purge_expired_sessions(self) -> int:
+        """Deletes refresh tokens a day past their expiry and the families
+        left without any; returns how many tokens went."""
+        async with self.pool.connection() as conn, conn.transaction():
+            return await store.purge_expired_refresh_tokens(conn)
+
+    async def purge_forever(self, interval: float = 3600.0) -> None:
+        while True:
+            try:
+                purged = await self.purge_expired_sessions()
+                if purged:
+                    log.info("refresh_tokens_purged", count=purged)
+            except psycopg.Error as exc:
+                log.warning("refresh_token_purge_failed", error=str(exc))
+            await asyncio.sleep(interval)
 
     async def users(self, ids: list[uuid.UUID]) -> list[store.User]:
         async with self.pool.connection() as conn:

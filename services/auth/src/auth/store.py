@@ -87,6 +87,15 @@ async def password_hash(conn: Conn, user_id: uuid.UUID) -> str | None:
     return None if row is None else str(row[0])
 
 
+async def lock_password_hash(conn: Conn, user_id: uuid.UUID) -> str | None:
+    """The current hash, its row locked until the transaction ends."""
+    cursor = await conn.execute(
+        "SELECT password_hash FROM users WHERE id = %s FOR UPDATE", (user_id,)
+    )
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
 async def set_password_hash(conn: Conn, user_id: uuid.UUID, new_hash: str) -> None:
     await conn.execute(
         "UPDATE users SET password_hash = %s, updated_at = now() WHERE id = %s",
@@ -187,6 +196,18 @@ async def revoke_all_families(conn: Conn, user_id: uuid.UUID, reason: str) -> No
         " WHERE user_id = %s AND revoked_at IS NULL",
         (reason, user_id),
     )
+
+
+async def purge_expired_refresh_tokens(conn: Conn) -> int:
+    cursor = await conn.execute(
+        "DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'"
+    )
+    purged = cursor.rowcount
+    await conn.execute(
+        "DELETE FROM token_families f WHERE created_at < now() - interval '1 day'"
+        " AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id)"
+    )
+    return purged
 
 
 # -- follows -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from media import imaging
 from media.config import MediaConfig
-from media.service import MediaService
+from media.service import Incoming, MediaService
 from media.views import media_document
 
 # Room for the multipart envelope and a description around a 10 MiB file.
@@ -75,31 +75,38 @@ class MediaApi:
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
             raise Problem(415, "unsupported_media_type", "Send the image as multipart/form-data.")
-        body = await read_body(request, MAX_MULTIPART)
 
-        async def stream() -> AsyncGenerator[bytes, None]:
-            yield body
+        async def read() -> Incoming:
+            # Called once a processing slot is ours: only then is the body read.
+            body = await read_body(request, MAX_MULTIPART)
 
-        try:
-            form = await MultiPartParser(
-                request.headers, stream(), max_files=1, max_fields=4
-            ).parse()
-        except MultiPartException as exc:
-            raise Problem(400, "invalid_multipart", exc.message) from None
-        # The seed's field is "image"; "file" is the documented one.
-        upload = form.get("file") or form.get("image")
-        if not isinstance(upload, UploadFile):
-            raise Problem(
-                422,
-                "validation_failed",
-                "Attach the image as the form field 'file'.",
-                errors=[{"field": "file", "message": "required"}],
-            )
-        description = form.get("description", "")
-        if not isinstance(description, str):
-            raise Problem(422, "validation_failed", "description must be text.")
-        data = await upload.read()
-        media = await self.service.ingest(owner, data, description)
+            async def stream() -> AsyncGenerator[bytes, None]:
+                yield body
+
+            try:
+                form = await MultiPartParser(
+                    request.headers, stream(), max_files=1, max_fields=4
+                ).parse()
+            except MultiPartException as exc:
+                raise Problem(400, "invalid_multipart", exc.message) from None
+            # The seed's field is "image"; "file" is the documented one.
+            upload = form.get("file") or form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise Problem(
+                    422,
+                    "validation_failed",
+                    "Attach the image as the form field 'file'.",
+                    errors=[{"field": "file", "message": "required"}],
+                )
+            description = form.get("description", "")
+            if not isinstance(description, str):
+                raise Problem(422, "validation_failed", "description must be text.")
+            try:
+                return Incoming(await upload.read(), description)
+            finally:
+                await upload.close()
+
+        media = await self.service.ingest(owner, read)
         return json_response(self._document(media), 201, headers=limit_headers)
 
     async def one(self, request: Request) -> Response:

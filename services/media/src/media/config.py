@@ -56,4 +56,7 @@ class MediaConfig:
             sweep_interval_seconds=env_int(
                 "MEDIA_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds, minimum=1
             ),
+            direct_upload_ttl_seconds=env_int(
+                "MEDIA_DIRECT_UPLOAD_TTL_SECONDS", cls.direct_upload_ttl_seconds, minimum=60
+            ),
         )

@@ -7,8 +7,10 @@ import multiprocessing
 import resource
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,14 +66,27 @@ def storage_unavailable() -> Problem:
 
 def check_description(description: str) -> str:
     description = description.strip()
+    problem = None
     if len(description) > MAX_DESCRIPTION:
+        problem = f"at most {MAX_DESCRIPTION} characters"
+    elif any(ord(c) < 32 and c not in "\n\t" for c in description):
+        problem = "control characters are not allowed"
+    if problem:
         raise Problem(
             422,
             "validation_failed",
-            f"description: at most {MAX_DESCRIPTION} characters.",
-            errors=[{"field": "description", "message": f"at most {MAX_DESCRIPTION} characters"}],
+            f"description: {problem}.",
+            errors=[{"field": "description", "message": problem}],
         )
     return description
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An upload's bytes and its description, as they arrived."""
+
+    data: bytes
+    description: str
 
 
 class MediaService:
@@ -92,33 +107,46 @@ class MediaService:
         )
 
     async def _process(self, data: bytes) -> imaging.ProcessedImage:
-        """Runs imaging.process in a worker; refuses (503) rather than queue
-        beyond the configured bound."""
+        """Runs imaging.process in a worker (the caller holds a slot)."""
+        workers = self._workers
+        loop = asyncio.get_running_loop()
+        with PROCESSING.time():
+            try:
+                return await loop.run_in_executor(workers, imaging.process, data)
+            except imaging.ImageRejected as rejected:
+                UPLOADS.labels(rejected.code).inc()
+                raise Problem(rejected.status, rejected.code, rejected.message) from None
+            except BrokenProcessPool:
+                # A worker died (out of memory, killed): every job of that pool
+                # fails, and the first of them to get here starts a new pool.
+                if self._workers is workers:
+                    workers.shutdown(wait=False)
+                    self._workers = self._new_workers()
+                UPLOADS.labels("worker_failed").inc()
+                raise Problem(422, "invalid_image", "The image could not be processed.") from None
+
+    async def ingest(
+        self, owner_id: uuid.UUID, read: Callable[[], Awaitable[Incoming]]
+    ) -> store.Media:
+        """Decodes, cleans and stores an upload: a row only when every object
+        is stored, no object left behind when the row cannot be written.
+
+        ``read`` fetches the upload once a processing slot is ours: when all
+        are taken it is refused (503) before its body is even read, so a burst
+        of uploads cannot pile up in memory.
+        """
         if self._slots.locked():
             UPLOADS.labels("busy").inc()
             raise busy()
         async with self._slots:
-            loop = asyncio.get_running_loop()
-            with PROCESSING.time():
-                try:
-                    return await loop.run_in_executor(self._workers, imaging.process, data)
-                except imaging.ImageRejected as rejected:
-                    UPLOADS.labels(rejected.code).inc()
-                    raise Problem(rejected.status, rejected.code, rejected.message) from None
-                except (BrokenProcessPool, MemoryError):
-                    # A worker died (out of memory, killed): start afresh.
-                    self._workers.shutdown(wait=False, cancel_futures=True)
-                    self._workers = self._new_workers()
-                    UPLOADS.labels("worker_failed").inc()
-                    raise Problem(
-                        422, "invalid_image", "The image could not be processed."
-                    ) from None
+            incoming = await read()
+            description = check_description(incoming.description)
+            processed = await self._process(incoming.data)
+            return await self._store(owner_id, processed, description)
 
-    async def ingest(self, owner_id: uuid.UUID, data: bytes, description: str) -> store.Media:
-        """Decodes, cleans and stores an upload: a row only when every object
-        is stored, no object left behind when the row cannot be written."""
-        description = check_description(description)
-        processed = await self._process(data)
+    async def _store(
+        self, owner_id: uuid.UUID, processed: imaging.ProcessedImage, description: str
+    ) -> store.Media:
         media_id = uuid7()
         renditions: list[dict[str, Any]] = [
             {
@@ -209,18 +237,23 @@ class MediaService:
         return media
 
     async def delete(self, media_id: uuid.UUID, owner_id: uuid.UUID) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
-            media = await store.owned(conn, media_id, owner_id)
+        async with self.pool.connection() as conn:
+            media = await store.delete_unattached(conn, media_id, owner_id)
             if media is None:
-                raise Problem(404, "media_not_found", "No such media.")
-            if media.state == "attached":
+                if await store.owned(conn, media_id, owner_id) is None:
+                    raise Problem(404, "media_not_found", "No such media.")
                 raise Problem(409, "media_attached", "This media belongs to a post.")
-            await store.delete(conn, media_id)
+        await self._delete_objects(media.keys)
+
+    async def _delete_objects(self, keys: list[str]) -> None:
+        """Deletes objects whose row is gone; what the store refuses now, the
+        sweeper deletes later."""
         try:
-            await self.storage.delete(media.keys)
+            await self.storage.delete(keys)
         except StorageError as exc:
-            # The row is gone; the objects are unreachable by key. Logged for the operator.
-            log.warning("media_objects_not_deleted", media_id=str(media_id), error=str(exc))
+            log.warning("objects_not_deleted", count=len(keys), error=str(exc))
+            async with self.pool.connection() as conn:
+                await store.remember_orphans(conn, keys)
 
     async def many(self, ids: list[uuid.UUID], owner_id: uuid.UUID) -> list[store.Media]:
         async with self.pool.connection() as conn:
@@ -254,7 +287,7 @@ class MediaService:
             description=check_description(description),
             expires_at=datetime.now(UTC) + timedelta(seconds=self.config.direct_upload_ttl_seconds),
         )
-        form = self.storage.presigned_post(
+        form = await self.storage.presigned_post(
             upload.object_key,
             content_type,
             imaging.MAX_BYTES,
@@ -267,51 +300,70 @@ class MediaService:
     async def complete_direct_upload(
         self, upload_id: uuid.UUID, owner_id: uuid.UUID
     ) -> store.Media:
+        """Processes what arrived, exactly as an upload through the API. A
+        failure the client can retry (busy, store down, nothing arrived yet)
+        leaves the upload open; a refused image closes it."""
         async with self.pool.connection() as conn:
-            upload = await store.take_direct_upload(conn, upload_id, owner_id)
+            upload = await store.claim_direct_upload(conn, upload_id, owner_id)
         if upload is None:
-            raise Problem(404, "upload_not_found", "No such upload, or it has expired.")
-        try:
-            data = await self.storage.get(upload.object_key, imaging.MAX_BYTES)
-        except StorageError as exc:
-            raise storage_unavailable() from exc
-        try:
+            raise Problem(404, "upload_not_found", "No such open upload, or it has expired.")
+
+        async def read() -> Incoming:
+            try:
+                data = await self.storage.get(upload.object_key, imaging.MAX_BYTES)
+            except StorageError as exc:
+                raise storage_unavailable() from exc
             if data is None:
                 raise Problem(
-                    422, "upload_missing", "Nothing (or too much) arrived for this upload."
+                    422, "upload_missing", "Nothing (or too much) has arrived for this upload."
                 )
-            return await self.ingest(owner_id, data, upload.description)
+            return Incoming(data, upload.description)
+
+        completed = False
+        try:
+            media = await self.ingest(owner_id, read)
+        except Problem as problem:
+            # The image itself was refused: no retry can change that.
+            completed = problem.status in (413, 415) or problem.code == "invalid_image"
+            raise
+        else:
+            completed = True
+            return media
         finally:
-            try:
-                await self.storage.delete([upload.object_key])
-            except StorageError as exc:
-                log.warning("raw_upload_not_deleted", key=upload.object_key, error=str(exc))
+            async with self.pool.connection() as conn:
+                await store.finish_direct_upload(conn, upload.id, completed=completed)
+            if completed:
+                await self._delete_objects([upload.object_key])
 
     # -- lifecycle -------------------------------------------------------------
 
     async def sweep(self, batch: int = 100) -> int:
-        """Deletes unattached media past its time and half-stored leftovers,
-        and expired direct uploads; returns how many media it deleted."""
+        """Deletes unattached media past its time, half-stored leftovers,
+        expired direct uploads and orphaned objects, a batch at a time until
+        none is left; returns how many media it deleted."""
         swept = 0
-        async with self.pool.connection() as conn, conn.transaction():
-            locked = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
-            row = await locked.fetchone()
-            if not row or not row[0]:
-                return 0
-            expired = await store.lock_expired(
-                conn,
-                processing_age=3600,
-                pending_age=self.config.unattached_ttl_seconds,
-                limit=batch,
-            )
-            # Objects first: a row left behind is swept again; an object is not.
-            await self.storage.delete([key for m in expired for key in m.keys])
-            await store.delete_many(conn, [m.id for m in expired])
-            raw = await store.take_expired_direct_uploads(conn, batch)
-            await self.storage.delete(raw)
-            swept = len(expired)
-        SWEPT.inc(swept)
-        return swept
+        while True:
+            async with self.pool.connection() as conn, conn.transaction():
+                locked = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
+                row = await locked.fetchone()
+                if not row or not row[0]:
+                    return swept  # another pod is sweeping
+                expired = await store.lock_expired(
+                    conn,
+                    processing_age=3600,
+                    pending_age=self.config.unattached_ttl_seconds,
+                    limit=batch,
+                )
+                raw = await store.take_expired_direct_uploads(conn, batch)
+                orphans = await store.take_orphans(conn, batch)
+                # Objects first: if the store fails, the transaction rolls back
+                # and every row stays to be swept again.
+                await self.storage.delete([k for m in expired for k in m.keys] + raw + orphans)
+                await store.delete_many(conn, [m.id for m in expired])
+            swept += len(expired)
+            SWEPT.inc(len(expired))
+            if max(len(expired), len(raw), len(orphans)) < batch:
+                return swept
 
     async def sweep_forever(self) -> None:
         while True:

@@ -15,7 +15,12 @@ from media.config import MediaConfig
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
-StorageError = (BotoCoreError, ClientError)
+
+class PartialDelete(Exception):
+    """The store answered but refused to delete some keys."""
+
+
+StorageError = (BotoCoreError, ClientError, PartialDelete)
 
 
 class Storage:
@@ -54,38 +59,42 @@ class Storage:
         )
 
     async def get(self, key: str, limit: int) -> bytes | None:
-        """The object's bytes, or None when it does not exist or exceeds ``limit``."""
+        """The object's bytes, or None when it does not exist or exceeds ``limit``
+        (then not read at all)."""
         try:
-            head = await self._run(self._client.head_object, Bucket=self.bucket, Key=key)
+            response = await self._run(self._client.get_object, Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        if int(head["ContentLength"]) > limit:
+        body = response["Body"]
+        if int(response["ContentLength"]) > limit:
+            body.close()
             return None
-        response = await self._run(self._client.get_object, Bucket=self.bucket, Key=key)
-        body: bytes = await asyncio.get_running_loop().run_in_executor(
-            self._pool, response["Body"].read
-        )
-        return body
+        data: bytes = await asyncio.get_running_loop().run_in_executor(self._pool, body.read)
+        return data
 
     async def delete(self, keys: list[str]) -> None:
         if keys:
-            await self._run(
+            response = await self._run(
                 self._client.delete_objects,
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
             )
+            if response.get("Errors"):
+                raise PartialDelete(f"{len(response['Errors'])} keys not deleted")
 
     async def check(self) -> None:
         """Raises unless the bucket answers (for /readyz)."""
         await self._run(self._client.head_bucket, Bucket=self.bucket)
 
-    def presigned_post(
+    async def presigned_post(
         self, key: str, content_type: str, max_bytes: int, expires_in: int
     ) -> dict[str, Any]:
-        """A form a client POSTs straight to the bucket: size and type are bound."""
-        form: dict[str, Any] = self._client.generate_presigned_post(
+        """A form a client POSTs straight to the bucket: size and type are bound.
+        (In a thread: signing may first fetch credentials.)"""
+        form: dict[str, Any] = await self._run(
+            self._client.generate_presigned_post,
             Bucket=self.bucket,
             Key=key,
             Fields={"Content-Type": content_type},

@@ -80,6 +80,18 @@ async def delete(conn: Conn, media_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM media WHERE id = %s", (media_id,))
 
 
+async def delete_unattached(conn: Conn, media_id: uuid.UUID, owner_id: uuid.UUID) -> Media | None:
+    """Deletes the owner's media only if still unattached, in one statement, so
+    an AttachMedia committing meanwhile either wins or loses, never half."""
+    cursor = conn.cursor(row_factory=class_row(Media))
+    await cursor.execute(
+        f"DELETE FROM media WHERE id = %s AND owner_id = %s AND state = 'pending'"
+        f" RETURNING {_COLUMNS}",
+        (media_id, owner_id),
+    )
+    return await cursor.fetchone()
+
+
 async def owned(conn: Conn, media_id: uuid.UUID, owner_id: uuid.UUID) -> Media | None:
     """The owner's stored media (never another user's, never half-stored)."""
     cursor = conn.cursor(row_factory=class_row(Media))
@@ -161,17 +173,29 @@ async def insert_direct_upload(conn: Conn, upload: DirectUpload) -> None:
     )
 
 
-async def take_direct_upload(
+async def claim_direct_upload(
     conn: Conn, upload_id: uuid.UUID, owner_id: uuid.UUID
 ) -> DirectUpload | None:
-    """Removes and returns the owner's upload: it completes at most once."""
+    """Claims the owner's open upload for one completion attempt; a claim older
+    than a minute belongs to a request that died and may be taken over."""
     cursor = conn.cursor(row_factory=class_row(DirectUpload))
     await cursor.execute(
-        "DELETE FROM direct_uploads WHERE id = %s AND owner_id = %s AND expires_at > now()"
+        "UPDATE direct_uploads SET claimed_at = now()"
+        " WHERE id = %s AND owner_id = %s AND expires_at > now() AND completed_at IS NULL"
+        " AND (claimed_at IS NULL OR claimed_at < now() - interval '1 minute')"
         " RETURNING id, owner_id, object_key, content_type, description, expires_at",
         (upload_id, owner_id),
     )
     return await cursor.fetchone()
+
+
+async def finish_direct_upload(conn: Conn, upload_id: uuid.UUID, *, completed: bool) -> None:
+    """Completed for good, or released for a retry."""
+    await conn.execute(
+        "UPDATE direct_uploads SET claimed_at = NULL,"
+        " completed_at = CASE WHEN %s THEN now() END WHERE id = %s",
+        (completed, upload_id),
+    )
 
 
 async def take_expired_direct_uploads(conn: Conn, limit: int) -> list[str]:

@@ -31,6 +31,11 @@ CREATE TABLE direct_uploads (
     content_type text NOT NULL,
     description text NOT NULL DEFAULT '',
     expires_at timestamptz NOT NULL,
+    -- Set while one request processes it, so a concurrent one waits its turn.
+    claimed_at timestamptz,
+    -- The form stays usable until expires_at even after completion, so the
+    -- row (and the sweep of its key) lives until then.
+    completed_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX direct_uploads_expiry ON direct_uploads (expires_at);
