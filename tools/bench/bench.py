@@ -19,7 +19,8 @@ The upload scenarios send a JPEG that preparation makes with Pillow (a
 dependency of the media service, so in this venv): see make_photo(). The
 media service allows each user 30 uploads per 30 minutes, so preparation
 also registers and logs in enough accounts for every upload to have a user
-with budget left: see plan_upload().
+with budget left: see plan_upload(). What a run uploads is deleted after
+it (see delete_uploads()): the dev stack's object store is small.
 
 Settings come from the environment (defaults in brackets):
   BENCH_BASE_URL       [http://127.0.0.1:8000]  must be a loopback host
@@ -31,7 +32,7 @@ Settings come from the environment (defaults in brackets):
   BENCH_GENERATORS     [wrk,k6]  comma list of generators
   BENCH_ACCOUNTS       [300]     accounts registered for the login scenario
   BENCH_LOGIN_MAX_RPS  [100]     logins/s the login scenario budgets for
-  BENCH_UPLOAD_MAX_RPS [10]      uploads/s the upload scenarios budget for
+  BENCH_UPLOAD_MAX_RPS [20]      uploads/s the upload scenarios budget for
 
 Results go to ``results/bench-<UTC timestamp>.json`` at the repo root and a table
 is printed on stdout.
@@ -105,7 +106,7 @@ class Scenario:
 CEILING = Scenario(name="ceiling", path="/__bench/ceiling")
 
 JSON_HEADERS = {"Content-Type": "application/json"}
-# Uploads in flight at once: see the module docstring of k6_upload.js for why.
+# Uploads in flight at once: one per media worker process (why: see k6_upload.js).
 UPLOAD_VUS = 2
 
 # Add scenarios here. Later ones may set method, headers (e.g. a bearer
@@ -228,7 +229,7 @@ class Measurement:
     p99_ms: float
     # 429 and 503 replies, where the script counts them apart (None: not counted).
     rate_limited: int | None = None
-    busy: int | None = None
+    unavailable: int | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -319,9 +320,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         # 2 argon2 workers at ~20 ms a hash: about 100 logins/s at most on this
         # box (it does ~75 with the gateway and k6 on the same 2 cores).
         login_max_rps=_int_setting(env, "BENCH_LOGIN_MAX_RPS", 100, 1),
-        # 2 cores / ~0.2 s of CPU per 2 MP photo: 10 uploads/s if the media
-        # workers had the box to themselves, which they do not (12 MP: ~3/s).
-        upload_max_rps=_int_setting(env, "BENCH_UPLOAD_MAX_RPS", 10, 1),
+        # The dev box does ~9 uploads/s of 2 MP (~0.2 s of a core each, on 2
+        # cores) and ~3 of 12 MP; twice that leaves room for a faster box, and
+        # costs only a few more accounts (see plan_upload()).
+        upload_max_rps=_int_setting(env, "BENCH_UPLOAD_MAX_RPS", 20, 1),
     )
     if "wrk" in settings.generators and settings.connections < settings.threads:
         # wrk refuses this itself, with a less helpful message.
@@ -595,11 +597,10 @@ def plan_upload(
 
     A run starts at most BENCH_UPLOAD_MAX_RPS * ``duration_s`` uploads that
     end in it, plus one per VU still in flight at its end. With the defaults
-    (2 VUs, 10 uploads/s at most, 30 uploads per account): the 2 s warm-up
-    sends at most 10 * 2 + 2 = 22 uploads, 1 account; the 10 s measurement
-    10 * 10 + 2 = 102, so 4 accounts (<= 26 uploads each): 5 per scenario, 10
-    for both. The stack does ~3 uploads/s of 2 MP and ~1 of 12 MP, so even
-    a 3x faster box stays within budget.
+    (2 VUs, 20 uploads/s at most, 30 uploads per account): the 2 s warm-up
+    sends at most 20 * 2 + 2 = 42 uploads, so 2 accounts; the 10 s
+    measurement 20 * 10 + 2 = 202, so 7 accounts (<= 29 uploads each): 9 per
+    scenario, 18 for both. (Measured: ~9 uploads/s of 2 MP, ~3 of 12 MP.)
     """
     uploads = settings.upload_max_rps * duration_s + vus
     return UploadPlan(
@@ -860,7 +861,9 @@ def prepare(
     if warmup_plan is not None or measure_plan is not None:
         accounts_file = workdir / "accounts.json"
         accounts_file.write_text(
-            json.dumps([{"username": u, "password": pw} for u, pw in accounts[1:]])
+            json.dumps(
+                [{"username": u, "password": pw} for u, pw in accounts[1 : 1 + settings.accounts]]
+            )
         )
         if warmup_plan is not None:
             warmup_plan = replace(warmup_plan, accounts_file=str(accounts_file))
@@ -869,6 +872,38 @@ def prepare(
     info["seconds"] = round(time.monotonic() - started, 1)
     print(f"bench: preparing: done in {info['seconds']}s", file=sys.stderr)
     return Prepared(values, warmup_plan, measure_plan, info, uploads, photos)
+
+
+def delete_media(settings: Settings, path: str, authorization: str) -> int:
+    """DELETE one upload (``path`` is its URL path); return the status."""
+    headers = {"Authorization": authorization}
+    status, _retry_after, _body = http_request(settings, "DELETE", path, "", headers, "127.0.0.1")
+    return status
+
+
+def delete_uploads(settings: Settings, path: str, tokens_file: str, log: str) -> None:
+    """Delete what a k6_upload.js run uploaded, as its ``log`` lists it
+    ("BENCH_MEDIA <token index> <media id>" lines), each with its owner's token.
+
+    The dev stack's object store holds ~1.6 GB (SeaweedFS: 25 volumes of 64 MB
+    for the bucket) and a default run uploads ~0.23 GB: kept, a few runs would
+    fill it. (SeaweedFS frees deleted bytes when it vacuums: every 14 minutes.)
+    """
+    tokens: list[str] = json.loads(Path(tokens_file).read_text())
+    uploads = [line.split()[1:3] for line in log.splitlines() if line.startswith("BENCH_MEDIA ")]
+    with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
+        statuses = list(
+            pool.map(
+                lambda u: delete_media(settings, f"{path}/{u[1]}", f"Bearer {tokens[int(u[0])]}"),
+                uploads,
+            )
+        )
+    if failed := sum(status != 204 for status in statuses):
+        print(
+            f"bench: {failed} of {len(uploads)} uploads not deleted (statuses "
+            f"{sorted(set(statuses))}): the media service sweeps them after 24 h",
+            file=sys.stderr,
+        )
 
 
 # --------------------------------------------------------------------------- generators
@@ -967,10 +1002,15 @@ def run_k6(
         if isinstance(plan, LoginPlan):
             # VU n sends from the n-th address of the range.
             argv.append(f"--local-ips={plan.local_ips}")
+        if isinstance(plan, UploadPlan):
+            # Bare log lines: k6_upload.js logs what it uploaded, one line each.
+            argv.append("--log-format=raw")
         for name, value in variables.items():
             argv += ["-e", f"{name}={value}"]
         argv.append(str(script))
         done = _run(argv, _child_env({"K6_NO_USAGE_REPORT": "true"}), duration_s + 60)
+        if isinstance(plan, UploadPlan):
+            delete_uploads(settings, scenario.path, plan.tokens_file, done.stderr)
         # 99 = thresholds crossed: the run itself is still valid to report.
         if done.returncode not in (0, 99) or not summary_path.is_file():
             raise BenchError(f"k6 failed (rc={done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -1000,7 +1040,9 @@ def run_k6(
         p95_ms=float(latency.get("p(95)", 0.0)),
         p99_ms=float(latency.get("p(99)", 0.0)),
         rate_limited=_counter(metrics, "bench_rate_limited") if plan is not None else None,
-        busy=_counter(metrics, "bench_busy") if isinstance(plan, UploadPlan) else None,
+        unavailable=_counter(metrics, "bench_unavailable")
+        if isinstance(plan, UploadPlan)
+        else None,
     )
 
 
@@ -1054,7 +1096,7 @@ def check_target(
     """Send each scenario's request once; raise unless it gets the expected status.
 
     A scenario with a photo uploads ``photos[name]`` (one of the uploads that
-    its account, account 0, is allowed).
+    its account, account 0, is allowed), then deletes it.
     """
     # No proxy: the request must go to the loopback host itself.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -1070,6 +1112,7 @@ def check_target(
         try:
             with opener.open(request, timeout=15) as response:
                 status = int(response.status)
+                reply = response.read()
         except urllib.error.HTTPError as exc:
             status = exc.code
         except (urllib.error.URLError, OSError) as exc:
@@ -1079,6 +1122,9 @@ def check_target(
                 f"{scenario.method} {url} answered {status}, expected "
                 f"{scenario.expect_status}: run `make up` first (dev config)"
             )
+        if scenario.photo is not None:
+            media_path = f"{scenario.path}/{json.loads(reply)['id']}"
+            delete_media(settings, media_path, scenario.headers["Authorization"])
 
 
 def machine_info(generators: tuple[str, ...]) -> dict[str, Any]:
@@ -1144,7 +1190,7 @@ def measure_all(
                     "max_logins_per_account": plan.account_budget,
                 }
             if isinstance(plan, UploadPlan) and scenario.photo is not None:
-                row["busy"] = result.busy
+                row["unavailable"] = result.unavailable
                 width, height = scenario.photo
                 row["image"] = {
                     "width": width,
@@ -1159,8 +1205,8 @@ def measure_all(
                 }
             if result.rate_limited:
                 print(f"bench: {label}: {result.rate_limited} replies were 429", file=sys.stderr)
-            if result.busy:
-                print(f"bench: {label}: {result.busy} replies were 503", file=sys.stderr)
+            if result.unavailable:
+                print(f"bench: {label}: {result.unavailable} replies were 503", file=sys.stderr)
             rows.append(row)
     return rows
 
@@ -1183,7 +1229,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             row["scenario"],
             row["generator"],
             str(row["connections"]),
-            f"{row['requests_per_s']:.0f}",
+            # Uploads do a few a second: a decimal tells 2.6 from 3.4.
+            f"{row['requests_per_s']:.1f}"
+            if row["requests_per_s"] < 100
+            else f"{row['requests_per_s']:.0f}",
             f"{row['p50_ms']:.2f}",
             f"{row['p95_ms']:.2f}",
             f"{row['p99_ms']:.2f}",

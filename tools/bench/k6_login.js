@@ -34,6 +34,7 @@ import { check, sleep } from "k6";
 import { SharedArray } from "k6/data";
 import exec from "k6/execution";
 import http from "k6/http";
+import { constantVus } from "./k6_common.js";
 import { Counter } from "k6/metrics";
 
 const first = Number(__ENV.BENCH_ACCOUNT_FIRST);
@@ -59,19 +60,8 @@ const rateLimited = new Counter("bench_rate_limited");
 const group = Math.floor((__VU - 1) / active);
 let logins = 0;
 
-export const options = {
-  // Only the status is checked; dropping bodies keeps k6's own CPU cost down.
-  discardResponseBodies: true,
-  summaryTrendStats: ["avg", "min", "max", "p(50)", "p(95)", "p(99)"],
-  scenarios: {
-    load: {
-      executor: "constant-vus",
-      vus: Number(__ENV.BENCH_VUS || 1),
-      duration: __ENV.BENCH_DURATION || "10s",
-      gracefulStop: "5s",
-    },
-  },
-};
+// Only the status is checked; dropping bodies keeps k6's own CPU cost down.
+export const options = constantVus({ discardResponseBodies: true });
 
 function elapsedMs() {
   return Date.now() - exec.scenario.startTime;
@@ -118,7 +108,4 @@ export default function () {
   check(res, { "status is 200": (r) => r.status === 200 });
 }
 
-export function handleSummary(data) {
-  // Only the file: bench.py prints its own table.
-  return { [__ENV.BENCH_SUMMARY]: JSON.stringify(data) };
-}
+export { handleSummary } from "./k6_common.js";

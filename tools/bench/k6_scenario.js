@@ -10,10 +10,10 @@
 //   BENCH_DURATION  run length, e.g. "10s"
 //   BENCH_SUMMARY   path of the JSON summary bench.py reads back
 //
-// A scenario that needs logic (WebSocket, ramps, login first) can ship its own
-// script; it must keep the same `options.summaryTrendStats` and handleSummary()
-// so that bench.py can read it.
+// A scenario that needs logic (WebSocket, ramps, login first) ships its own
+// script, built like this one on k6_common.js so that bench.py can read it.
 import http from "k6/http";
+import { constantVus } from "./k6_common.js";
 
 function parseHeaders(text) {
   const headers = {};
@@ -31,25 +31,11 @@ const method = __ENV.BENCH_METHOD || "GET";
 const params = { headers: parseHeaders(__ENV.BENCH_HEADERS) };
 const body = __ENV.BENCH_BODY ? __ENV.BENCH_BODY : null;
 
-export const options = {
-  // Bodies are not checked; dropping them keeps k6's own CPU cost down.
-  discardResponseBodies: true,
-  summaryTrendStats: ["avg", "min", "max", "p(50)", "p(95)", "p(99)"],
-  scenarios: {
-    load: {
-      executor: "constant-vus",
-      vus: Number(__ENV.BENCH_VUS || 1),
-      duration: __ENV.BENCH_DURATION || "10s",
-      gracefulStop: "5s",
-    },
-  },
-};
+// Bodies are not checked; dropping them keeps k6's own CPU cost down.
+export const options = constantVus({ discardResponseBodies: true });
 
 export default function () {
   http.request(method, url, body, params);
 }
 
-export function handleSummary(data) {
-  // Only the file: bench.py prints its own table.
-  return { [__ENV.BENCH_SUMMARY]: JSON.stringify(data) };
-}
+export { handleSummary } from "./k6_common.js";

@@ -11,13 +11,23 @@
 //     bench_upload_skipped, and bench.py then refuses the run (the stack was
 //     faster than the plan assumed).
 // 429 (over the budget) and 503 (the processing pool is full: 2 workers and
-// 4 waiting uploads in the dev stack), which the settings should rule out,
-// count in bench_rate_limited and bench_busy.
+// 4 waiting uploads in the dev stack; or the store is), which the settings
+// should rule out, count in bench_rate_limited and bench_unavailable.
+//
+// Each upload is logged as "BENCH_MEDIA <token index> <media id>" (k6 runs
+// with --log-format=raw): bench.py deletes them all once the run is over (see
+// delete_uploads()), so that runs do not fill the dev stack's object store.
 //
 // VUs (UPLOAD_VUS in bench.py): 2, one per worker process. On the 2-core dev
-// box 3 or 4 uploads in flight gave no more uploads/s, only longer waits for
-// a worker (p95 up by half), and more than the pool's 6 slots would answer
-// 503: 2 is the busiest setting that does not queue.
+// box, 3 runs each of 2, 3 and 4 VUs (10 s, no 503 with any) gave:
+//   2 MP:  2 VUs 8.4-8.9 uploads/s, p95 245-280 ms; 3 VUs 7.7-9.4, p95
+//          380-490 ms; 4 VUs 8.7-9.3, p95 455-540 ms
+//   12 MP: 2 VUs 2.7-2.8 uploads/s, p95 735-890 ms; 3 VUs 2.3-2.8, p95
+//          1.26-1.52 s; 4 VUs 2.6-2.8, p95 1.57-1.76 s
+// Both cores are busy with 2 already: more VUs only wait in the pool's queue
+// (their p95 is mostly that wait), for a few % more 2 MP uploads/s at best,
+// within the noise; and past 6 in flight (2 workers + 4 waiting, counting
+// those a warm-up leaves behind) the service answers 503.
 //
 // Variables (k6 -e):
 //   BENCH_URL             the upload URL
@@ -33,6 +43,7 @@ import { check, sleep } from "k6";
 import { SharedArray } from "k6/data";
 import exec from "k6/execution";
 import http from "k6/http";
+import { constantVus } from "./k6_common.js";
 import { Counter } from "k6/metrics";
 
 const first = Number(__ENV.BENCH_ACCOUNT_FIRST);
@@ -50,21 +61,10 @@ const accountBudget = Number(__ENV.BENCH_ACCOUNT_BUDGET);
 
 const skipped = new Counter("bench_upload_skipped");
 const rateLimited = new Counter("bench_rate_limited");
-const busy = new Counter("bench_busy");
+const unavailable = new Counter("bench_unavailable");
 
-export const options = {
-  // Only the status is checked; dropping bodies keeps k6's own CPU cost down.
-  discardResponseBodies: true,
-  summaryTrendStats: ["avg", "min", "max", "p(50)", "p(95)", "p(99)"],
-  scenarios: {
-    load: {
-      executor: "constant-vus",
-      vus: Number(__ENV.BENCH_VUS || 1),
-      duration: __ENV.BENCH_DURATION || "10s",
-      gracefulStop: "5s",
-    },
-  },
-};
+// Bodies are kept: the upload's holds the id to log.
+export const options = constantVus();
 
 export default function () {
   const iteration = exec.scenario.iterationInTest;
@@ -75,23 +75,23 @@ export default function () {
     sleep(Math.max(durationMs - elapsed, 10) / 1000);
     return;
   }
+  const account = iteration % count;
   const res = http.post(
     url,
     {
       file: http.file(photo, "photo.jpg", "image/jpeg"),
       description: "bench upload",
     },
-    { headers: { Authorization: `Bearer ${tokens[iteration % count]}` } },
+    { headers: { Authorization: `Bearer ${tokens[account]}` } },
   );
-  if (res.status === 429) {
+  if (res.status === 201) {
+    console.log(`BENCH_MEDIA ${first + account} ${res.json("id")}`);
+  } else if (res.status === 429) {
     rateLimited.add(1);
   } else if (res.status === 503) {
-    busy.add(1);
+    unavailable.add(1);
   }
   check(res, { "status is 201": (r) => r.status === 201 });
 }
 
-export function handleSummary(data) {
-  // Only the file: bench.py prints its own table.
-  return { [__ENV.BENCH_SUMMARY]: JSON.stringify(data) };
-}
+export { handleSummary } from "./k6_common.js";

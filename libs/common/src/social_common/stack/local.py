@@ -375,8 +375,11 @@ class Stack:
                 f"-s3.config={identities}",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
-                "-master.volumeSizeLimitMB=64",
-                "-volume.max=32",
+                # Room for 10 GB of images, with deleted ones reclaimed every
+                # minute rather than every 14 (repeated benchmarks fill it fast).
+                "-master.volumeSizeLimitMB=256",
+                "-volume.max=40",
+                "-master.vacuumIntervalSeconds=60",
                 "-iam=false",
             ],
             log=self._log("seaweedfs"),
