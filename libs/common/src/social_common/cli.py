@@ -18,6 +18,9 @@ def migrate(spec: ServiceSpec, settings: Settings) -> list[str]:
         raise SettingsError(f"{spec.name} has no database to migrate")
     migrations = load_migrations(resources.files(spec.name) / "migrations")
     applied = apply_migrations(settings.database_url, spec.name, migrations)
+    if spec.publishes_events:
+        outbox = load_migrations(resources.files("social_common") / "outbox_migrations")
+        applied += apply_migrations(settings.database_url, spec.name, outbox, "outbox_migrations")
     return [f"{m.version:04d}_{m.name}" for m in applied]
 
 

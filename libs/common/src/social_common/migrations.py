@@ -57,24 +57,29 @@ def load_migrations(directory: Traversable) -> list[Migration]:
     return found
 
 
-def apply_migrations(conninfo: str, schema: str, migrations: list[Migration]) -> list[Migration]:
-    """Applies what is missing; returns what it applied (empty when up to date)."""
+def apply_migrations(
+    conninfo: str, schema: str, migrations: list[Migration], ledger: str = "schema_migrations"
+) -> list[Migration]:
+    """Applies what is missing; returns what it applied (empty when up to date).
+
+    ``ledger`` is the table recording what was applied: a service's own
+    migrations and the platform's (e.g. the outbox) each keep their own.
+    """
     applied: list[Migration] = []
+    table = sql.Identifier(schema, ledger)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         lock_key = f"migrations:{schema}"
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock_key,))
         try:
             conn.execute(
                 sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+                    "CREATE TABLE IF NOT EXISTS {} ("
                     " version integer PRIMARY KEY, name text NOT NULL,"
                     " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-                ).format(sql.Identifier(schema))
+                ).format(table)
             )
             rows = conn.execute(
-                sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(
-                    sql.Identifier(schema)
-                )
+                sql.SQL("SELECT version, checksum FROM {}").format(table)
             ).fetchall()
             done = {version: checksum for version, checksum in rows}
             for migration in migrations:
@@ -90,9 +95,8 @@ def apply_migrations(conninfo: str, schema: str, migrations: list[Migration]) ->
                     conn.execute(migration.text.encode())  # the service's own trusted file
                     conn.execute(
                         sql.SQL(
-                            "INSERT INTO {}.schema_migrations (version, name, checksum)"
-                            " VALUES (%s, %s, %s)"
-                        ).format(sql.Identifier(schema)),
+                            "INSERT INTO {} (version, name, checksum) VALUES (%s, %s, %s)"
+                        ).format(table),
                         (migration.version, migration.name, migration.checksum),
                     )
                 applied.append(migration)

@@ -71,6 +71,9 @@ class ServiceSpec:
     name: str
     wire: Callable[[Resources], Wiring]
     uses_database: bool = True
+    # Whether it writes events through the transactional outbox (which then
+    # gets its table from the platform's migrations).
+    publishes_events: bool = False
     commands: Mapping[str, Callable[[Settings], None]] = field(default_factory=dict)
 
 

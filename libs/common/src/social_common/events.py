@@ -1,0 +1,275 @@
+"""Events between services: the transactional outbox, its relay to Redis
+Streams, and consumers (at least once; consumers deduplicate by envelope id).
+
+A producer calls :func:`emit` inside the transaction that makes the change,
+so the event exists exactly when the change does. :class:`OutboxRelay` moves
+committed events to the stream ``events:<type>`` and deletes them only once
+Redis has them: a relay killed between commit and publish publishes on its
+next start, a rolled-back transaction never published anything.
+:class:`EventConsumer` reads streams in a consumer group and acknowledges an
+event only after its handler succeeded; what a crashed or failing consumer
+left pending is claimed again, and an event that failed ``max_deliveries``
+times goes to ``dead:<stream>`` for an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+import redis.exceptions
+from google.protobuf.message import DecodeError, Message
+from prometheus_client import Counter
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+from social.events.v1.events_pb2 import Envelope
+
+from social_common.ids import uuid7
+from social_common.logging import get_logger
+
+log = get_logger(__name__)
+
+STREAM_PREFIX = "events:"
+# Streams are trimmed (approximately) to this many entries: consumers are
+# expected to keep up; a replay further back reads Postgres, not Redis.
+STREAM_MAXLEN = 1_000_000
+
+RELAYED = Counter("events_relayed_total", "Events moved from the outbox to Redis", ["type"])
+HANDLED = Counter("events_handled_total", "Events consumed", ["type", "outcome"])
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+def stream_for(event_type: str) -> str:
+    return STREAM_PREFIX + event_type
+
+
+def _channel(producer: str) -> sql.Identifier:
+    # One notification channel per producer: a service's relay wakes for its own events.
+    return sql.Identifier(f"outbox_{producer}")
+
+
+async def emit(
+    conn: psycopg.AsyncConnection[object],
+    *,
+    producer: str,
+    event_type: str,
+    key: str,
+    payload: Message,
+    version: int = 1,
+) -> Envelope:
+    """Writes an event to the outbox in the caller's transaction."""
+    envelope = Envelope(
+        id=str(uuid7()),
+        type=event_type,
+        version=version,
+        producer=producer,
+        key=key,
+        payload=payload.SerializeToString(),
+    )
+    envelope.time.GetCurrentTime()
+    await conn.execute(
+        "INSERT INTO outbox (event_type, envelope) VALUES (%s, %s)",
+        (event_type, envelope.SerializeToString()),
+    )
+    # Delivered when (and only if) the transaction commits.
+    await conn.execute(sql.SQL("NOTIFY {}").format(_channel(producer)))
+    return envelope
+
+
+class OutboxRelay:
+    """Moves committed outbox events to Redis Streams, in order, one relay at
+    a time per producer (an advisory lock), woken by the producers' NOTIFY."""
+
+    def __init__(
+        self,
+        producer: str,
+        conninfo: str,
+        pool: AsyncConnectionPool,
+        redis_client: aioredis.Redis,
+        batch: int = 500,
+        idle_poll: float = 1.0,
+    ) -> None:
+        self.producer = producer
+        self.conninfo = conninfo
+        self.pool = pool
+        self.redis = redis_client
+        self.batch = batch
+        self.idle_poll = idle_poll
+
+    async def publish_pending(self) -> int:
+        """Publishes one batch; returns how many events it moved."""
+        async with self.pool.connection() as conn, conn.transaction():
+            locked = await conn.execute(
+                "SELECT pg_try_advisory_xact_lock(hashtext(%s))", (f"outbox:{self.producer}",)
+            )
+            row = await locked.fetchone()
+            if not row or not row[0]:
+                return 0  # another pod's relay is at work
+            cursor = await conn.execute(
+                "SELECT id, event_type, envelope FROM outbox ORDER BY id LIMIT %s", (self.batch,)
+            )
+            rows = await cursor.fetchall()
+            if not rows:
+                return 0
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, event_type, envelope in rows:
+                    pipe.xadd(
+                        stream_for(event_type),
+                        {"envelope": bytes(envelope)},
+                        maxlen=STREAM_MAXLEN,
+                        approximate=True,
+                    )
+                await pipe.execute()
+            # Deleted only after Redis took them: a crash in between publishes
+            # them again (at least once), never loses them.
+            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
+        for _, event_type, _ in rows:
+            RELAYED.labels(event_type).inc()
+        return len(rows)
+
+    async def run(self) -> None:
+        """Relays forever (a background task of the producing service)."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as listener:
+                    await listener.execute(sql.SQL("LISTEN {}").format(_channel(self.producer)))
+                    while True:
+                        while await self.publish_pending() == self.batch:
+                            pass  # a backlog: drain it before waiting
+                        async for _ in listener.notifies(timeout=self.idle_poll, stop_after=1):
+                            pass
+            except (psycopg.Error, OSError, redis.exceptions.RedisError) as exc:
+                log.warning("outbox_relay_failed", producer=self.producer, error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+class EventConsumer:
+    """Consumes event streams in a consumer group, with one handler per type."""
+
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        group: str,
+        consumer: str,
+        handlers: Mapping[str, Handler],
+        *,
+        block_ms: int = 1000,
+        count: int = 100,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+    ) -> None:
+        self.redis = redis_client
+        self.group = group
+        self.consumer = consumer
+        self.handlers = dict(handlers)
+        self.streams = [stream_for(t) for t in handlers]
+        self.block_ms = block_ms
+        self.count = count
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                # From the start of the stream: what was published before the
+                # group existed is delivered too.
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def poll_once(self) -> int:
+        """Handles what arrives within ``block_ms``; returns how many it read."""
+        # redis-py types stream replies loosely: [(stream, [(id, {field: value})])].
+        reply: Any = await self.redis.xreadgroup(
+            self.group,
+            self.consumer,
+            {stream: ">" for stream in self.streams},
+            count=self.count,
+            block=self.block_ms,
+        )
+        read = 0
+        for stream, entries in reply or []:
+            for entry_id, fields in entries:
+                read += 1
+                await self._handle(_text(stream), entry_id, fields)
+        return read
+
+    async def reclaim_once(self) -> int:
+        """Retries entries pending longer than ``claim_idle_ms`` (a crashed or
+        failed consumer's), dead-lettering those delivered too often."""
+        retried = 0
+        for stream in self.streams:
+            pending: Any = await self.redis.xpending_range(
+                stream, self.group, min="-", max="+", count=self.count, idle=self.claim_idle_ms
+            )
+            for entry in pending:
+                entry_id = entry["message_id"]
+                if entry["times_delivered"] >= self.max_deliveries:
+                    await self._dead_letter(stream, entry_id)
+                    continue
+                claimed: Any = await self.redis.xclaim(
+                    stream, self.group, self.consumer, self.claim_idle_ms, [entry_id]
+                )
+                for claimed_id, fields in claimed:
+                    retried += 1
+                    await self._handle(stream, claimed_id, fields)
+        return retried
+
+    async def _handle(self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> None:
+        envelope = _decode(fields)
+        if envelope is None:
+            log.error("event_unreadable", stream=stream, entry_id=_text(entry_id))
+            await self._dead_letter(stream, entry_id)
+            return
+        handler = self.handlers.get(envelope.type)
+        if handler is None:
+            await self.redis.xack(stream, self.group, entry_id)
+            return
+        try:
+            await handler(envelope)
+        except Exception as exc:  # any failure: retried later, then dead-lettered
+            HANDLED.labels(envelope.type, "failed").inc()
+            log.warning("event_handler_failed", type=envelope.type, id=envelope.id, error=str(exc))
+            return
+        await self.redis.xack(stream, self.group, entry_id)
+        HANDLED.labels(envelope.type, "ok").inc()
+
+    async def _dead_letter(self, stream: str, entry_id: bytes) -> None:
+        entries: Any = await self.redis.xrange(stream, min=entry_id, max=entry_id)
+        for _, fields in entries:
+            await self.redis.xadd(f"dead:{stream}", {**fields, b"group": self.group.encode()})
+        await self.redis.xack(stream, self.group, entry_id)
+        log.error("event_dead_lettered", stream=stream, entry_id=_text(entry_id))
+
+    async def run(self, reclaim_every: float = 10.0) -> None:
+        """Consumes forever (a background task of the consuming service)."""
+        await self.ensure_groups()
+        last_reclaim = time.monotonic()
+        while True:
+            try:
+                await self.poll_once()
+                if time.monotonic() - last_reclaim >= reclaim_every:
+                    last_reclaim = time.monotonic()
+                    await self.reclaim_once()
+            except redis.exceptions.RedisError as exc:
+                log.warning("event_consumer_failed", group=self.group, error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+def _decode(fields: Mapping[bytes, bytes]) -> Envelope | None:
+    try:
+        return Envelope.FromString(fields[b"envelope"])
+    except (KeyError, DecodeError):
+        return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,224 @@
+"""The outbox, its relay and consumers, on the stack's PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from social.auth.v1.auth_pb2 import User
+from social.events.v1.events_pb2 import Envelope
+from social_common.db import create_pool
+from social_common.events import EventConsumer, OutboxRelay, emit, stream_for
+from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
+from social_common.stack.local import Endpoints, _with_credentials
+
+
+@pytest.fixture
+def producer(stack: Endpoints) -> tuple[str, str]:
+    """A throwaway service schema with the platform's outbox table."""
+    name = f"p_{uuid.uuid4().hex[:10]}"
+    ensure_service_schema(stack.database_admin_url, name, "secret-pw")
+    url = _with_credentials(stack.database_admin_url, name, "secret-pw")
+    outbox = load_migrations(resources.files("social_common") / "outbox_migrations")
+    apply_migrations(url, name, outbox, "outbox_migrations")
+    return name, url
+
+
+Scenario = Callable[[AsyncConnectionPool, aioredis.Redis], Awaitable[None]]
+
+
+def _run(stack: Endpoints, url: str, scenario: Scenario) -> None:
+    async def main() -> None:
+        pool = create_pool(url, min_size=1, max_size=4, name="events-test")
+        await pool.open()
+        client = aioredis.Redis.from_url(stack.redis_url)
+        try:
+            await scenario(pool, client)
+        finally:
+            await pool.close()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+async def _emit(pool: AsyncConnectionPool, producer: str, event_type: str, key: str) -> None:
+    async with pool.connection() as conn, conn.transaction():
+        await emit(
+            conn,
+            producer=producer,
+            event_type=event_type,
+            key=key,
+            payload=User(id=key, username="ada"),
+        )
+
+
+def _collector(seen: list[Envelope]) -> Callable[[Envelope], Awaitable[None]]:
+    async def handle(envelope: Envelope) -> None:
+        seen.append(envelope)
+
+    return handle
+
+
+def test_a_committed_event_reaches_a_consumer_group(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        seen: list[Envelope] = []
+        consumer = EventConsumer(client, "g1", "c1", {event_type: _collector(seen)}, block_ms=100)
+        await consumer.ensure_groups()
+        await _emit(pool, name, event_type, "key-1")
+        assert await OutboxRelay(name, url, pool, client).publish_pending() == 1
+        assert await consumer.poll_once() == 1
+        [envelope] = seen
+        assert (envelope.type, envelope.producer, envelope.key) == (event_type, name, "key-1")
+        assert envelope.version == 1
+        assert User.FromString(envelope.payload).username == "ada"
+        assert uuid.UUID(envelope.id).version == 7
+        # Acknowledged: nothing stays pending for the group.
+        assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
+        async with pool.connection() as conn:
+            assert await (await conn.execute("SELECT count(*) FROM outbox")).fetchone() == (0,)
+
+    _run(stack, url, scenario)
+
+
+def test_a_rolled_back_transaction_publishes_nothing(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def change_that_fails(pool: AsyncConnectionPool) -> None:
+        async with pool.connection() as conn, conn.transaction():
+            await emit(conn, producer=name, event_type=event_type, key="k", payload=User())
+            raise RuntimeError("the change failed")
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        with pytest.raises(RuntimeError):
+            await change_that_fails(pool)
+        assert await OutboxRelay(name, url, pool, client).publish_pending() == 0
+        assert await client.xlen(stream_for(event_type)) == 0
+
+    _run(stack, url, scenario)
+
+
+def test_an_event_committed_while_the_relay_is_down_arrives_when_it_restarts(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        # The relay is "killed": the transaction commits and nobody publishes.
+        await _emit(pool, name, event_type, "while-down")
+        assert await client.xlen(stream_for(event_type)) == 0
+        seen: list[Envelope] = []
+        consumer = EventConsumer(client, "g1", "c1", {event_type: _collector(seen)}, block_ms=500)
+        relay = asyncio.create_task(OutboxRelay(name, url, pool, client).run())
+        try:
+            await consumer.ensure_groups()
+            async with asyncio.timeout(10):
+                while not seen:
+                    await consumer.poll_once()
+        finally:
+            relay.cancel()
+        assert [e.key for e in seen] == ["while-down"]
+
+    _run(stack, url, scenario)
+
+
+def test_a_running_relay_is_woken_by_the_commit_not_by_polling(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        seen: list[Envelope] = []
+        consumer = EventConsumer(client, "g1", "c1", {event_type: _collector(seen)}, block_ms=500)
+        await consumer.ensure_groups()
+        # It would only poll once a minute: the event must arrive through NOTIFY.
+        relay = asyncio.create_task(OutboxRelay(name, url, pool, client, idle_poll=60).run())
+        try:
+            await asyncio.sleep(0.5)  # let it LISTEN; there is no event to wait for yet
+            await _emit(pool, name, event_type, "notified")
+            async with asyncio.timeout(10):
+                while not seen:
+                    await consumer.poll_once()
+        finally:
+            relay.cancel()
+        assert seen[0].key == "notified"
+
+    _run(stack, url, scenario)
+
+
+def test_events_keep_their_commit_order_with_two_relays(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        for n in range(50):
+            await _emit(pool, name, event_type, str(n))
+        relays = [OutboxRelay(name, url, pool, client, batch=7) for _ in range(2)]
+        while sum(await asyncio.gather(*(r.publish_pending() for r in relays))):
+            pass
+        entries: Any = await client.xrange(stream_for(event_type))
+        keys = [Envelope.FromString(fields[b"envelope"]).key for _, fields in entries]
+        assert keys == [str(n) for n in range(50)]
+
+    _run(stack, url, scenario)
+
+
+def test_a_failing_handler_is_retried_and_then_dead_lettered(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    flaky, broken = f"test.{uuid.uuid4().hex[:8]}", f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        attempts = {"flaky": 0, "broken": 0}
+
+        async def fails_once(envelope: Envelope) -> None:
+            attempts["flaky"] += 1
+            if attempts["flaky"] == 1:
+                raise ConnectionError("the database blinked")
+
+        async def always_fails(envelope: Envelope) -> None:
+            attempts["broken"] += 1
+            raise ValueError("a payload this consumer cannot take")
+
+        consumer = EventConsumer(
+            client,
+            "g1",
+            "c1",
+            {flaky: fails_once, broken: always_fails},
+            block_ms=100,
+            claim_idle_ms=1,
+            max_deliveries=3,
+        )
+        await consumer.ensure_groups()
+        await _emit(pool, name, flaky, "a")
+        await _emit(pool, name, broken, "b")
+        await OutboxRelay(name, url, pool, client).publish_pending()
+        await consumer.poll_once()
+        for _ in range(4):
+            await asyncio.sleep(0.01)  # past claim_idle_ms
+            await consumer.reclaim_once()
+        assert attempts == {"flaky": 2, "broken": 3}
+        for event_type in (flaky, broken):
+            assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
+        assert await client.xlen(f"dead:{stream_for(flaky)}") == 0
+        assert await client.xlen(f"dead:{stream_for(broken)}") == 1
+
+    _run(stack, url, scenario)
