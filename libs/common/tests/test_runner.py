@@ -37,9 +37,11 @@ def _answers(url: str, status: int) -> Callable[[], bool]:
 
 
 def _refused(url: str) -> bool:
+    """True when a new request is not served: the connection is refused, or
+    (caught in the backlog as the listener closed) dropped unanswered."""
     try:
         httpx.get(url, timeout=1)
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.RemoteProtocolError):
         return True
     return False
 
