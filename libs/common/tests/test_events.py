@@ -136,6 +136,19 @@ def test_an_event_committed_while_the_relay_is_down_arrives_when_it_restarts(
     _run(stack, url, scenario)
 
 
+async def _listening(pool: AsyncConnectionPool, producer: str) -> None:
+    """Returns once the relay's LISTEN shows in pg_stat_activity."""
+    async with asyncio.timeout(10), pool.connection() as conn:
+        # The state lives in PostgreSQL: there is no event in this process to await.
+        while not await (  # noqa: ASYNC110
+            await conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE query = %s",
+                (f'LISTEN "outbox_{producer}"',),
+            )
+        ).fetchone():
+            await asyncio.sleep(0.02)
+
+
 def test_a_running_relay_is_woken_by_the_commit_not_by_polling(
     stack: Endpoints, producer: tuple[str, str]
 ) -> None:
@@ -149,7 +162,7 @@ def test_a_running_relay_is_woken_by_the_commit_not_by_polling(
         # It would only poll once a minute: the event must arrive through NOTIFY.
         relay = asyncio.create_task(OutboxRelay(name, url, pool, client, idle_poll=60).run())
         try:
-            await asyncio.sleep(0.5)  # let it LISTEN; there is no event to wait for yet
+            await _listening(pool, name)
             await _emit(pool, name, event_type, "notified")
             async with asyncio.timeout(10):
                 while not seen:
