@@ -59,3 +59,14 @@ def test_kubernetes_config_targets_service_dns_and_keeps_admin_private(tmp_path:
     }
     assert addresses["posts"] == "posts-headless.prod.svc.cluster.local"
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_trusted_proxy_hops_are_a_setting(tmp_path: Path) -> None:
+    def hops(rendered: str) -> int:
+        listener = yaml.safe_load(rendered)["static_resources"]["listeners"][0]
+        return int(
+            listener["filter_chains"][0]["filters"][0]["typed_config"]["xff_num_trusted_hops"]
+        )
+
+    assert hops(render_envoy(_dev(tmp_path))) == 0
+    assert hops(render_envoy(kubernetes_config("prod", xff_trusted_hops=1))) == 1

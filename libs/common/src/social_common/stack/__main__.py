@@ -158,10 +158,17 @@ def main() -> None:
     render.add_argument("--target", choices=["k8s"], required=True)
     render.add_argument("--namespace", default="social")
     render.add_argument("--out", type=Path, required=True)
+    render.add_argument(
+        "--xff-trusted-hops",
+        type=int,
+        default=0,
+        help="load balancers in front of Envoy that append the client to X-Forwarded-For",
+    )
     args = parser.parse_args()
     run_dir = args.run_dir.resolve()
     if args.command == "render-gateway":
-        print(write_gateway(kubernetes_config(args.namespace), args.out))
+        config = kubernetes_config(args.namespace, xff_trusted_hops=args.xff_trusted_hops)
+        print(write_gateway(config, args.out))
         return
     if args.command in ("run", "up"):
         ports = Ports.free() if args.free_ports else Ports.dev()

@@ -38,6 +38,7 @@ class GatewayConfig:
     jwt_issuer: str = "social-auth"
     jwt_audience: str = "social-api"
     jwks_cache_seconds: int = 300
+    xff_trusted_hops: int = 0
 
 
 def dev_config(
@@ -67,7 +68,9 @@ def dev_config(
     )
 
 
-def kubernetes_config(namespace: str, service_http_port: int = 8080) -> GatewayConfig:
+def kubernetes_config(
+    namespace: str, service_http_port: int = 8080, xff_trusted_hops: int = 0
+) -> GatewayConfig:
     """The cluster's gateway: headless service names, so Envoy sees (and health
     checks) every pod rather than one virtual IP; admin stays on loopback and
     an ops listener exposes only /ready and /stats/prometheus."""
@@ -85,6 +88,7 @@ def kubernetes_config(namespace: str, service_http_port: int = 8080) -> GatewayC
         ops_port=9902,
         health_check_interval="5s",
         max_connections=50000,
+        xff_trusted_hops=xff_trusted_hops,
     )
 
 
