@@ -126,7 +126,6 @@ class Endpoints:
     s3_bucket: str
     services_http: dict[str, str]
     services_grpc: dict[str, str]
-    envoy_config: str
 
     def service_env(self, name: str) -> dict[str, str]:
         """The environment a service process of this stack runs with."""
@@ -223,7 +222,6 @@ class Stack:
             s3_bucket=self.external.get("S3_BUCKET", S3_BUCKET),
             services_http={n: f"127.0.0.1:{h}" for n, (h, _) in p.services.items()},
             services_grpc={n: f"127.0.0.1:{g}" for n, (_, g) in p.services.items()},
-            envoy_config=str(self.run_dir / "gateway" / "envoy.yaml"),
         )
 
     # -- starting -----------------------------------------------------------
