@@ -1,10 +1,14 @@
-"""The stack refuses to start a component whose port another process holds."""
+"""The stack's safety: ports held by others, state files of other versions."""
 
 from __future__ import annotations
 
+import json
 import socket
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
+from social_common.stack.local import Endpoints, load_state, stop_recorded
 from social_common.stack.processes import Component, Probe, StackError, ensure_ports_free
 
 
@@ -22,3 +26,32 @@ def test_a_port_in_use_is_refused_before_anything_starts() -> None:
         )
         with pytest.raises(StackError, match=f"port {port} is in use"):
             ensure_ports_free(component)
+
+
+def test_a_state_file_from_another_version_still_loads(tmp_path: Path) -> None:
+    # `make down` must stop a stack that an older or newer checkout started.
+    state = {
+        "endpoints": {
+            **{f.name: "" for f in fields(Endpoints)},
+            "database_urls": {},
+            "services_http": {},
+            "services_grpc": {},
+            "a_field_from_another_version": "x",
+        },
+        "components": [
+            {
+                "name": "redis",
+                "argv": ["redis-server"],
+                "log": "/dev/null",
+                "probe": {"kind": "redis", "address": "127.0.0.1:1"},
+                "pid": 0,
+                "start_time": "",
+                "another_unknown_field": 1,
+            }
+        ],
+    }
+    (tmp_path / "stack.json").write_text(json.dumps(state))
+    loaded = load_state(tmp_path)
+    assert loaded is not None
+    assert [c.name for c in loaded[1]] == ["redis"]
+    assert stop_recorded(tmp_path) == []

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -483,7 +483,9 @@ def load_state(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:
     except ValueError:
         raise StackError(f"{run_dir / 'stack.json'} is not valid JSON: remove it") from None
     components = [Component.from_record(c) for c in state["components"]]
-    return Endpoints(**state["endpoints"]), components
+    known = {f.name for f in fields(Endpoints)}
+    endpoints = Endpoints(**{k: v for k, v in state["endpoints"].items() if k in known})
+    return endpoints, components
 
 
 def stop_recorded(run_dir: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import signal
@@ -82,9 +83,12 @@ class Component:
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> Component:
-        fields = dict(data)
-        fields["probe"] = Probe(**fields["probe"])
-        return cls(**fields)
+        # Fields this version does not know are ignored: a stack started by an
+        # older or newer checkout must still stop.
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["probe"] = Probe(**values["probe"])
+        return cls(**values)
 
 
 def _process_stat(pid: int) -> tuple[str, str] | None:
