@@ -7,7 +7,6 @@ import hashlib
 import re
 import secrets
 import time
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from social_common.errors import Problem
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.pagination import decode_cursor, encode_cursor
+from social_common.validation import clean_text, field_error
 
 from auth import store
 from auth.config import AuthConfig
@@ -36,10 +36,6 @@ RESERVED_USERNAMES = frozenset(
 MAX_DISPLAY_NAME = 50
 MAX_BIO = 500
 MAX_EMAIL = 254
-
-
-def field_error(field: str, message: str, code: str = "validation_failed") -> Problem:
-    return Problem(422, code, f"{field}: {message}.", errors=[{"field": field, "message": message}])
 
 
 def normalize_username(raw: str) -> str:
@@ -64,16 +60,6 @@ def check_password(password: str, field: str = "password") -> None:
     problem = password_problem(password)
     if problem:
         raise field_error(field, problem, code="weak_password")
-
-
-def clean_text(field: str, value: str, maximum: int) -> str:
-    """Profile text: trimmed, at most ``maximum`` characters, no control characters."""
-    value = unicodedata.normalize("NFC", value.strip())
-    if len(value) > maximum:
-        raise field_error(field, f"at most {maximum} characters")
-    if any(unicodedata.category(c) == "Cc" and c not in "\n" for c in value):
-        raise field_error(field, "control characters are not allowed")
-    return value
 
 
 def encode_follow_cursor(entry: store.FollowEntry) -> str:

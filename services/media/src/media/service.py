@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from social_common.errors import Problem
 from social_common.ids import uuid7
 from social_common.logging import get_logger
+from social_common.validation import clean_text
 
 from media import imaging, store
 from media.config import MediaConfig
@@ -65,20 +66,7 @@ def storage_unavailable() -> Problem:
 
 
 def check_description(description: str) -> str:
-    description = description.strip()
-    problem = None
-    if len(description) > MAX_DESCRIPTION:
-        problem = f"at most {MAX_DESCRIPTION} characters"
-    elif any(ord(c) < 32 and c not in "\n\t" for c in description):
-        problem = "control characters are not allowed"
-    if problem:
-        raise Problem(
-            422,
-            "validation_failed",
-            f"description: {problem}.",
-            errors=[{"field": "description", "message": problem}],
-        )
-    return description
+    return clean_text("description", description, MAX_DESCRIPTION, keep="\n\t")
 
 
 @dataclass(frozen=True)
