@@ -58,11 +58,24 @@ async def _emit(pool: AsyncConnectionPool, producer: str, event_type: str, key: 
         )
 
 
-def _collector(seen: list[Envelope]) -> Callable[[Envelope], Awaitable[None]]:
+async def _collecting(
+    client: aioredis.Redis, event_type: str, block_ms: int = 500
+) -> tuple[EventConsumer, list[Envelope]]:
+    """A consumer (its group created) that keeps what it receives."""
+    seen: list[Envelope] = []
+
     async def handle(envelope: Envelope) -> None:
         seen.append(envelope)
 
-    return handle
+    consumer = EventConsumer(client, "g1", "c1", {event_type: handle}, block_ms=block_ms)
+    await consumer.ensure_groups()
+    return consumer, seen
+
+
+async def _until_received(consumer: EventConsumer, seen: list[Envelope]) -> None:
+    async with asyncio.timeout(10):
+        while not seen:
+            await consumer.poll_once()
 
 
 def test_a_committed_event_reaches_a_consumer_group(
@@ -72,9 +85,7 @@ def test_a_committed_event_reaches_a_consumer_group(
     event_type = f"test.{uuid.uuid4().hex[:8]}"
 
     async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
-        seen: list[Envelope] = []
-        consumer = EventConsumer(client, "g1", "c1", {event_type: _collector(seen)}, block_ms=100)
-        await consumer.ensure_groups()
+        consumer, seen = await _collecting(client, event_type, block_ms=100)
         await _emit(pool, name, event_type, "key-1")
         assert await OutboxRelay(name, url, pool, client).publish_pending() == 1
         assert await consumer.poll_once() == 1
@@ -121,14 +132,10 @@ def test_an_event_committed_while_the_relay_is_down_arrives_when_it_restarts(
         # The relay is "killed": the transaction commits and nobody publishes.
         await _emit(pool, name, event_type, "while-down")
         assert await client.xlen(stream_for(event_type)) == 0
-        seen: list[Envelope] = []
-        consumer = EventConsumer(client, "g1", "c1", {event_type: _collector(seen)}, block_ms=500)
         relay = asyncio.create_task(OutboxRelay(name, url, pool, client).run())
         try:
-            await consumer.ensure_groups()
-            async with asyncio.timeout(10):
-                while not seen:
-                    await consumer.poll_once()
+            consumer, seen = await _collecting(client, event_type)
+            await _until_received(consumer, seen)
         finally:
             relay.cancel()
         assert [e.key for e in seen] == ["while-down"]
@@ -138,14 +145,18 @@ def test_an_event_committed_while_the_relay_is_down_arrives_when_it_restarts(
 
 async def _listening(pool: AsyncConnectionPool, producer: str) -> None:
     """Returns once the relay's LISTEN shows in pg_stat_activity."""
-    async with asyncio.timeout(10), pool.connection() as conn:
-        # The state lives in PostgreSQL: there is no event in this process to await.
-        while not await (  # noqa: ASYNC110
-            await conn.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE query = %s",
-                (f'LISTEN "outbox_{producer}"',),
-            )
-        ).fetchone():
+    async with asyncio.timeout(10):
+        # The state lives in PostgreSQL: there is no event in this process to
+        # await. Each look is its own transaction, since within one
+        # pg_stat_activity keeps answering from its first snapshot.
+        while True:
+            async with pool.connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE query = %s",
+                    (f'LISTEN "outbox_{producer}"',),
+                )
+                if await cursor.fetchone():
+                    return
             await asyncio.sleep(0.02)
 
 
@@ -156,17 +167,13 @@ def test_a_running_relay_is_woken_by_the_commit_not_by_polling(
     event_type = f"test.{uuid.uuid4().hex[:8]}"
 
     async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
-        seen: list[Envelope] = []
-        consumer = EventConsumer(client, "g1", "c1", {event_type: _collector(seen)}, block_ms=500)
-        await consumer.ensure_groups()
+        consumer, seen = await _collecting(client, event_type)
         # It would only poll once a minute: the event must arrive through NOTIFY.
         relay = asyncio.create_task(OutboxRelay(name, url, pool, client, idle_poll=60).run())
         try:
             await _listening(pool, name)
             await _emit(pool, name, event_type, "notified")
-            async with asyncio.timeout(10):
-                while not seen:
-                    await consumer.poll_once()
+            await _until_received(consumer, seen)
         finally:
             relay.cancel()
         assert seen[0].key == "notified"
