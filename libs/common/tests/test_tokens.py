@@ -337,12 +337,14 @@ def test_the_cache_is_a_bounded_lru() -> None:
     first, second, third = sign(old), sign(old), sign(old)
     for token in (first, second, third):
         verify(v, token)
+    verify(v, first)  # used again: now `second` is the least recently used
     jwks.keys = [new]
     clock.now += 301
-    verify(v, sign(new))  # refreshes the keys, and pushes `first` out of the cache
+    verify(v, sign(new))  # refreshes the keys, and pushes `second` out of the cache
+    # The old key is gone, so only tokens still cached pass.
+    verify(v, first)
     verify(v, third)
-    verify(v, second)
-    refused(v, first)
+    refused(v, second)
 
 
 def test_a_failed_jwks_refresh_keeps_the_last_good_set() -> None:

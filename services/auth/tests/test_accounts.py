@@ -108,6 +108,12 @@ def test_login_by_email_or_username_gives_tokens(stack: Endpoints) -> None:
             "/api/v1/users/login",
             json={"username": account.username.upper(), "password": account.password},
         )
+        by_email = http.post(
+            "/api/v1/users/login",
+            json={"email": account.email.upper(), "password": account.password},
+        )
+    assert by_email.status_code == 200
+    assert by_email.json()["user_id"] == account.id
     assert by_name.status_code == 200
     session = by_name.json()
     assert session["token_type"] == "Bearer"

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -91,6 +92,14 @@ def _unknown_kid(stack: Endpoints) -> str:
     )
 
 
+def _tampered(token: str) -> str:
+    """The same signature over a payload claiming another subject."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = str(uuid.uuid4())
+    return f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
+
+
 FORGERIES: dict[str, Callable[[Endpoints], str]] = {
     "alg none": _alg_none,
     "HS256 signed with the public key": _hs256_with_public_key,
@@ -100,7 +109,8 @@ FORGERIES: dict[str, Callable[[Endpoints], str]] = {
     "wrong audience": lambda s: _signed(s, aud="another-api"),
     "not an access token": lambda s: _signed(s, typ="refresh"),
     "no subject": lambda s: _signed(s, sub=None),
-    "tampered payload": lambda s: _signed(s)[:-10] + "AAAAAAAAAA",
+    "tampered payload": lambda s: _tampered(_signed(s)),
+    "tampered signature": lambda s: _signed(s)[:-10] + "AAAAAAAAAA",
     "garbage": lambda _s: "not.a.token",
 }
 
@@ -202,6 +212,7 @@ def test_rotate_keys_publishes_first_then_signs_and_old_tokens_stay_valid(
 ) -> None:
     before = create_account(stack.gateway_url)
     old_kid = _kid_of(before.access_token)
+    rotated_at = datetime.now(UTC)
     rotated = subprocess.run(
         [sys.executable, "-m", "auth", "rotate-keys"],
         env={
@@ -218,15 +229,26 @@ def test_rotate_keys_publishes_first_then_signs_and_old_tokens_stay_valid(
         check=True,
     )
     assert "published key" in rotated.stdout
-    new_kid = rotated.stdout.split()[2].rstrip(";")
-    # Each auth pod rereads its keys every second in the test stack.
-    deadline = time.monotonic() + 10
+    # "published key <kid>; it signs from <time>"
+    words = rotated.stdout.split()
+    new_kid, activates_at = words[2].rstrip(";"), datetime.fromisoformat(words[-1])
+    # Ahead by a key reload (1 s) plus the JWKS cache window (1 s) plus a second.
+    assert activates_at - rotated_at >= timedelta(seconds=2.5)
+    deadline = time.monotonic() + 15
     with client(stack.gateway_url) as http:
         while {old_kid, new_kid} - {
             k["kid"] for k in http.get("/.well-known/jwks.json").json()["keys"]
         }:
             assert time.monotonic() < deadline, "the JWKS never listed both keys"
             time.sleep(0.1)
+    assert datetime.now(UTC) < activates_at, "published only once it could already sign"
+    # Every token issued before the activation still carries the old key...
+    while True:
+        after = create_account(stack.gateway_url)
+        if datetime.now(UTC) >= activates_at:
+            break
+        assert _kid_of(after.access_token) == old_kid
+    # ...and after it, the new one.
     while _kid_of((after := create_account(stack.gateway_url)).access_token) != new_kid:
         assert time.monotonic() < deadline, "new key never used for signing"
     with client(stack.gateway_url) as http:
