@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,7 @@ def _dev(tmp_path: Path) -> GatewayConfig:
 
 def _k8s(tmp_path: Path) -> GatewayConfig:
     # Validation reads the OpenAPI document, so point it at the rendered copy.
-    config = kubernetes_config("social")
-    return GatewayConfig(**{**config.__dict__, "openapi_path": str(tmp_path / "openapi.json")})
+    return replace(kubernetes_config("social"), openapi_path=str(tmp_path / "openapi.json"))
 
 
 @pytest.mark.parametrize("make_config", [_dev, _k8s], ids=["dev", "k8s"])

@@ -6,14 +6,12 @@ import asyncio
 import importlib
 
 import redis.asyncio as aioredis
-import yaml
 from openapi_spec_validator import validate
 from social_common.db import create_pool
 from social_common.rest import PLATFORM_PATHS, Readiness, build_app
 from social_common.runner import Resources
 from social_common.settings import Settings
-from social_common.stack.gateway import SERVICES
-from social_common.stack.paths import GATEWAY_DIR
+from social_common.stack.gateway import SERVICES, openapi_document
 from starlette.routing import Route
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
@@ -47,7 +45,7 @@ async def _wired_routes() -> set[tuple[str, str]]:
 
 
 def _documented_routes() -> set[tuple[str, str]]:
-    document = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
+    document = openapi_document()
     return {
         (method.upper(), path)
         for path, operations in document["paths"].items()
@@ -64,7 +62,7 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
 
 
 def test_the_document_is_valid_openapi_3_1_with_unique_operation_ids() -> None:
-    document = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
+    document = openapi_document()
     assert document["openapi"].startswith("3.1")
     validate(document)
     ids = [

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import yaml
 
+from social_common.settings import Settings
 from social_common.stack.paths import GATEWAY_DIR
 
 SERVICES = ("auth", "posts", "messages", "media", "realtime")
@@ -35,8 +37,8 @@ class GatewayConfig:
     # The bucket behind /media/ (None where a CDN serves the images).
     objects: Upstream | None = None
     bucket: str = "social-media"
-    jwt_issuer: str = "social-auth"
-    jwt_audience: str = "social-api"
+    jwt_issuer: str = Settings.jwt_issuer
+    jwt_audience: str = Settings.jwt_audience
     jwks_cache_seconds: int = 300
     xff_trusted_hops: int = 0
 
@@ -104,8 +106,8 @@ def render_envoy(config: GatewayConfig) -> str:
     )
 
 
-def openapi_document() -> dict[str, object]:
-    document: dict[str, object] = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
+def openapi_document() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((GATEWAY_DIR / "openapi.yaml").read_text())
     return document
 
 
