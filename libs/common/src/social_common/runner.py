@@ -131,6 +131,8 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        # rest.client_ip reads the gateway's X-Forwarded-For entry itself.
+        proxy_headers=False,
         # Longer than the gateway's upstream idle timeout (60 s): the gateway,
         # not us, closes idle pooled connections, so it never sends a request
         # down a connection we are closing.
