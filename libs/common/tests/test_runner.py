@@ -7,8 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -16,24 +15,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from social_common.stack.local import Endpoints, Ports
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
-def _answers(url: str, status: int) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return httpx.get(url, timeout=1).status_code == status
-        except httpx.TransportError:
-            return False
-
-    return check
+from social_common.stack.testing import answers, wait_until
 
 
 def _refused(url: str) -> bool:
@@ -68,7 +50,7 @@ def slow_service(stack: Endpoints) -> Iterator[tuple[subprocess.Popen[bytes], st
     process = subprocess.Popen([sys.executable, str(script)], env=env)
     base = f"http://127.0.0.1:{http_port}"
     try:
-        _wait_for(_answers(f"{base}/readyz", 200))
+        wait_until(answers(f"{base}/readyz", 200))
         yield process, base, f"127.0.0.1:{grpc_port}"
     finally:
         process.kill()
@@ -85,19 +67,19 @@ def test_sigterm_drains_an_in_flight_request(
     )
     client.start()
     # The gauge counts the /metrics request reading it too: 2 means /slow is in flight.
-    _wait_for(lambda: _in_flight(base) == 2.0)
+    wait_until(lambda: _in_flight(base) == 2.0)
 
     process.send_signal(signal.SIGTERM)
 
     # First, during the delay: not ready for new traffic, on REST and gRPC health.
-    _wait_for(_answers(f"{base}/readyz", 503))
+    wait_until(answers(f"{base}/readyz", 503))
     with grpc.insecure_channel(grpc_address) as channel:
         check = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub gap
             health_pb2.HealthCheckRequest(service=""), timeout=2
         )
     assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
     # Then the listener closes while /slow is still being served...
-    _wait_for(lambda: _refused(f"{base}/healthz"))
+    wait_until(lambda: _refused(f"{base}/healthz"))
     assert client.is_alive()
     # ...and the request already in flight completes.
     client.join(timeout=15)

@@ -9,7 +9,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from PIL import Image
 from social.media.v1 import media_pb2, media_pb2_grpc
 from social_common.stack.local import Endpoints, Ports
-from social_common.stack.testing import Account, client, create_account
+from social_common.stack.testing import Account, answers, client, create_account, wait_until
 
 
 def _jpeg(width: int = 300, height: int = 200, *, exif: bool = False, quality: int = 90) -> bytes:
@@ -354,10 +353,14 @@ def test_unattached_media_is_swept_after_its_time(stack: Endpoints, account: Acc
             "UPDATE media.media SET created_at = now() - interval '25 hours' WHERE id = %s",
             (media["id"],),
         )
-        deadline = time.monotonic() + 15
-        while conn.execute("SELECT 1 FROM media.media WHERE id = %s", (media["id"],)).fetchone():
-            assert time.monotonic() < deadline, "the sweeper never came"
-            time.sleep(0.2)
+        wait_until(
+            lambda: (
+                not conn.execute(
+                    "SELECT 1 FROM media.media WHERE id = %s", (media["id"],)
+                ).fetchone()
+            ),
+            what="the sweeper",
+        )
     for variant in media["variants"]:
         assert _fetch(variant["url"]).status_code in (403, 404)
 
@@ -379,15 +382,7 @@ def media_without_s3(stack: Endpoints) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", "media"], env=env)
     base = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(answers(f"{base}/healthz", 200), timeout=20, what="media without S3")
         yield base
     finally:
         process.terminate()

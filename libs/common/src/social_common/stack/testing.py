@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -71,3 +73,25 @@ def create_account(gateway_url: str, password: str | None = None) -> Account:
         access_token=tokens["access_token"],
         refresh_token=tokens["refresh_token"],
     )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    """Polls ``condition`` until it holds: for states of other processes,
+    which this one cannot await."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not in {timeout:.0f}s: {what or 'condition'}")
+        time.sleep(0.02)
+
+
+def answers(url: str, status: int) -> Callable[[], bool]:
+    """A condition: a GET of ``url`` answers ``status`` (no answer counts as no)."""
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1, trust_env=False).status_code == status
+        except httpx.TransportError:
+            return False
+
+    return check
