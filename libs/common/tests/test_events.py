@@ -16,7 +16,7 @@ from social.events.v1.events_pb2 import Envelope
 from social_common.db import create_pool
 from social_common.events import EventConsumer, OutboxRelay, emit, stream_for
 from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
-from social_common.stack.local import Endpoints, _with_credentials
+from social_common.stack.local import Endpoints, with_credentials
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def producer(stack: Endpoints) -> tuple[str, str]:
     """A throwaway service schema with the platform's outbox table."""
     name = f"p_{uuid.uuid4().hex[:10]}"
     ensure_service_schema(stack.database_admin_url, name, "secret-pw")
-    url = _with_credentials(stack.database_admin_url, name, "secret-pw")
+    url = with_credentials(stack.database_admin_url, name, "secret-pw")
     outbox = load_migrations(resources.files("social_common") / "outbox_migrations")
     apply_migrations(url, name, outbox, "outbox_migrations")
     return name, url

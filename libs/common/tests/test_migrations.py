@@ -14,14 +14,14 @@ from social_common.migrations import (
     ensure_service_schema,
     load_migrations,
 )
-from social_common.stack.local import Endpoints, _with_credentials
+from social_common.stack.local import Endpoints, with_credentials
 
 
 def _new_service(stack: Endpoints) -> tuple[str, str]:
     """A throwaway role and schema, as the stack makes for each service."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     ensure_service_schema(stack.database_admin_url, name, "secret-pw")
-    return name, _with_credentials(stack.database_admin_url, name, "secret-pw")
+    return name, with_credentials(stack.database_admin_url, name, "secret-pw")
 
 
 def _write(directory: Path, files: dict[str, str]) -> Path:

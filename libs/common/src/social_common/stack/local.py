@@ -153,7 +153,7 @@ class Endpoints:
         return env
 
 
-def _with_credentials(url: str, user: str, password: str, database: str | None = None) -> str:
+def with_credentials(url: str, user: str, password: str, database: str | None = None) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     netloc = f"{user}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
@@ -212,7 +212,7 @@ class Stack:
             envoy_admin_url=f"http://127.0.0.1:{p.envoy_admin}",
             database_admin_url=admin_url,
             database_urls={
-                name: _with_credentials(admin_url, name, f"dev-{name}")
+                name: with_credentials(admin_url, name, f"dev-{name}")
                 for name in DATABASE_SERVICES
             },
             redis_url=self.external.get("REDIS_URL") or f"redis://127.0.0.1:{p.redis}/0",
@@ -391,7 +391,7 @@ class Stack:
     def _bootstrap(self) -> None:
         """The database, one role and schema per service, their migrations, the bucket."""
         admin = self.endpoints.database_admin_url
-        server_admin = _with_credentials(
+        server_admin = with_credentials(
             admin,
             urlsplit(admin).username or "postgres",
             urlsplit(admin).password or "",
