@@ -212,8 +212,7 @@ class Stack:
             envoy_admin_url=f"http://127.0.0.1:{p.envoy_admin}",
             database_admin_url=admin_url,
             database_urls={
-                name: with_credentials(admin_url, name, f"dev-{name}")
-                for name in DATABASE_SERVICES
+                name: with_credentials(admin_url, name, f"dev-{name}") for name in DATABASE_SERVICES
             },
             redis_url=self.external.get("REDIS_URL") or f"redis://127.0.0.1:{p.redis}/0",
             s3_endpoint_url=self.external.get("S3_ENDPOINT_URL") or f"http://127.0.0.1:{p.s3}",
