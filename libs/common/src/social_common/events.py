@@ -15,6 +15,8 @@ times goes to ``dead:<stream>`` for an operator.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -42,6 +44,12 @@ RELAYED = Counter("events_relayed_total", "Events moved from the outbox to Redis
 HANDLED = Counter("events_handled_total", "Events consumed", ["type", "outcome"])
 
 Handler = Callable[[Envelope], Awaitable[None]]
+
+
+def consumer_name() -> str:
+    """This process's name within a consumer group: unique per pod and process,
+    so what a dead one left pending is visibly its own and reclaimed by others."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def stream_for(event_type: str) -> str:

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.routing import BaseRoute
 
 from social_common.db import check_database, create_pool
+from social_common.events import OutboxRelay
 from social_common.grpc import SERVING, add_health_and_reflection, create_server
 from social_common.logging import configure_logging, get_logger
 from social_common.redis import check_redis, create_redis
@@ -114,6 +115,10 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     resources = Resources(settings=settings, redis=redis, db=db)
 
     wiring = spec.wire(resources)
+    background = list(wiring.background)
+    if spec.publishes_events:
+        assert db is not None and settings.database_url is not None
+        background.append(OutboxRelay(spec.name, settings.database_url, db, redis).run)
     readiness = Readiness(spec.name, {**checks, **wiring.checks})
     http_socket = _listen(settings.bind_host, settings.http_port)
     grpc_server = create_server()
@@ -155,8 +160,8 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
 
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
-    background = [asyncio.create_task(run()) for run in wiring.background]
-    for task in background:
+    tasks = [asyncio.create_task(run()) for run in background]
+    for task in tasks:
         task.add_done_callback(_log_crash)
     log.info(
         "started",
@@ -177,9 +182,9 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     await asyncio.sleep(settings.shutdown_delay)
     http_server.should_exit = True
     await asyncio.gather(http_task, grpc_server.stop(settings.shutdown_grace))
-    for task in background:
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     if wiring.close is not None:
         await wiring.close()
     if db is not None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19social/auth/v1/auth.proto\x12\x0esocial.auth.v1\":\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"\x1e\n\x0fGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"7\n\x10GetUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.social.auth.v1.User\"M\n\x13GetFollowersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"A\n\x14GetFollowersResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x13GetFollowingRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"A\n\x14GetFollowingResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t2\xde\x02\n\x0b\x41uthService\x12M\n\x08GetUsers\x12\x1f.social.auth.v1.GetUsersRequest\x1a .social.auth.v1.GetUsersResponse\x12Y\n\x0cGetFollowers\x12#.social.auth.v1.GetFollowersRequest\x1a$.social.auth.v1.GetFollowersResponse\x12Y\n\x0cGetFollowing\x12#.social.auth.v1.GetFollowingRequest\x1a$.social.auth.v1.GetFollowingResponse\x12J\n\x07GetJwks\x12\x1e.social.auth.v1.GetJwksRequest\x1a\x1f.social.auth.v1.GetJwksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19social/auth/v1/auth.proto\x12\x0esocial.auth.v1\"R\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x16\n\x0e\x66ollower_count\x18\x04 \x01(\x03\"1\n\x0fGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x11\n\tusernames\x18\x02 \x03(\t\"7\n\x10GetUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.social.auth.v1.User\"M\n\x13GetFollowersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"A\n\x14GetFollowersResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x13GetFollowingRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"A\n\x14GetFollowingResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t2\xde\x02\n\x0b\x41uthService\x12M\n\x08GetUsers\x12\x1f.social.auth.v1.GetUsersRequest\x1a .social.auth.v1.GetUsersResponse\x12Y\n\x0cGetFollowers\x12#.social.auth.v1.GetFollowersRequest\x1a$.social.auth.v1.GetFollowersResponse\x12Y\n\x0cGetFollowing\x12#.social.auth.v1.GetFollowingRequest\x1a$.social.auth.v1.GetFollowingResponse\x12J\n\x07GetJwks\x12\x1e.social.auth.v1.GetJwksRequest\x1a\x1f.social.auth.v1.GetJwksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,23 +32,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'social.auth.v1.auth_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USER']._serialized_start=45
-  _globals['_USER']._serialized_end=103
-  _globals['_GETUSERSREQUEST']._serialized_start=105
-  _globals['_GETUSERSREQUEST']._serialized_end=135
-  _globals['_GETUSERSRESPONSE']._serialized_start=137
-  _globals['_GETUSERSRESPONSE']._serialized_end=192
-  _globals['_GETFOLLOWERSREQUEST']._serialized_start=194
-  _globals['_GETFOLLOWERSREQUEST']._serialized_end=271
-  _globals['_GETFOLLOWERSRESPONSE']._serialized_start=273
-  _globals['_GETFOLLOWERSRESPONSE']._serialized_end=338
-  _globals['_GETFOLLOWINGREQUEST']._serialized_start=340
-  _globals['_GETFOLLOWINGREQUEST']._serialized_end=417
-  _globals['_GETFOLLOWINGRESPONSE']._serialized_start=419
-  _globals['_GETFOLLOWINGRESPONSE']._serialized_end=484
-  _globals['_GETJWKSREQUEST']._serialized_start=486
-  _globals['_GETJWKSREQUEST']._serialized_end=502
-  _globals['_GETJWKSRESPONSE']._serialized_start=504
-  _globals['_GETJWKSRESPONSE']._serialized_end=540
-  _globals['_AUTHSERVICE']._serialized_start=543
-  _globals['_AUTHSERVICE']._serialized_end=893
+  _globals['_USER']._serialized_end=127
+  _globals['_GETUSERSREQUEST']._serialized_start=129
+  _globals['_GETUSERSREQUEST']._serialized_end=178
+  _globals['_GETUSERSRESPONSE']._serialized_start=180
+  _globals['_GETUSERSRESPONSE']._serialized_end=235
+  _globals['_GETFOLLOWERSREQUEST']._serialized_start=237
+  _globals['_GETFOLLOWERSREQUEST']._serialized_end=314
+  _globals['_GETFOLLOWERSRESPONSE']._serialized_start=316
+  _globals['_GETFOLLOWERSRESPONSE']._serialized_end=381
+  _globals['_GETFOLLOWINGREQUEST']._serialized_start=383
+  _globals['_GETFOLLOWINGREQUEST']._serialized_end=460
+  _globals['_GETFOLLOWINGRESPONSE']._serialized_start=462
+  _globals['_GETFOLLOWINGRESPONSE']._serialized_end=527
+  _globals['_GETJWKSREQUEST']._serialized_start=529
+  _globals['_GETJWKSREQUEST']._serialized_end=545
+  _globals['_GETJWKSRESPONSE']._serialized_start=547
+  _globals['_GETJWKSRESPONSE']._serialized_end=583
+  _globals['_AUTHSERVICE']._serialized_start=586
+  _globals['_AUTHSERVICE']._serialized_end=936
 # @@protoc_insertion_point(module_scope)

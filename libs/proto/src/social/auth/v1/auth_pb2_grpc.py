@@ -62,8 +62,8 @@ class AuthServiceServicer:
     """
 
     def GetUsers(self, request, context):
-        """GetUsers returns the public profiles of the given users, for hydration.
-        Unknown ids are left out of the response.
+        """GetUsers returns the public profiles of the users named by id or by
+        username, for hydration. Unknown ones are left out of the response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,8 +34,8 @@ class AuthServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     GetUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetUsersRequest, _auth_pb2.GetUsersResponse]
-    """GetUsers returns the public profiles of the given users, for hydration.
-    Unknown ids are left out of the response.
+    """GetUsers returns the public profiles of the users named by id or by
+    username, for hydration. Unknown ones are left out of the response.
     """
     GetFollowers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetFollowersRequest, _auth_pb2.GetFollowersResponse]
     """GetFollowers pages through the ids of the users who follow user_id (fan-out on write)."""
@@ -50,8 +50,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetUsersRequest, _auth_pb2.GetUsersResponse]  # type: ignore[assignment]
-    """GetUsers returns the public profiles of the given users, for hydration.
-    Unknown ids are left out of the response.
+    """GetUsers returns the public profiles of the users named by id or by
+    username, for hydration. Unknown ones are left out of the response.
     """
     GetFollowers: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetFollowersRequest, _auth_pb2.GetFollowersResponse]  # type: ignore[assignment]
     """GetFollowers pages through the ids of the users who follow user_id (fan-out on write)."""
@@ -69,8 +69,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.GetUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetUsersResponse, _abc.Awaitable[_auth_pb2.GetUsersResponse]]:
-        """GetUsers returns the public profiles of the given users, for hydration.
-        Unknown ids are left out of the response.
+        """GetUsers returns the public profiles of the users named by id or by
+        username, for hydration. Unknown ones are left out of the response.
         """
 
     @_abc_1.abstractmethod
