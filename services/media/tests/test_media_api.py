@@ -11,14 +11,19 @@ import sys
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import httpx
 import psycopg
 import pytest
+import redis
 from PIL import Image
+from social.events.v1.events_pb2 import Envelope
 from social.media.v1 import media_pb2, media_pb2_grpc
+from social.posts.v1.events_pb2 import PostDeleted
+from social_common.ids import uuid7
 from social_common.stack.local import Endpoints, Ports
 from social_common.stack.testing import Account, answers, client, create_account, wait_until
 
@@ -408,3 +413,114 @@ def test_s3_down_answers_503_and_leaves_no_row(
             "SELECT count(*) FROM media.media WHERE owner_id = %s", (account.id,)
         ).fetchone()
     assert rows == (0,)
+
+
+POST_DELETED = "events:post.deleted"
+
+
+@pytest.fixture
+def events(stack: Endpoints) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(stack.redis_url, decode_responses=True) as client:
+        yield client
+
+
+def _post_deleted(post_id: str, author_id: str, media_ids: list[str]) -> bytes:
+    """A serialized envelope as the posts service publishes it."""
+    payload = PostDeleted(post_id=post_id, author_id=author_id, media_ids=media_ids)
+    return _envelope(post_id, payload.SerializeToString())
+
+
+def _envelope(key: str, payload: bytes) -> bytes:
+    envelope = Envelope(
+        id=str(uuid7()),
+        type="post.deleted",
+        version=1,
+        producer="posts",
+        key=key,
+        payload=payload,
+    )
+    envelope.time.GetCurrentTime()
+    return envelope.SerializeToString()
+
+
+def _publish(events: redis.Redis, envelope: bytes) -> str:
+    # A str: the client decodes responses.
+    return str(events.xadd(POST_DELETED, {"envelope": envelope}))
+
+
+def _acknowledged(events: redis.Redis, entry_id: str) -> Callable[[], bool]:
+    """A condition: the media group has read the entry and acknowledged it
+    (its handler succeeded; a failure would leave it pending)."""
+
+    def position(stream_id: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in stream_id.split("-"))
+
+    def check() -> bool:
+        groups: Any = events.xinfo_groups(POST_DELETED)
+        group = next((g for g in groups if g["name"] == "media"), None)
+        if group is None or position(group["last-delivered-id"]) < position(entry_id):
+            return False
+        return not events.xpending_range(POST_DELETED, "media", entry_id, entry_id, 1)
+
+    return check
+
+
+def _attach(stack: Endpoints, ids: list[str], post_id: str, owner_id: str) -> None:
+    channel, stub = _media_stub(stack)
+    with channel:
+        stub.AttachMedia(
+            media_pb2.AttachMediaRequest(ids=ids, post_id=post_id, owner_id=owner_id), timeout=5
+        )
+
+
+def _status(stack: Endpoints, account: Account, media_id: str) -> int:
+    with client(stack.gateway_url) as http:
+        return http.get(f"/api/v1/media/{media_id}", headers=account.auth).status_code
+
+
+def _objects_gone(media: dict[str, Any]) -> bool:
+    return all(_fetch(v["url"]).status_code in (403, 404) for v in media["variants"])
+
+
+def test_deleting_a_post_deletes_its_media_and_no_other(
+    stack: Endpoints, account: Account, events: redis.Redis
+) -> None:
+    post, another_post = str(uuid7()), str(uuid7())
+    mine = [_upload(stack, account, _jpeg()).json() for _ in range(2)]
+    on_another_post = _upload(stack, account, _jpeg()).json()
+    other = create_account(stack.gateway_url)
+    theirs = _upload(stack, other, _jpeg()).json()
+    _attach(stack, [m["id"] for m in mine], post, account.id)
+    _attach(stack, [on_another_post["id"]], another_post, account.id)
+    # Not possible through the posts service; still, only the author's media goes.
+    _attach(stack, [theirs["id"]], post, other.id)
+
+    deleted = _post_deleted(post, account.id, [m["id"] for m in mine])
+    entry = _publish(events, deleted)
+    wait_until(
+        lambda: all(_status(stack, account, m["id"]) == 404 and _objects_gone(m) for m in mine),
+        what="the post's media deleted",
+    )
+    wait_until(_acknowledged(events, entry), what="post.deleted acknowledged")
+
+    # At least once: the same event again finds nothing and succeeds.
+    wait_until(_acknowledged(events, _publish(events, deleted)), what="redelivery acknowledged")
+    for owner, kept in ((account, on_another_post), (other, theirs)):
+        assert _status(stack, owner, kept["id"]) == 200
+        assert all(_fetch(v["url"]).status_code == 200 for v in kept["variants"])
+
+
+def test_a_malformed_post_deleted_event_is_logged_and_done(
+    stack: Endpoints, account: Account, events: redis.Redis
+) -> None:
+    media = _upload(stack, account, _jpeg()).json()
+    post = str(uuid7())
+    _attach(stack, [media["id"]], post, account.id)
+    malformed = [
+        _post_deleted("not-a-uuid", account.id, [media["id"]]),
+        _post_deleted(post, "", [media["id"]]),
+        _envelope(post, b"\xff\xff not a PostDeleted"),
+    ]
+    for envelope in malformed:
+        wait_until(_acknowledged(events, _publish(events, envelope)), what="malformed event done")
+    assert _status(stack, account, media["id"]) == 200

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import grpc
 import orjson
 import psycopg
 import psycopg_pool
@@ -118,6 +119,23 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+# A peer's answers that say it is down or saturated, not that the request was wrong.
+PEER_UNAVAILABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+async def _on_rpc_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    if exc.code() in PEER_UNAVAILABLE:
+        return await _on_unavailable(request, exc)
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, exc_info=exc)
     problem = Problem(500, "internal_error", "The server failed to handle this request.")
@@ -129,4 +147,5 @@ def install_problem_handlers(app: Starlette) -> None:
     app.add_exception_handler(HTTPException, _on_http_exception)
     for unavailable in UNAVAILABLE:
         app.add_exception_handler(unavailable, _on_unavailable)
+    app.add_exception_handler(grpc.aio.AioRpcError, _on_rpc_error)
     app.add_exception_handler(Exception, _on_unexpected)

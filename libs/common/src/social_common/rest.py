@@ -5,6 +5,7 @@ public ``/api/v1/<service>/healthz`` the gateway routes to."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -50,7 +51,13 @@ async def json_object(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
-    raw = await read_body(request, MAX_JSON_BODY)
+    return parse_json_object(await read_body(request, MAX_JSON_BODY), fields, required)
+
+
+def parse_json_object(
+    raw: bytes, fields: Mapping[str, type], required: Sequence[str] = ()
+) -> dict[str, Any]:
+    """:func:`json_object` for a body already read (by a caller that also needs its bytes)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -96,6 +103,31 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator of a response body."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def conditional_json(
+    request: Request, body: bytes, etag: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON response with its ``ETag``, or ``304 Not Modified`` when the
+    client's ``If-None-Match`` already names it. Responses may depend on who
+    asks, hence ``Vary: Authorization``; ``no-cache`` makes caches revalidate."""
+    all_headers = {
+        "ETag": etag,
+        "Cache-Control": "no-cache",
+        "Vary": "Authorization",
+        **(headers or {}),
+    }
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        if etag in tags or "*" in tags:
+            return Response(status_code=304, headers=all_headers)
+    return Response(body, media_type="application/json", headers=all_headers)
 
 
 def client_ip(request: Request) -> str:

@@ -117,7 +117,8 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     wiring = spec.wire(resources)
     background = list(wiring.background)
     if spec.publishes_events:
-        assert db is not None and settings.database_url is not None
+        assert db is not None
+        assert settings.database_url is not None
         background.append(OutboxRelay(spec.name, settings.database_url, db, redis).run)
     readiness = Readiness(spec.name, {**checks, **wiring.checks})
     http_socket = _listen(settings.bind_host, settings.http_port)

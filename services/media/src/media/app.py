@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import grpc
 from social.media.v1 import media_pb2, media_pb2_grpc
+from social_common.events import EventConsumer, consumer_name
 from social_common.peers import channel, token_verifier
 from social_common.ratelimit import RateLimiter
 from social_common.runner import Resources, ServiceSpec, Wiring
 
 from media.api import MediaApi
 from media.config import MediaConfig
+from media.events import handlers
 from media.rpc import MediaRpc
 from media.service import MediaService
 from media.storage import Storage
@@ -24,6 +26,9 @@ def wire(resources: Resources) -> Wiring:
     auth = channel(settings.peers["auth"])
     api = MediaApi(service, token_verifier(settings, auth), RateLimiter(resources.redis), config)
     rpc = MediaRpc(service, config.public_base_url)
+    consumer = EventConsumer(
+        resources.redis, group="media", consumer=consumer_name(), handlers=handlers(service)
+    )
 
     def register_grpc(server: grpc.aio.Server) -> list[str]:
         media_pb2_grpc.add_MediaServiceServicer_to_server(rpc, server)
@@ -37,7 +42,7 @@ def wire(resources: Resources) -> Wiring:
     return Wiring(
         routes=api.routes(),
         register_grpc=register_grpc,
-        background=[service.sweep_forever],
+        background=[service.sweep_forever, consumer.run],
         close=close,
         checks={"s3": storage.check},
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from social_common.ratelimit import Rate
-from social_common.settings import SettingsError, env_int, env_str
+from social_common.ratelimit import Rate, env_rate
+from social_common.settings import env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,6 @@ class MediaConfig:
 
     @classmethod
     def from_env(cls, production: bool) -> MediaConfig:
-        try:
-            upload_rate = Rate.parse(env_str("RATE_LIMIT_UPLOADS", "30/30min"))
-        except ValueError as exc:
-            raise SettingsError(f"RATE_LIMIT_UPLOADS: {exc}") from None
         return cls(
             s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
             s3_region=env_str("S3_REGION", "us-east-1"),
@@ -49,7 +45,7 @@ class MediaConfig:
             worker_memory_mib=env_int(
                 "MEDIA_WORKER_MEMORY_MIB", cls.worker_memory_mib, minimum=256
             ),
-            upload_rate=upload_rate,
+            upload_rate=env_rate("RATE_LIMIT_UPLOADS", cls.upload_rate),
             unattached_ttl_seconds=env_int(
                 "MEDIA_UNATTACHED_TTL_SECONDS", cls.unattached_ttl_seconds, minimum=60
             ),

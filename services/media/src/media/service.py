@@ -233,6 +233,14 @@ class MediaService:
                 raise Problem(409, "media_attached", "This media belongs to a post.")
         await self._delete_objects(media.keys)
 
+    async def delete_post_media(self, post_id: uuid.UUID, owner_id: uuid.UUID) -> int:
+        """Deletes the owner's media attached to a deleted post; returns how
+        many (0 when they are gone already, so a repeated call is harmless)."""
+        async with self.pool.connection() as conn:
+            deleted = await store.delete_attached(conn, post_id, owner_id)
+        await self._delete_objects([key for media in deleted for key in media.keys])
+        return len(deleted)
+
     async def _delete_objects(self, keys: list[str]) -> None:
         """Deletes objects whose row is gone; what the store refuses now, the
         sweeper deletes later."""

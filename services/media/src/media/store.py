@@ -92,6 +92,16 @@ async def delete_unattached(conn: Conn, media_id: uuid.UUID, owner_id: uuid.UUID
     return await cursor.fetchone()
 
 
+async def delete_attached(conn: Conn, post_id: uuid.UUID, owner_id: uuid.UUID) -> list[Media]:
+    """Deletes the owner's media attached to ``post_id`` (none on a second call)."""
+    cursor = conn.cursor(row_factory=class_row(Media))
+    await cursor.execute(
+        f"DELETE FROM media WHERE post_id = %s AND owner_id = %s RETURNING {_COLUMNS}",
+        (post_id, owner_id),
+    )
+    return await cursor.fetchall()
+
+
 async def owned(conn: Conn, media_id: uuid.UUID, owner_id: uuid.UUID) -> Media | None:
     """The owner's stored media (never another user's, never half-stored)."""
     cursor = conn.cursor(row_factory=class_row(Media))

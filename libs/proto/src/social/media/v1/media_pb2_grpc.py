@@ -52,7 +52,8 @@ class MediaServiceServicer:
     """
 
     def GetMedia(self, request, context):
-        """GetMedia returns the media among ids that exist and belong to owner_id.
+        """GetMedia returns the media, among ids and among those whose renditions
+        are at urls, that exist and belong to owner_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

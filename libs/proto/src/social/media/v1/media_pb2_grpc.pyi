@@ -34,7 +34,9 @@ class MediaServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MediaServiceAsyncStub: ...
     GetMedia: _grpc.UnaryUnaryMultiCallable[_media_pb2.GetMediaRequest, _media_pb2.GetMediaResponse]
-    """GetMedia returns the media among ids that exist and belong to owner_id."""
+    """GetMedia returns the media, among ids and among those whose renditions
+    are at urls, that exist and belong to owner_id.
+    """
     AttachMedia: _grpc.UnaryUnaryMultiCallable[_media_pb2.AttachMediaRequest, _media_pb2.AttachMediaResponse]
     """AttachMedia marks pending media as attached to a post, so the sweeper keeps it."""
 
@@ -44,7 +46,9 @@ class MediaServiceAsyncStub(MediaServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetMedia: _aio.UnaryUnaryMultiCallable[_media_pb2.GetMediaRequest, _media_pb2.GetMediaResponse]  # type: ignore[assignment]
-    """GetMedia returns the media among ids that exist and belong to owner_id."""
+    """GetMedia returns the media, among ids and among those whose renditions
+    are at urls, that exist and belong to owner_id.
+    """
     AttachMedia: _aio.UnaryUnaryMultiCallable[_media_pb2.AttachMediaRequest, _media_pb2.AttachMediaResponse]  # type: ignore[assignment]
     """AttachMedia marks pending media as attached to a post, so the sweeper keeps it."""
 
@@ -57,7 +61,9 @@ class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _media_pb2.GetMediaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_media_pb2.GetMediaResponse, _abc.Awaitable[_media_pb2.GetMediaResponse]]:
-        """GetMedia returns the media among ids that exist and belong to owner_id."""
+        """GetMedia returns the media, among ids and among those whose renditions
+        are at urls, that exist and belong to owner_id.
+        """
 
     @_abc_1.abstractmethod
     def AttachMedia(

@@ -1,0 +1,203 @@
+"""A two-layer cache of JSON objects: in-process (L1) in front of Redis (L2).
+
+Every entry carries a version, and a write never replaces a newer version
+with an older one, in either layer: a reader that loaded a row just before a
+writer changed it cannot put the old row back after the writer's fresh one
+(in Redis the comparison is one Lua script). Writers ``put_many`` the new
+value (or a tombstone, ``None``, for something deleted) with the row's new
+version right after their commit; the same process reads its own write at
+once. Other processes learn of it through a :class:`Broadcast` (Redis
+pub/sub, milliseconds) and drop their L1 copies; the L1 lifetime bounds
+staleness if a broadcast is lost, and each (re)subscription clears L1.
+
+Hits and misses per layer are exported as ``cache_requests_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from prometheus_client import Counter
+
+from social_common.logging import get_logger
+
+log = get_logger(__name__)
+
+REQUESTS = Counter(
+    "cache_requests_total",
+    "Cache lookups by cache, layer and outcome",
+    ["cache", "layer", "outcome"],
+)
+
+# Stored in Redis as b"<version>|<json>"; an empty JSON part is a tombstone.
+_PUT_IF_NEWER = """
+for i, key in ipairs(KEYS) do
+  local value = ARGV[2 * i - 1]
+  local version = tonumber(string.match(value, '^(%d+)|'))
+  local current = redis.call('GET', key)
+  if not current or tonumber(string.match(current, '^(%d+)|')) <= version then
+    redis.call('SET', key, value, 'EX', ARGV[2 * i])
+  end
+end
+return 0
+"""
+
+Loader = Callable[[Sequence[str]], Awaitable[Mapping[str, tuple[int, Any]]]]
+# A loaded or cached entry: (version, the object, or None for a tombstone).
+Entry = tuple[int, Any]
+
+
+class LocalCache:
+    """L1: a bounded dict of entries that expire after ``ttl_ms``."""
+
+    def __init__(self, ttl_ms: int, max_entries: int) -> None:
+        self.ttl = ttl_ms / 1000
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, int, Any]] = OrderedDict()
+
+    def get(self, key: str) -> Entry | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        expires, version, value = found
+        if expires < time.monotonic():
+            del self._entries[key]
+            return None
+        return version, value
+
+    def put(self, key: str, version: int, value: Any) -> None:
+        if self.max_entries == 0 or self.ttl <= 0:
+            return
+        current = self._entries.get(key)
+        if current is not None and current[1] > version:
+            return
+        self._entries[key] = (time.monotonic() + self.ttl, version, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: str, older_than: int | None = None) -> None:
+        current = self._entries.get(key)
+        if current is not None and (older_than is None or current[1] < older_than):
+            del self._entries[key]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class TieredCache:
+    """Objects by key, from L1, else Redis, else ``load`` (which fills both)."""
+
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        name: str,
+        *,
+        local_ttl_ms: int,
+        local_max_entries: int,
+        shared_ttl_seconds: int,
+    ) -> None:
+        self.redis = redis_client
+        self.name = name
+        self.local = LocalCache(local_ttl_ms, local_max_entries)
+        self.shared_ttl = shared_ttl_seconds
+        self._put_script = redis_client.register_script(_PUT_IF_NEWER)
+        self._l1_hit = REQUESTS.labels(name, "l1", "hit")
+        self._l1_miss = REQUESTS.labels(name, "l1", "miss")
+        self._l2_hit = REQUESTS.labels(name, "l2", "hit")
+        self._l2_miss = REQUESTS.labels(name, "l2", "miss")
+
+    def _redis_key(self, key: str) -> str:
+        return f"cache:{self.name}:{key}"
+
+    async def get_many(self, keys: Iterable[str], load: Loader) -> dict[str, Any]:
+        """The live objects among ``keys`` (tombstoned or unknown ones are left out)."""
+        found: dict[str, Any] = {}
+        wanted: list[str] = []
+        hits = 0
+        for key in keys:
+            entry = self.local.get(key)
+            if entry is None:
+                wanted.append(key)
+                continue
+            hits += 1
+            if entry[1] is not None:
+                found[key] = entry[1]
+        if hits:
+            self._l1_hit.inc(hits)
+        if not wanted:
+            return found
+        self._l1_miss.inc(len(wanted))
+        stored: list[Any] = await self.redis.mget([self._redis_key(k) for k in wanted])
+        missing: list[str] = []
+        for key, raw in zip(wanted, stored, strict=True):
+            if raw is None:
+                missing.append(key)
+                continue
+            version, value = _decode(raw)
+            self.local.put(key, version, value)
+            if value is not None:
+                found[key] = value
+        self._l2_hit.inc(len(wanted) - len(missing))
+        if missing:
+            self._l2_miss.inc(len(missing))
+            loaded = await load(missing)
+            await self.put_many(loaded)
+            found.update((k, v) for k, (_, v) in loaded.items() if v is not None)
+        return found
+
+    async def put_many(self, entries: Mapping[str, Entry]) -> None:
+        """Stores entries in both layers unless a newer version is there."""
+        if not entries:
+            return
+        keys: list[str] = []
+        args: list[bytes | int] = []
+        for key, (version, value) in entries.items():
+            self.local.put(key, version, value)
+            keys.append(self._redis_key(key))
+            args += [_encode(version, value), self.shared_ttl]
+        await self._put_script(keys=keys, args=args)
+
+
+class Broadcast:
+    """Tells every process of a service that something it may hold in L1 changed."""
+
+    def __init__(self, redis_client: aioredis.Redis, channel: str) -> None:
+        self.redis = redis_client
+        self.channel = channel
+
+    async def publish(self, message: Any) -> None:
+        await self.redis.publish(self.channel, orjson.dumps(message))
+
+    async def listen(self, on_message: Callable[[Any], None], on_reset: Callable[[], None]) -> None:
+        """Calls ``on_message`` with each message, forever (a background task);
+        ``on_reset`` whenever a subscription starts, since whatever was
+        published while there was none is lost."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    async for message in pubsub.listen():
+                        if message["type"] == "subscribe":
+                            on_reset()
+                        elif message["type"] == "message":
+                            on_message(orjson.loads(message["data"]))
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("broadcast_listener_failed", channel=self.channel, error=str(exc))
+                await asyncio.sleep(1.0)
+
+
+def _encode(version: int, value: Any) -> bytes:
+    return b"%d|" % version + (b"" if value is None else orjson.dumps(value))
+
+
+def _decode(raw: bytes) -> Entry:
+    version, _, body = raw.partition(b"|")
+    return int(version), (orjson.loads(body) if body else None)

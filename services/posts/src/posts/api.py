@@ -1,0 +1,208 @@
+"""The posts service's REST API (reached through the gateway)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from social_common.cache import LocalCache
+from social_common.errors import Problem
+from social_common.idempotency import Idempotency
+from social_common.ids import parse_uuid
+from social_common.pagination import decode_cursor, next_link, page_limit
+from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
+from social_common.rest import (
+    MAX_JSON_BODY,
+    conditional_json,
+    etag_of,
+    json_response,
+    parse_json_object,
+    read_body,
+)
+from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
+from social_common.validation import clean_text, field_error
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from posts.config import PostsConfig
+from posts.service import Page, PostsService, not_found
+
+MAX_CAPTION = 2200
+# Anonymous renderings kept in L1, each valid for one generation of changes.
+RENDERED_ENTRIES = 10_000
+
+
+def _post_id(request: Request) -> uuid.UUID:
+    post_id = parse_uuid(request.path_params["post_id"])
+    if post_id is None:
+        raise not_found()
+    return post_id
+
+
+def _cursor(request: Request) -> uuid.UUID | None:
+    decoded = decode_cursor(request.query_params.get("cursor"), [str])
+    if decoded is None:
+        return None
+    before = parse_uuid(decoded[0])
+    if before is None:
+        decode_cursor("!", [str])  # the same 422 as any other cursor we did not issue
+    return before
+
+
+class PostsApi:
+    def __init__(
+        self,
+        service: PostsService,
+        verifier: TokenVerifier,
+        limiter: RateLimiter,
+        idempotency: Idempotency,
+        config: PostsConfig,
+    ) -> None:
+        self.service = service
+        self.verifier = verifier
+        self.limiter = limiter
+        self.idempotency = idempotency
+        self.config = config
+        # What anonymous readers were sent: (generation, body, ETag, headers) by URL.
+        self.rendered = LocalCache(config.local_cache_ms, RENDERED_ENTRIES)
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [
+            Route("/api/v1/posts", self.global_feed, methods=["GET"]),
+            Route("/api/v1/posts", self.create, methods=["POST"]),
+            Route("/api/v1/posts/{post_id}", self.one, methods=["GET", "DELETE"]),
+            Route("/api/v1/posts/{post_id}/like", self.like, methods=["POST", "DELETE"]),
+            Route("/api/v1/users/{username}/posts", self.user_feed, methods=["GET"]),
+            Route("/api/v1/feed", self.home_feed, methods=["GET"]),
+        ]
+
+    async def _user(self, request: Request) -> uuid.UUID:
+        return uuid.UUID((await authenticate(request, self.verifier)).subject)
+
+    async def _viewer(self, request: Request) -> uuid.UUID | None:
+        claims = await authenticate_optional(request, self.verifier)
+        return None if claims is None else uuid.UUID(claims.subject)
+
+    # -- writing -------------------------------------------------------------
+
+    async def create(self, request: Request) -> Response:
+        author = await self._user(request)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
+        raw = await read_body(request, MAX_JSON_BODY)
+
+        async def handle() -> Response:
+            body = parse_json_object(raw, {"caption": str, "media_ids": list, "image_url": str})
+            caption = clean_text("caption", body.get("caption", ""), MAX_CAPTION)
+            media_ids, image_url = _media_choice(body)
+            result = await self.limiter.hit(
+                Limit("posts_create", str(author), self.config.create_rate)
+            )
+            raise_if_limited(result)
+            post = await self.service.create(author, caption, media_ids, image_url)
+            return json_response(
+                post,
+                201,
+                headers={"Location": f"/api/v1/posts/{post['id']}", **result.headers()},
+            )
+
+        return await self.idempotency.run(request, str(author), raw, handle)
+
+    async def one(self, request: Request) -> Response:
+        post_id = _post_id(request)
+        if request.method == "DELETE":
+            await self.service.delete(post_id, await self._user(request))
+            return Response(status_code=204)
+        return await self._read(
+            request, lambda viewer: self._single(post_id, viewer), paginated=False
+        )
+
+    async def like(self, request: Request) -> Response:
+        user = await self._user(request)
+        post_id = _post_id(request)
+        result = await self.limiter.hit(Limit("posts_like", str(user), self.config.like_rate))
+        raise_if_limited(result)
+        post = await self.service.like(post_id, user, on=request.method == "POST")
+        return json_response(post, headers=result.headers())
+
+    # -- reading -------------------------------------------------------------
+
+    async def global_feed(self, request: Request) -> Response:
+        limit, before = page_limit(request.query_params.get("limit")), _cursor(request)
+        return await self._read(
+            request, lambda viewer: self.service.list_page(None, before, limit, viewer)
+        )
+
+    async def user_feed(self, request: Request) -> Response:
+        limit, before = page_limit(request.query_params.get("limit")), _cursor(request)
+        author = await self.service.authors.by_username(request.path_params["username"])
+        if author is None:
+            raise Problem(404, "user_not_found", "No such user.")
+        return await self._read(
+            request, lambda viewer: self.service.list_page(author["id"], before, limit, viewer)
+        )
+
+    async def home_feed(self, request: Request) -> Response:
+        viewer = await self._user(request)
+        limit, before = page_limit(request.query_params.get("limit")), _cursor(request)
+        page = await self.service.home_page(viewer, None if before is None else str(before), limit)
+        return self._page_response(request, page)
+
+    async def _single(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> Page:
+        return Page([await self.service.get(post_id, viewer)], None)
+
+    async def _read(self, request: Request, read: Any, *, paginated: bool = True) -> Response:
+        """Answers a read: anonymous ones from what was rendered for the same
+        URL while nothing changed, the rest by ``read(viewer)``."""
+        viewer = await self._viewer(request)
+        if viewer is not None:
+            return self._page_response(request, await read(viewer), paginated)
+        url = str(request.url)
+        generation = self.service.generation
+        cached = self.rendered.get(url)
+        if cached is not None and cached[0] == generation:
+            body, etag, headers = cached[1]
+            return conditional_json(request, body, etag, headers)
+        response = self._page_response(request, await read(None), paginated)
+        if response.status_code == 200:
+            self.rendered.put(
+                url,
+                generation,
+                (response.body, response.headers["etag"], _link_header(response)),
+            )
+        return response
+
+    def _page_response(self, request: Request, page: Page, paginated: bool = True) -> Response:
+        if paginated:
+            body = orjson.dumps({"items": page.posts, "next_cursor": page.next_cursor})
+            headers = next_link(request.url, page.next_cursor)
+        else:
+            body, headers = orjson.dumps(page.posts[0]), {}
+        return conditional_json(request, body, etag_of(body), headers)
+
+
+def _link_header(response: Response) -> dict[str, str]:
+    link = response.headers.get("link")
+    return {} if link is None else {"Link": link}
+
+
+def _media_choice(body: dict[str, Any]) -> tuple[list[uuid.UUID], str | None]:
+    """The media of a new post: ``media_ids`` (1 to 4 of the author's uploads),
+    or the seed's ``image_url`` (the URL of one of them)."""
+    if ("media_ids" in body) == ("image_url" in body):
+        raise field_error("media_ids", "give media_ids (or the seed's image_url), not both")
+    if "image_url" in body:
+        return [], body["image_url"]
+    raw_ids = body["media_ids"]
+    ids = [parse_uuid(i) if isinstance(i, str) else None for i in raw_ids]
+    if not 1 <= len(ids) <= 4:
+        raise field_error("media_ids", "between 1 and 4 media ids")
+    if None in ids:
+        raise field_error("media_ids", "each must be a media id")
+    if len(set(ids)) != len(ids):
+        raise field_error("media_ids", "each media may appear once")
+    return [i for i in ids if i is not None], None

@@ -1,0 +1,525 @@
+"""The posts service's rules: posting, the feeds, likes, and the events that
+keep home timelines and counters current.
+
+Reads go through three layers: an in-process L1 (``config.local_cache_ms``),
+Redis (L2) and Postgres. Post documents are cached by id with their row
+version (see social_common.cache); the ids of feed pages (global and per
+author) are cached in L1 only, per list, and dropped when the list changes.
+Every change is announced on a broadcast channel so that every process of
+the service drops what it holds of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from social.auth.v1 import auth_pb2, auth_pb2_grpc
+from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
+from social.events.v1.events_pb2 import Envelope
+from social.media.v1 import media_pb2, media_pb2_grpc
+from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
+from social.posts.v1.events_pb2 import PostCreated, PostDeleted, PostLiked
+from social_common.authors import AuthorDirectory
+from social_common.cache import Broadcast, Entry, LocalCache, TieredCache
+from social_common.errors import Problem
+from social_common.events import emit
+from social_common.ids import parse_uuid, uuid7
+from social_common.logging import get_logger
+from social_common.pagination import encode_cursor
+
+from posts import store
+from posts.config import PostsConfig
+from posts.timelines import Timelines
+
+log = get_logger(__name__)
+
+PRODUCER = "posts"
+GLOBAL = "global"
+PEER_TIMEOUT = 5.0
+MAX_MEDIA = 4
+# How long applied message events are remembered against redelivery.
+APPLIED_EVENTS_KEEP_SECONDS = 7 * 24 * 3600
+
+
+def author_list(author_id: str) -> str:
+    return f"user:{author_id}"
+
+
+def not_found() -> Problem:
+    return Problem(404, "post_not_found", "No such post.")
+
+
+@dataclass(frozen=True)
+class Page:
+    posts: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class FeedPages:
+    """L1 of feed pages: per list (the global feed, one author's posts), the
+    post ids of a page and the next cursor. A change to a list drops all its
+    pages, and a page read from Postgres before that change is not kept."""
+
+    def __init__(self, ttl_ms: int, max_entries: int) -> None:
+        self.entries = LocalCache(ttl_ms, max_entries)
+        self.generations: dict[str, int] = {}
+
+    def get(self, name: str, page: tuple[str, int]) -> tuple[list[str], str | None] | None:
+        found = self.entries.get(f"{name}|{page[0]}|{page[1]}")
+        if found is None or found[0] != self.generations.get(name, 0):
+            return None
+        value: tuple[list[str], str | None] = found[1]
+        return value
+
+    def generation(self, name: str) -> int:
+        return self.generations.get(name, 0)
+
+    def put(
+        self,
+        name: str,
+        page: tuple[str, int],
+        generation: int,
+        value: tuple[list[str], str | None],
+    ) -> None:
+        if generation == self.generation(name):
+            self.entries.put(f"{name}|{page[0]}|{page[1]}", generation, value)
+
+    def changed(self, name: str) -> None:
+        self.generations[name] = self.generation(name) + 1
+
+    def clear(self) -> None:
+        self.entries.clear()
+        for name in self.generations:
+            self.generations[name] += 1
+
+
+class PostsService:
+    def __init__(
+        self,
+        db: AsyncConnectionPool,
+        redis_client: aioredis.Redis,
+        config: PostsConfig,
+        auth: grpc.aio.Channel,
+        media: grpc.aio.Channel,
+        authors: AuthorDirectory,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.auth = auth_pb2_grpc.AuthServiceStub(auth)
+        self.media = media_pb2_grpc.MediaServiceStub(media)
+        self.authors = authors
+        self.posts = TieredCache(
+            redis_client,
+            "posts",
+            local_ttl_ms=config.local_cache_ms,
+            local_max_entries=config.local_cache_entries,
+            shared_ttl_seconds=config.shared_cache_seconds,
+        )
+        self.pages = FeedPages(config.local_cache_ms, config.local_cache_entries)
+        self.timelines = Timelines(redis_client, config.timeline_size, config.timeline_ttl_seconds)
+        self.broadcast = Broadcast(redis_client, "posts:changes")
+        # Moves with every change this process learns of: what was rendered
+        # from an older generation is not served again.
+        self.generation = 0
+
+    # -- changes and their announcement -------------------------------------
+
+    async def _changed(
+        self, post_id: str, version: int, document: Any, lists: Sequence[str] = ()
+    ) -> None:
+        """Called after a commit: this process sees the change at once, the others
+        when the broadcast reaches them."""
+        await self.posts.put_many({post_id: (version, document)})
+        for name in lists:
+            self.pages.changed(name)
+        self.generation += 1
+        await self.broadcast.publish({"posts": {post_id: version}, "lists": list(lists)})
+
+    def _on_broadcast(self, message: Mapping[str, Any]) -> None:
+        for post_id, version in message.get("posts", {}).items():
+            self.posts.local.drop(post_id, older_than=version)
+        for name in message.get("lists", []):
+            self.pages.changed(name)
+        self.generation += 1
+
+    def _on_broadcast_reset(self) -> None:
+        self.posts.local.clear()
+        self.pages.clear()
+        self.generation += 1
+
+    async def listen_for_changes(self) -> None:
+        await self.broadcast.listen(self._on_broadcast, self._on_broadcast_reset)
+
+    # -- creating and deleting -----------------------------------------------
+
+    async def create(
+        self,
+        author_id: uuid.UUID,
+        caption: str,
+        media_ids: Sequence[uuid.UUID],
+        image_url: str | None,
+    ) -> dict[str, Any]:
+        media = await self._usable_media(author_id, media_ids, image_url)
+        post_id = uuid7()
+        async with self.db.connection() as conn, conn.transaction():
+            row = await store.insert_post(
+                conn, post_id, author_id, caption, [_media_document(m) for m in media]
+            )
+            created = PostCreated(
+                post_id=str(post_id), author_id=str(author_id), media_ids=[m.id for m in media]
+            )
+            created.created_at.FromDatetime(row.created_at)
+            await emit(
+                conn,
+                producer=PRODUCER,
+                event_type="post.created",
+                key=str(post_id),
+                payload=created,
+            )
+            # Inside the transaction: if media refuses, the post never existed.
+            try:
+                await self.media.AttachMedia(
+                    media_pb2.AttachMediaRequest(
+                        ids=[m.id for m in media], post_id=str(post_id), owner_id=str(author_id)
+                    ),
+                    timeout=PEER_TIMEOUT,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                raise _media_problem("media is no longer available to attach") from None
+        await self._changed(
+            str(post_id), row.version, row.document(), [GLOBAL, author_list(str(author_id))]
+        )
+        # The author sees their post in their own feed at once; followers get it by fan-out.
+        await self.timelines.add([str(author_id)], [str(post_id)])
+        return (await self.render([row.document()], author_id))[0]
+
+    async def _usable_media(
+        self, owner: uuid.UUID, media_ids: Sequence[uuid.UUID], image_url: str | None
+    ) -> list[media_pb2.Media]:
+        request = media_pb2.GetMediaRequest(owner_id=str(owner))
+        if image_url is not None:
+            request.urls.append(image_url)
+        else:
+            request.ids.extend(str(i) for i in media_ids)
+        reply = await self.media.GetMedia(request, timeout=PEER_TIMEOUT)
+        if image_url is not None:
+            if len(reply.media) != 1:
+                raise _media_problem("image_url must be the URL of an image you uploaded here")
+            media = list(reply.media)
+        else:
+            by_id = {m.id: m for m in reply.media}
+            missing = [str(i) for i in media_ids if str(i) not in by_id]
+            if missing:
+                raise _media_problem(f"no such media of yours: {', '.join(missing)}")
+            media = [by_id[str(i)] for i in media_ids]
+        if any(m.state == media_pb2.MEDIA_STATE_ATTACHED for m in media):
+            raise _media_problem("some media is already part of a post")
+        return media
+
+    async def delete(self, post_id: uuid.UUID, author_id: uuid.UUID) -> None:
+        async with self.db.connection() as conn, conn.transaction():
+            row = await store.delete_post(conn, post_id, author_id)
+            if row is None:
+                raise not_found()  # someone else's post looks exactly like no post
+            await emit(
+                conn,
+                producer=PRODUCER,
+                event_type="post.deleted",
+                key=str(post_id),
+                payload=PostDeleted(
+                    post_id=str(post_id),
+                    author_id=str(author_id),
+                    media_ids=[str(m["id"]) for m in row.media],
+                ),
+            )
+        # A tombstone, one version past the row's last.
+        await self._changed(
+            str(post_id), row.version + 1, None, [GLOBAL, author_list(str(author_id))]
+        )
+        await self.timelines.remove([str(author_id)], [str(post_id)])
+
+    async def like(self, post_id: uuid.UUID, user_id: uuid.UUID, *, on: bool) -> dict[str, Any]:
+        async with self.db.connection() as conn, conn.transaction():
+            row, changed = await store.set_like(conn, post_id, user_id, on=on)
+            if row is None:
+                raise not_found()
+            if changed and on:
+                await emit(
+                    conn,
+                    producer=PRODUCER,
+                    event_type="post.liked",
+                    key=str(post_id),
+                    payload=PostLiked(
+                        post_id=str(post_id),
+                        author_id=str(row.author_id),
+                        user_id=str(user_id),
+                        like_count=row.like_count,
+                    ),
+                )
+        if changed:
+            await self._changed(str(post_id), row.version, row.document())
+        return (await self.render([row.document()], user_id))[0]
+
+    # -- reading -------------------------------------------------------------
+
+    async def documents(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The cached documents of the posts among ``ids`` that exist."""
+        return await self.posts.get_many(ids, self._load_posts)
+
+    async def _load_posts(self, ids: Sequence[str]) -> Mapping[str, Entry]:
+        parsed = [u for u in (parse_uuid(i) for i in ids) if u is not None]
+        async with self.db.connection() as conn:
+            rows = await store.posts_by_ids(conn, parsed)
+        return {str(r.id): (r.version, r.document()) for r in rows}
+
+    async def get(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> dict[str, Any]:
+        found = await self.documents([str(post_id)])
+        rendered = await self.render(list(found.values()), viewer)
+        if not rendered:
+            raise not_found()
+        return rendered[0]
+
+    async def render(
+        self, documents: Sequence[Mapping[str, Any]], viewer: uuid.UUID | None
+    ) -> list[dict[str, Any]]:
+        """Posts as clients see them: with their authors, and whether the viewer likes them."""
+        if not documents:
+            return []
+        authors = await self.authors.authors(d["author_id"] for d in documents)
+        liked: set[uuid.UUID] = set()
+        if viewer is not None:
+            async with self.db.connection() as conn:
+                liked = await store.liked(conn, viewer, [uuid.UUID(d["id"]) for d in documents])
+        posts = []
+        for doc in documents:
+            author = authors.get(doc["author_id"])
+            if author is None:
+                continue  # an account that no longer exists
+            post = {
+                "id": doc["id"],
+                "author": author,
+                "caption": doc["caption"],
+                "media": doc["media"],
+                "like_count": doc["like_count"],
+                "message_count": doc["message_count"],
+                "created_at": doc["created_at"],
+            }
+            if viewer is not None:
+                post["liked_by_me"] = uuid.UUID(doc["id"]) in liked
+            posts.append(post)
+        return posts
+
+    async def _page_of(
+        self, ids: Sequence[str], next_cursor: str | None, viewer: uuid.UUID | None
+    ) -> Page:
+        found = await self.documents(ids)
+        # Posts deleted since the ids were listed are left out.
+        posts = await self.render([found[i] for i in ids if i in found], viewer)
+        return Page(posts, next_cursor)
+
+    async def list_page(
+        self,
+        author_id: str | None,
+        before: uuid.UUID | None,
+        limit: int,
+        viewer: uuid.UUID | None,
+    ) -> Page:
+        """A page of the global feed (no author) or of one author's posts."""
+        name = GLOBAL if author_id is None else author_list(author_id)
+        key = (str(before or ""), limit)
+        cached = self.pages.get(name, key)
+        if cached is None:
+            generation = self.pages.generation(name)
+            async with self.db.connection() as conn:
+                found = await store.page_ids(
+                    conn,
+                    authors=None if author_id is None else [uuid.UUID(author_id)],
+                    before=before,
+                    limit=limit + 1,
+                )
+            ids = [str(i) for i in found[:limit]]
+            cached = (ids, encode_cursor([ids[-1]]) if len(found) > limit else None)
+            self.pages.put(name, key, generation, cached)
+        return await self._page_of(cached[0], cached[1], viewer)
+
+    async def home_page(self, viewer: uuid.UUID, before: str | None, limit: int) -> Page:
+        """The viewer's home timeline: their posts and those of whom they follow."""
+        user_id = str(viewer)
+        page = await self.timelines.page(user_id, before, limit + 1)
+        if not page.ready:
+            await self._rebuild(user_id)
+            page = await self.timelines.page(user_id, before, limit + 1)
+        ids = page.ids
+        # Authors with very many followers are merged in here, not fanned out;
+        # past the newest ids the timeline keeps, Postgres answers.
+        extra_authors = list(page.celebrities)
+        if page.truncated and len(ids) <= limit:
+            extra_authors = [user_id, *await self.timelines.followees(user_id)]
+            before = ids[-1] if ids else before
+        if extra_authors:
+            async with self.db.connection() as conn:
+                older = await store.page_ids(
+                    conn,
+                    authors=[uuid.UUID(a) for a in extra_authors],
+                    before=parse_uuid(before) if before else None,
+                    limit=limit + 1,
+                )
+            ids = sorted(set(ids) | {str(i) for i in older}, reverse=True)[: limit + 1]
+        next_cursor = encode_cursor([ids[limit - 1]]) if len(ids) > limit else None
+        return await self._page_of(ids[:limit], next_cursor, viewer)
+
+    async def _rebuild(self, user_id: str) -> None:
+        await self.timelines.start_rebuild(user_id)
+        followees = [u async for page in self._follow_pages("following", user_id) for u in page]
+        async with self.db.connection() as conn:
+            recent = await store.page_ids(
+                conn,
+                authors=[uuid.UUID(u) for u in (*followees, user_id)],
+                before=None,
+                limit=self.config.timeline_size,
+            )
+        await self.timelines.finish_rebuild(user_id, followees, [str(i) for i in recent])
+
+    async def _follow_pages(self, direction: str, user_id: str) -> AsyncIterator[list[str]]:
+        """Pages of a user's followers or followings, from auth."""
+        token = ""
+        while True:
+            reply: auth_pb2.GetFollowersResponse | auth_pb2.GetFollowingResponse
+            if direction == "followers":
+                reply = await self.auth.GetFollowers(
+                    auth_pb2.GetFollowersRequest(
+                        user_id=user_id, page_size=self.config.fanout_page, page_token=token
+                    ),
+                    timeout=PEER_TIMEOUT,
+                )
+            else:
+                reply = await self.auth.GetFollowing(
+                    auth_pb2.GetFollowingRequest(
+                        user_id=user_id, page_size=self.config.fanout_page, page_token=token
+                    ),
+                    timeout=PEER_TIMEOUT,
+                )
+            yield list(reply.user_ids)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    # -- events --------------------------------------------------------------
+
+    def event_handlers(self) -> dict[str, Any]:
+        return {
+            "post.created": self._on_post_created,
+            "post.deleted": self._on_post_deleted,
+            "user.followed": self._on_followed,
+            "user.unfollowed": self._on_unfollowed,
+            "message.created": self._on_message_created,
+            "message.deleted": self._on_message_deleted,
+        }
+
+    async def _fan_out(self, author_id: str, post_id: str, *, add: bool) -> None:
+        """Adds a post to (or removes it from) the timelines of its author's
+        followers, unless the author has so many that readers merge it in."""
+        users = await self.auth.GetUsers(
+            auth_pb2.GetUsersRequest(ids=[author_id]), timeout=PEER_TIMEOUT
+        )
+        followers = users.users[0].follower_count if users.users else 0
+        celebrity = followers >= self.config.celebrity_followers
+        await self.timelines.mark_celebrity(author_id, on=celebrity)
+        change = self.timelines.add if add else self.timelines.remove
+        await change([author_id], [post_id])
+        if celebrity:
+            return
+        async for page in self._follow_pages("followers", author_id):
+            await change(page, [post_id])
+
+    async def _on_post_created(self, envelope: Envelope) -> None:
+        event = PostCreated.FromString(envelope.payload)
+        await self._fan_out(event.author_id, event.post_id, add=True)
+
+    async def _on_post_deleted(self, envelope: Envelope) -> None:
+        event = PostDeleted.FromString(envelope.payload)
+        await self._fan_out(event.author_id, event.post_id, add=False)
+
+    async def _recent_ids(self, author_id: str) -> list[str]:
+        async with self.db.connection() as conn:
+            ids = await store.page_ids(
+                conn,
+                authors=[uuid.UUID(author_id)],
+                before=None,
+                limit=self.config.timeline_size,
+            )
+        return [str(i) for i in ids]
+
+    async def _on_followed(self, envelope: Envelope) -> None:
+        event = UserFollowed.FromString(envelope.payload)
+        recent = await self._recent_ids(event.followee_id)
+        await self.timelines.followed(event.follower_id, event.followee_id, recent)
+
+    async def _on_unfollowed(self, envelope: Envelope) -> None:
+        event = UserUnfollowed.FromString(envelope.payload)
+        recent = await self._recent_ids(event.followee_id)
+        await self.timelines.unfollowed(event.follower_id, event.followee_id, recent)
+
+    async def _count_message(self, envelope: Envelope, post_id: str, delta: int) -> None:
+        event_id, post = parse_uuid(envelope.id), parse_uuid(post_id)
+        if event_id is None or post is None:
+            log.warning("event_ignored", id=envelope.id, reason="not a UUID")
+            return
+        async with self.db.connection() as conn, conn.transaction():
+            row = await store.apply_message_event(conn, event_id, post, delta)
+        if row is not None:
+            await self._changed(str(row.id), row.version, row.document())
+
+    async def _on_message_created(self, envelope: Envelope) -> None:
+        event = MessageCreated.FromString(envelope.payload)
+        await self._count_message(envelope, event.post_id, +1)
+
+    async def _on_message_deleted(self, envelope: Envelope) -> None:
+        event = MessageDeleted.FromString(envelope.payload)
+        await self._count_message(envelope, event.post_id, -1)
+
+    async def purge_forever(self, interval: float = 3600.0) -> None:
+        """Forgets applied events old enough never to be redelivered."""
+        while True:
+            try:
+                async with self.db.connection() as conn:
+                    await store.purge_applied_events(conn, APPLIED_EVENTS_KEEP_SECONDS)
+            except Exception as exc:  # next round tries again
+                log.warning("purge_failed", error=str(exc))
+            await asyncio.sleep(interval)
+
+
+def _media_problem(message: str) -> Problem:
+    return Problem(
+        422,
+        "invalid_media",
+        message[0].upper() + message[1:] + ".",
+        errors=[{"field": "media_ids", "message": message}],
+    )
+
+
+def _media_document(media: media_pb2.Media) -> dict[str, Any]:
+    """A media as posts show it: what the media service's own API says of it."""
+    return {
+        "id": media.id,
+        "type": media.type,
+        "url": media.url,
+        "preview_url": media.preview_url,
+        "width": media.width,
+        "height": media.height,
+        "blurhash": media.blurhash,
+        "description": media.description,
+        "variants": [
+            {"name": v.name, "width": v.width, "height": v.height, "url": v.url}
+            for v in media.variants
+        ],
+    }

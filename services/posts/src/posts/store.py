@@ -1,0 +1,163 @@
+"""SQL of the posts service: plain statements, parameters always bound."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+Conn = AsyncConnection[Any]
+
+_COLUMNS = "id, author_id, caption, media, like_count, message_count, version, created_at"
+
+
+@dataclass(frozen=True)
+class PostRow:
+    id: uuid.UUID
+    author_id: uuid.UUID
+    caption: str
+    media: list[dict[str, Any]]
+    like_count: int
+    message_count: int
+    version: int
+    created_at: datetime
+
+    def document(self) -> dict[str, Any]:
+        """The post as it is cached: all but its author's profile and the
+        reader's own like, which are added per request."""
+        return {
+            "id": str(self.id),
+            "author_id": str(self.author_id),
+            "caption": self.caption,
+            "media": self.media,
+            "like_count": self.like_count,
+            "message_count": self.message_count,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+async def insert_post(
+    conn: Conn, post_id: uuid.UUID, author_id: uuid.UUID, caption: str, media: list[Any]
+) -> PostRow:
+    cursor = conn.cursor(row_factory=class_row(PostRow))
+    await cursor.execute(
+        f"INSERT INTO posts (id, author_id, caption, media) VALUES (%s, %s, %s, %s)"
+        f" RETURNING {_COLUMNS}",
+        (post_id, author_id, caption, Jsonb(media)),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return row
+
+
+async def posts_by_ids(conn: Conn, ids: Sequence[uuid.UUID]) -> list[PostRow]:
+    cursor = conn.cursor(row_factory=class_row(PostRow))
+    await cursor.execute(f"SELECT {_COLUMNS} FROM posts WHERE id = ANY(%s)", (list(ids),))
+    return await cursor.fetchall()
+
+
+async def page_ids(
+    conn: Conn,
+    *,
+    authors: Sequence[uuid.UUID] | None,
+    before: uuid.UUID | None,
+    limit: int,
+) -> list[uuid.UUID]:
+    """Ids of the newest posts (of ``authors``, or everyone's) older than ``before``."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if authors is not None:
+        conditions.append("author_id = ANY(%s)")
+        params.append(list(authors))
+    if before is not None:
+        conditions.append("id < %s")
+        params.append(before)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    cursor = await conn.execute(
+        f"SELECT id FROM posts {where} ORDER BY id DESC LIMIT %s",
+        (*params, limit),
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def delete_post(conn: Conn, post_id: uuid.UUID, author_id: uuid.UUID) -> PostRow | None:
+    """Deletes the post if ``author_id`` wrote it (its likes go with it)."""
+    cursor = conn.cursor(row_factory=class_row(PostRow))
+    await cursor.execute(
+        f"DELETE FROM posts WHERE id = %s AND author_id = %s RETURNING {_COLUMNS}",
+        (post_id, author_id),
+    )
+    return await cursor.fetchone()
+
+
+async def set_like(
+    conn: Conn, post_id: uuid.UUID, user_id: uuid.UUID, *, on: bool
+) -> tuple[PostRow | None, bool]:
+    """Likes (or unlikes) a post; returns the post (None if there is none)
+    and whether anything changed. The post's row is locked first, so the
+    like and the counter move together and a concurrent delete waits."""
+    cursor = conn.cursor(row_factory=class_row(PostRow))
+    await cursor.execute(f"SELECT {_COLUMNS} FROM posts WHERE id = %s FOR UPDATE", (post_id,))
+    post = await cursor.fetchone()
+    if post is None:
+        return None, False
+    if on:
+        changed = await conn.execute(
+            "INSERT INTO likes (post_id, user_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (post_id, user_id),
+        )
+    else:
+        changed = await conn.execute(
+            "DELETE FROM likes WHERE post_id = %s AND user_id = %s", (post_id, user_id)
+        )
+    if changed.rowcount == 0:
+        return post, False
+    return await _move_counter(conn, post_id, "like_count", 1 if on else -1), True
+
+
+async def liked(conn: Conn, user_id: uuid.UUID, post_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``post_ids`` the user likes."""
+    cursor = await conn.execute(
+        "SELECT post_id FROM likes WHERE user_id = %s AND post_id = ANY(%s)",
+        (user_id, list(post_ids)),
+    )
+    return {row[0] for row in await cursor.fetchall()}
+
+
+async def apply_message_event(
+    conn: Conn, event_id: uuid.UUID, post_id: uuid.UUID, delta: int
+) -> PostRow | None:
+    """Moves a post's message count once per event; the post after the
+    change, or None when there was nothing to change (a replayed event, or
+    a post deleted since)."""
+    cursor = await conn.execute(
+        "INSERT INTO applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING", (event_id,)
+    )
+    if cursor.rowcount == 0:
+        return None
+    return await _move_counter(conn, post_id, "message_count", delta)
+
+
+async def _move_counter(conn: Conn, post_id: uuid.UUID, column: str, delta: int) -> PostRow | None:
+    cursor = conn.cursor(row_factory=class_row(PostRow))
+    await cursor.execute(
+        # column is one of two names fixed by the callers above.
+        f"UPDATE posts SET {column} = GREATEST({column} + %s, 0), version = version + 1"
+        f" WHERE id = %s RETURNING {_COLUMNS}",
+        (delta, post_id),
+    )
+    return await cursor.fetchone()
+
+
+async def purge_applied_events(conn: Conn, older_than_seconds: int) -> int:
+    cursor = await conn.execute(
+        "DELETE FROM applied_events WHERE applied_at < now() - make_interval(secs => %s)",
+        (older_than_seconds,),
+    )
+    return cursor.rowcount
