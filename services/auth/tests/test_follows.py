@@ -1,15 +1,21 @@
-"""The follow graph over REST and the peers' gRPC API."""
+"""The follow graph over REST and the peers' gRPC API, and the events it publishes."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
 import pytest
+import redis
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
+from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
+from social.events.v1.events_pb2 import Envelope
+from social_common.events import stream_for
 from social_common.stack.local import Endpoints
-from social_common.stack.testing import Account, client, create_account
+from social_common.stack.testing import Account, client, create_account, wait_until
 
 
 def _follow(stack: Endpoints, who: Account, whom: str, *, on: bool = True) -> httpx.Response:
@@ -134,6 +140,35 @@ def test_grpc_get_users_hydrates_in_batch(stack: Endpoints) -> None:
     assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_grpc_get_users_finds_usernames_in_any_case_with_follower_counts(
+    stack: Endpoints,
+) -> None:
+    alice, bob, carol = (create_account(stack.gateway_url) for _ in range(3))
+    for fan in (bob, carol):
+        assert _follow(stack, fan, alice.username).status_code == 204
+    channel, stub = _stub(stack)
+    with channel:
+        reply = stub.GetUsers(
+            auth_pb2.GetUsersRequest(
+                ids=[carol.id],
+                # Carol by id and by name: she comes once.
+                usernames=[alice.username.upper(), bob.username, carol.username, "nobody_here"],
+            ),
+            timeout=5,
+        )
+        with pytest.raises(grpc.RpcError) as too_many:
+            stub.GetUsers(
+                auth_pb2.GetUsersRequest(
+                    ids=[str(uuid.uuid4())] * 500, usernames=[bob.username] * 501
+                ),
+                timeout=5,
+            )
+    assert sorted((u.id, u.username, u.follower_count) for u in reply.users) == sorted(
+        [(alice.id, alice.username, 2), (bob.id, bob.username, 0), (carol.id, carol.username, 0)]
+    )
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_grpc_followers_and_following_page_through_ids(stack: Endpoints) -> None:
     star = create_account(stack.gateway_url)
     fans = [create_account(stack.gateway_url) for _ in range(3)]
@@ -169,3 +204,47 @@ def test_grpc_jwks_matches_the_published_one(stack: Endpoints) -> None:
     with client(stack.gateway_url) as http:
         published = http.get("/.well-known/jwks.json").json()
     assert httpx.Response(200, content=reply.jwks_json).json() == published
+
+
+@pytest.fixture
+def events(stack: Endpoints) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(stack.redis_url) as events_client:
+        yield events_client
+
+
+def _published(events: redis.Redis, event_type: str, follower: Account) -> list[Envelope]:
+    """The envelopes of ``event_type`` on its stream whose key is ``follower``, oldest first."""
+    entries: Any = events.xrange(stream_for(event_type))
+    envelopes = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
+    return [e for e in envelopes if e.key == follower.id]
+
+
+def test_follow_changes_are_published_once_each(stack: Endpoints, events: redis.Redis) -> None:
+    alice, bob = create_account(stack.gateway_url), create_account(stack.gateway_url)
+
+    def arrived(event_type: str, count: int) -> bool:
+        return len(_published(events, event_type, alice)) == count
+
+    assert _follow(stack, alice, bob.username).status_code == 204
+    wait_until(lambda: arrived("user.followed", 1), what="user.followed published")
+    (followed,) = _published(events, "user.followed", alice)
+    assert (followed.type, followed.producer) == ("user.followed", "auth")
+    assert UserFollowed.FromString(followed.payload) == UserFollowed(
+        follower_id=alice.id, followee_id=bob.id
+    )
+
+    # The relay publishes in outbox order: once a later change's event is on
+    # its stream, an event of a repeated follow (or unfollow) would be too.
+    assert _follow(stack, alice, bob.username).status_code == 204
+    assert _follow(stack, alice, bob.username, on=False).status_code == 204
+    wait_until(lambda: arrived("user.unfollowed", 1), what="user.unfollowed published")
+    assert arrived("user.followed", 1)
+    (unfollowed,) = _published(events, "user.unfollowed", alice)
+    assert UserUnfollowed.FromString(unfollowed.payload) == UserUnfollowed(
+        follower_id=alice.id, followee_id=bob.id
+    )
+
+    assert _follow(stack, alice, bob.username, on=False).status_code == 204
+    assert _follow(stack, alice, bob.username).status_code == 204
+    wait_until(lambda: arrived("user.followed", 2), what="the second user.followed published")
+    assert arrived("user.unfollowed", 1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from social_common.ratelimit import Rate
-from social_common.settings import SettingsError, env_int, env_str
+from social_common.ratelimit import Rate, env_rate
+from social_common.settings import env_int
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,6 @@ class AuthConfig:
 
     @classmethod
     def from_env(cls) -> AuthConfig:
-        def rate(name: str, default: Rate) -> Rate:
-            raw = env_str(name, f"{default.limit}/{default.period:g}")
-            try:
-                return Rate.parse(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{name}: {exc}") from None
-
         return cls(
             access_ttl=env_int("ACCESS_TOKEN_TTL_SECONDS", cls.access_ttl, minimum=60),
             refresh_ttl=env_int("REFRESH_TOKEN_TTL_SECONDS", cls.refresh_ttl, minimum=300),
@@ -44,7 +37,7 @@ class AuthConfig:
             argon2_time_cost=env_int("ARGON2_TIME_COST", cls.argon2_time_cost, minimum=2),
             argon2_parallelism=env_int("ARGON2_PARALLELISM", cls.argon2_parallelism, minimum=1),
             hash_workers=env_int("PASSWORD_HASH_WORKERS", cls.hash_workers, minimum=1),
-            login_per_account=rate("RATE_LIMIT_LOGIN_ACCOUNT", cls.login_per_account),
-            login_per_ip=rate("RATE_LIMIT_LOGIN_IP", cls.login_per_ip),
-            register_per_ip=rate("RATE_LIMIT_REGISTER_IP", cls.register_per_ip),
+            login_per_account=env_rate("RATE_LIMIT_LOGIN_ACCOUNT", cls.login_per_account),
+            login_per_ip=env_rate("RATE_LIMIT_LOGIN_IP", cls.login_per_ip),
+            register_per_ip=env_rate("RATE_LIMIT_REGISTER_IP", cls.register_per_ip),
         )

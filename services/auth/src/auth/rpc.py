@@ -28,13 +28,20 @@ class AuthRpc(auth_pb2_grpc.AuthServiceServicer):
     async def GetUsers(
         self, request: auth_pb2.GetUsersRequest, context: Context
     ) -> auth_pb2.GetUsersResponse:
-        if len(request.ids) > MAX_BATCH:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_BATCH} ids")
+        if len(request.ids) + len(request.usernames) > MAX_BATCH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_BATCH} ids and usernames"
+            )
         ids = [i for i in (parse_uuid(raw) for raw in request.ids) if i is not None]
-        users = await self.service.users(ids) if ids else []
+        users = await self.service.users(ids, request.usernames)
         return auth_pb2.GetUsersResponse(
             users=[
-                auth_pb2.User(id=str(u.id), username=u.username, display_name=u.display_name)
+                auth_pb2.User(
+                    id=str(u.id),
+                    username=u.username,
+                    display_name=u.display_name,
+                    follower_count=u.follower_count,
+                )
                 for u in users
             ]
         )

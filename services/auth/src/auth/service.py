@@ -8,6 +8,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 import psycopg
 from email_validator import EmailNotValidError, validate_email
 from psycopg_pool import AsyncConnectionPool
+from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
 from social_common.errors import Problem
+from social_common.events import emit
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.pagination import decode_cursor, encode_cursor
@@ -27,6 +30,9 @@ from auth.keys import KeyRing
 from auth.passwords import Passwords, password_problem
 
 log = get_logger(__name__)
+
+# The producer of this service's events: its name, the one its outbox relay wakes for.
+PRODUCER = "auth"
 
 USERNAME = re.compile(r"[a-z0-9_]{3,30}")
 # Words the API uses under /api/v1/users/: no account may take them as its name.
@@ -267,9 +273,19 @@ class AuthService:
             raise Problem(422, "cannot_follow_self", "You cannot follow yourself.")
         async with self.pool.connection() as conn, conn.transaction():
             if on:
-                await store.follow(conn, follower, followee.id)
+                changed = await store.follow(conn, follower, followee.id)
             else:
-                await store.unfollow(conn, follower, followee.id)
+                changed = await store.unfollow(conn, follower, followee.id)
+            if changed:
+                # In the follow's transaction: the event exists exactly when the change does.
+                event = UserFollowed if on else UserUnfollowed
+                await emit(
+                    conn,
+                    producer=PRODUCER,
+                    event_type="user.followed" if on else "user.unfollowed",
+                    key=str(follower),
+                    payload=event(follower_id=str(follower), followee_id=str(followee.id)),
+                )
         return followee
 
     async def follow_page(
@@ -299,6 +315,11 @@ class AuthService:
                 log.warning("refresh_token_purge_failed", error=str(exc))
             await asyncio.sleep(interval)
 
-    async def users(self, ids: list[uuid.UUID]) -> list[store.User]:
+    async def users(self, ids: Sequence[uuid.UUID], usernames: Sequence[str]) -> list[store.User]:
+        """The users named by id or by username (in any case); unknown ones are left out."""
+        if not ids and not usernames:
+            return []
         async with self.pool.connection() as conn:
-            return await store.users_by_ids(conn, ids)
+            return await store.users_by_ids_or_usernames(
+                conn, ids, [name.lower() for name in usernames]
+            )

@@ -117,9 +117,16 @@ async def user_by_username(conn: Conn, username: str) -> User | None:
     return await cursor.fetchone()
 
 
-async def users_by_ids(conn: Conn, ids: Sequence[uuid.UUID]) -> list[User]:
+async def users_by_ids_or_usernames(
+    conn: Conn, ids: Sequence[uuid.UUID], usernames: Sequence[str]
+) -> list[User]:
+    """The users whose id is among ``ids`` or whose lowercase name is among
+    ``usernames``, each once (both indexes serve the query)."""
     cursor = conn.cursor(row_factory=class_row(User))
-    await cursor.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ANY(%s)", (list(ids),))
+    await cursor.execute(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = ANY(%s) OR lower(username) = ANY(%s)",
+        (list(ids), list(usernames)),
+    )
     return await cursor.fetchall()
 
 
