@@ -61,6 +61,21 @@ def _channel(producer: str) -> sql.Identifier:
     return sql.Identifier(f"outbox_{producer}")
 
 
+def make_envelope(
+    producer: str, event_type: str, key: str, payload: Message, version: int = 1
+) -> Envelope:
+    envelope = Envelope(
+        id=str(uuid7()),
+        type=event_type,
+        version=version,
+        producer=producer,
+        key=key,
+        payload=payload.SerializeToString(),
+    )
+    envelope.time.GetCurrentTime()
+    return envelope
+
+
 async def emit(
     conn: psycopg.AsyncConnection[object],
     *,
@@ -71,15 +86,7 @@ async def emit(
     version: int = 1,
 ) -> Envelope:
     """Writes an event to the outbox in the caller's transaction."""
-    envelope = Envelope(
-        id=str(uuid7()),
-        type=event_type,
-        version=version,
-        producer=producer,
-        key=key,
-        payload=payload.SerializeToString(),
-    )
-    envelope.time.GetCurrentTime()
+    envelope = make_envelope(producer, event_type, key, payload, version)
     await conn.execute(
         "INSERT INTO outbox (event_type, envelope) VALUES (%s, %s)",
         (event_type, envelope.SerializeToString()),

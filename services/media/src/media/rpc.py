@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
@@ -29,17 +30,29 @@ class MediaRpc(media_pb2_grpc.MediaServiceServicer):
         self, request: media_pb2.GetMediaRequest, context: Context
     ) -> media_pb2.GetMediaResponse:
         owner = parse_uuid(request.owner_id)
-        if owner is None or len(request.ids) > MAX_BATCH:
+        if owner is None or len(request.ids) + len(request.urls) > MAX_BATCH:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"owner_id must be a UUID; at most {MAX_BATCH} ids",
+                f"owner_id must be a UUID; at most {MAX_BATCH} ids and urls",
             )
         assert owner is not None
-        ids = [i for i in (parse_uuid(raw) for raw in request.ids) if i is not None]
-        found = await self.service.many(ids, owner) if ids else []
+        ids = {i for i in (parse_uuid(raw) for raw in request.ids) if i is not None}
+        # A rendition's URL names its media: keys start with the media id.
+        prefix = self.public_base_url + "/"
+        by_url: dict[uuid.UUID, str] = {}
+        for url in request.urls:
+            media_id = parse_uuid(url.removeprefix(prefix).split("/", 1)[0])
+            if url.startswith(prefix) and media_id is not None:
+                by_url[media_id] = url
+        wanted = list(ids | by_url.keys())
+        found = await self.service.many(wanted, owner) if wanted else []
         reply = media_pb2.GetMediaResponse()
         for media in found:
             doc = media_document(media, self.public_base_url)
+            urls = {doc["url"], *(v["url"] for v in doc["variants"])}
+            if media.id not in ids and by_url.get(media.id) not in urls:
+                continue  # found by a URL that is none of its renditions'
+
             reply.media.append(
                 media_pb2.Media(
                     id=doc["id"],

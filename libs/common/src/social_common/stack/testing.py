@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -95,3 +98,45 @@ def answers(url: str, status: int) -> Callable[[], bool]:
             return False
 
     return check
+
+
+def png(width: int = 16, height: int = 16, rgb: tuple[int, int, int] = (200, 80, 40)) -> bytes:
+    """A valid PNG of one colour, built by hand (no imaging library needed)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    rows = (b"\x00" + bytes(rgb) * width) * height
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def upload_image(gateway_url: str, account: Account) -> dict[str, Any]:
+    """Uploads a small image as ``account``; the media document."""
+    with client(gateway_url) as http:
+        response = http.post(
+            "/api/v1/media", headers=account.auth, files={"file": ("p.png", png(), "image/png")}
+        )
+    assert response.status_code == 201, response.text
+    media: dict[str, Any] = response.json()
+    return media
+
+
+def create_post(gateway_url: str, account: Account, caption: str = "hello") -> dict[str, Any]:
+    """Posts a small image with ``caption`` as ``account``; the post."""
+    media_id = upload_image(gateway_url, account)["id"]
+    with client(gateway_url) as http:
+        response = http.post(
+            "/api/v1/posts",
+            headers=account.auth,
+            json={"caption": caption, "media_ids": [media_id]},
+        )
+    assert response.status_code == 201, response.text
+    post: dict[str, Any] = response.json()
+    return post
