@@ -14,7 +14,14 @@ from psycopg_pool import AsyncConnectionPool
 from social.auth.v1.auth_pb2 import User
 from social.events.v1.events_pb2 import Envelope
 from social_common.db import create_pool
-from social_common.events import EventConsumer, OutboxRelay, emit, stream_for
+from social_common.events import (
+    PAYLOAD_VERSION,
+    EventConsumer,
+    OutboxRelay,
+    emit,
+    make_envelope,
+    stream_for,
+)
 from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
 from social_common.stack.local import Endpoints, with_credentials
 
@@ -240,5 +247,23 @@ def test_a_failing_handler_is_retried_and_then_dead_lettered(
             assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
         assert await client.xlen(f"dead:{stream_for(flaky)}") == 0
         assert await client.xlen(f"dead:{stream_for(broken)}") == 1
+
+    _run(stack, url, scenario)
+
+
+def test_a_payload_version_the_consumer_does_not_know_is_not_handled(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    _, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(_pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        consumer, seen = await _collecting(client, event_type, block_ms=100)
+        newer = make_envelope("p", event_type, "k", User(id="k"), version=PAYLOAD_VERSION + 1)
+        await client.xadd(stream_for(event_type), {"envelope": newer.SerializeToString()})
+        assert await consumer.poll_once() == 1
+        assert seen == []
+        # Left pending: retried (and in the end dead-lettered), never misread.
+        assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 1
 
     _run(stack, url, scenario)

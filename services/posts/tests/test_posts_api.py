@@ -341,7 +341,8 @@ def test_authors_with_many_followers_are_merged_at_read_time(
         _follow(stack, fan, star)
     post = create_post(stack.gateway_url, star, "to millions")
     wait_until(
-        lambda: events.sismember("timeline:celebrities", star.id), what="the star being noticed"
+        lambda: bool(events.sismember("timeline:celebrities", star.id)),
+        what="the star being noticed",
     )
     for fan in fans:
         assert post["id"] not in events.zrange(f"timeline:{fan.id}", 0, -1)
@@ -446,12 +447,13 @@ def test_message_events_move_the_count_once_each(
     ).SerializeToString()
     events.xadd("events:message.deleted", {"envelope": deleted})
     wait_until(lambda: _get(stack, path).json()["message_count"] == 1, what="one message left")
+
     # Nothing stuck: every event was acknowledged.
-    for stream in ("events:message.created", "events:message.deleted"):
-        wait_until(
-            lambda stream=stream: events.xpending(stream, "posts")["pending"] == 0,
-            what=f"{stream} acknowledged",
-        )
+    def settled() -> bool:
+        streams = ("events:message.created", "events:message.deleted")
+        return all(events.xpending(s, "posts")["pending"] == 0 for s in streams)
+
+    wait_until(settled, what="every message event acknowledged")
 
 
 def test_posts_publish_their_events(

@@ -45,6 +45,11 @@ HANDLED = Counter("events_handled_total", "Events consumed", ["type", "outcome"]
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
+# The payload version producers write and consumers understand. A consumer
+# leaves a newer version pending (retried, then dead-lettered) rather than
+# misread it: deploy consumers that know a version before producers write it.
+PAYLOAD_VERSION = 1
+
 
 def consumer_name() -> str:
     """This process's name within a consumer group: unique per pod and process,
@@ -62,7 +67,7 @@ def _channel(producer: str) -> sql.Identifier:
 
 
 def make_envelope(
-    producer: str, event_type: str, key: str, payload: Message, version: int = 1
+    producer: str, event_type: str, key: str, payload: Message, version: int = PAYLOAD_VERSION
 ) -> Envelope:
     envelope = Envelope(
         id=str(uuid7()),
@@ -83,7 +88,7 @@ async def emit(
     event_type: str,
     key: str,
     payload: Message,
-    version: int = 1,
+    version: int = PAYLOAD_VERSION,
 ) -> Envelope:
     """Writes an event to the outbox in the caller's transaction."""
     envelope = make_envelope(producer, event_type, key, payload, version)
@@ -247,6 +252,10 @@ class EventConsumer:
         handler = self.handlers.get(envelope.type)
         if handler is None:
             await self.redis.xack(stream, self.group, entry_id)
+            return
+        if envelope.version != PAYLOAD_VERSION:
+            HANDLED.labels(envelope.type, "unknown_version").inc()
+            log.error("event_version_unknown", type=envelope.type, version=envelope.version)
             return
         try:
             await handler(envelope)

@@ -16,9 +16,6 @@ log = get_logger(__name__)
 
 def handlers(service: MediaService) -> dict[str, Handler]:
     async def post_deleted(envelope: Envelope) -> None:
-        if envelope.version != 1:
-            # Refused (retried, then dead-lettered) until a consumer knows it.
-            raise ValueError(f"post.deleted version {envelope.version} is unknown")
         try:
             event = PostDeleted.FromString(envelope.payload)
         except DecodeError:

@@ -1,0 +1,131 @@
+"""The two-layer cache and its broadcast, on the stack's Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from social_common.cache import REQUESTS, Broadcast, Entry, LocalCache, TieredCache
+from social_common.stack.local import Endpoints
+
+
+def _run(stack: Endpoints, scenario: Callable[[aioredis.Redis], Awaitable[None]]) -> None:
+    async def main() -> None:
+        client = aioredis.Redis.from_url(stack.redis_url)
+        try:
+            await scenario(client)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def _cache(client: aioredis.Redis, name: str, local_ttl_ms: int = 60_000) -> TieredCache:
+    return TieredCache(
+        client, name, local_ttl_ms=local_ttl_ms, local_max_entries=100, shared_ttl_seconds=60
+    )
+
+
+def _count(name: str, layer: str, outcome: str) -> float:
+    value = REQUESTS.labels(name, layer, outcome)._value.get()
+    return float(value)
+
+
+class Source:
+    """What a loader reads (the database, in a service), and how often it is asked."""
+
+    def __init__(self, rows: Mapping[str, Entry]) -> None:
+        self.rows = dict(rows)
+        self.asked: list[list[str]] = []
+
+    async def load(self, keys: Sequence[str]) -> Mapping[str, Entry]:
+        self.asked.append(sorted(keys))
+        return {k: self.rows[k] for k in keys if k in self.rows}
+
+
+def test_reads_go_l1_then_redis_then_the_loader(stack: Endpoints) -> None:
+    name = f"c{uuid.uuid4().hex[:8]}"
+
+    async def scenario(client: aioredis.Redis) -> None:
+        source = Source({"a": (1, {"v": "a"}), "b": (1, {"v": "b"})})
+        first = _cache(client, name)
+        assert await first.get_many(["a", "b", "c"], source.load) == {
+            "a": {"v": "a"},
+            "b": {"v": "b"},
+        }
+        assert await first.get_many(["a", "b"], source.load) == {"a": {"v": "a"}, "b": {"v": "b"}}
+        # Another process: nothing in its L1, everything in Redis.
+        second = _cache(client, name)
+        assert await second.get_many(["a"], source.load) == {"a": {"v": "a"}}
+        # Only the unknown key is asked for again: nothing remembers absence.
+        assert await second.get_many(["c"], source.load) == {}
+        assert source.asked == [["a", "b", "c"], ["c"]]
+        assert _count(name, "l1", "hit") == 2
+        assert _count(name, "l2", "hit") == 1
+        assert _count(name, "l2", "miss") == 4
+
+    _run(stack, scenario)
+
+
+def test_an_older_version_never_replaces_a_newer_one(stack: Endpoints) -> None:
+    name = f"c{uuid.uuid4().hex[:8]}"
+
+    async def scenario(client: aioredis.Redis) -> None:
+        writer, late_reader = _cache(client, name), _cache(client, name)
+        await writer.put_many({"p": (2, {"likes": 1})})
+        # A reader that loaded version 1 before the write stores it after.
+        await late_reader.put_many({"p": (1, {"likes": 0})})
+        fresh = _cache(client, name)
+        assert await fresh.get_many(["p"], Source({}).load) == {"p": {"likes": 1}}
+        assert await writer.get_many(["p"], Source({}).load) == {"p": {"likes": 1}}
+        # A tombstone at a newer version hides the entry from every layer.
+        await writer.put_many({"p": (3, None)})
+        assert await _cache(client, name).get_many(["p"], Source({"p": (1, {})}).load) == {}
+        assert await writer.get_many(["p"], Source({}).load) == {}
+
+    _run(stack, scenario)
+
+
+def test_local_entries_expire_and_are_bounded() -> None:
+    local = LocalCache(ttl_ms=60_000, max_entries=2)
+    for key in "abc":
+        local.put(key, 1, key)
+    assert [local.get(k) for k in "abc"] == [None, (1, "b"), (1, "c")]
+    local.put("b", 0, "older")
+    assert local.get("b") == (1, "b")
+    local.drop("b", older_than=1)
+    assert local.get("b") == (1, "b")
+    local.drop("b", older_than=2)
+    assert local.get("b") is None
+    expired = LocalCache(ttl_ms=0, max_entries=10)
+    expired.put("a", 1, "a")
+    assert expired.get("a") is None
+
+
+def test_a_broadcast_reaches_listeners_after_a_reset(stack: Endpoints) -> None:
+    channel = f"test:{uuid.uuid4().hex[:8]}"
+
+    async def scenario(client: aioredis.Redis) -> None:
+        received: list[Any] = []
+        resets = asyncio.Event()
+        arrived = asyncio.Event()
+
+        def on_message(message: Any) -> None:
+            received.append(message)
+            arrived.set()
+
+        listener = Broadcast(client, channel)
+        task = asyncio.create_task(listener.listen(on_message, resets.set))
+        try:
+            async with asyncio.timeout(10):
+                await resets.wait()  # subscribed: what is published now arrives
+                await Broadcast(client, channel).publish({"posts": {"p": 3}})
+                await arrived.wait()
+        finally:
+            task.cancel()
+        assert received == [{"posts": {"p": 3}}]
+
+    _run(stack, scenario)
