@@ -66,7 +66,9 @@ def decode_cursor(raw: str | None, shape: Sequence[type]) -> list[Any] | None:
 
 
 def next_link(url: URL, cursor: str | None) -> dict[str, str]:
-    """The ``Link: <…>; rel="next"`` header for the page after this one."""
+    """The ``Link: <…>; rel="next"`` header for the page after this one, as a
+    reference relative to the request (RFC 8288), whatever host it came by."""
     if cursor is None:
         return {}
-    return {"Link": f'<{url.include_query_params(cursor=cursor)}>; rel="next"'}
+    following = url.include_query_params(cursor=cursor)
+    return {"Link": f'<{following.path}?{following.query}>; rel="next"'}

@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from social_common.errors import Problem, install_problem_handlers
 from social_common.logging import get_logger
@@ -210,7 +211,12 @@ async def _alive(_request: Request) -> Response:
     return json_response({"status": "alive"})
 
 
-def build_app(service: str, routes: Sequence[BaseRoute], readiness: Readiness) -> Starlette:
+def build_app(
+    service: str,
+    routes: Sequence[BaseRoute],
+    readiness: Readiness,
+    middleware: Sequence[Callable[[ASGIApp], ASGIApp]] = (),
+) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", _alive, methods=["GET"]),
@@ -219,7 +225,7 @@ def build_app(service: str, routes: Sequence[BaseRoute], readiness: Readiness) -
             Route(f"/api/v1/{service}/healthz", readiness.public_endpoint, methods=["GET"]),
             *routes,
         ],
-        middleware=[Middleware(RequestMiddleware)],
+        middleware=[Middleware(RequestMiddleware), *(Middleware(m) for m in middleware)],
     )
     install_problem_handlers(app)
     return app

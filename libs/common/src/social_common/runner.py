@@ -25,6 +25,7 @@ import uvicorn
 import uvloop
 from psycopg_pool import AsyncConnectionPool
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from social_common.db import check_database, create_pool
 from social_common.events import OutboxRelay
@@ -62,6 +63,8 @@ class Wiring:
     close: Callable[[], Awaitable[None]] | None = None
     # Dependencies /readyz checks besides PostgreSQL and Redis (e.g. S3).
     checks: Mapping[str, Check] = field(default_factory=dict)
+    # ASGI middleware around the routes, inside the platform's request metrics.
+    middleware: Sequence[Callable[[ASGIApp], ASGIApp]] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         await health.set(name, SERVING)
     grpc_server.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port}")
 
-    app = build_app(spec.name, wiring.routes, readiness)
+    app = build_app(spec.name, wiring.routes, readiness, wiring.middleware)
     config = uvicorn.Config(
         app,
         lifespan="off",

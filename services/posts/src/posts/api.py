@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from social_common.cache import LocalCache
 from social_common.errors import Problem
 from social_common.idempotency import Idempotency
 from social_common.ids import parse_uuid
 from social_common.pagination import decode_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
+from social_common.response_cache import ResponseCache
 from social_common.rest import (
     MAX_JSON_BODY,
     conditional_json,
@@ -31,7 +31,7 @@ from posts.config import PostsConfig
 from posts.service import Page, PostsService, not_found
 
 MAX_CAPTION = 2200
-# Anonymous renderings kept in L1, each valid for one generation of changes.
+# Anonymous renderings kept, each valid for one generation of changes.
 RENDERED_ENTRIES = 10_000
 
 
@@ -66,8 +66,10 @@ class PostsApi:
         self.limiter = limiter
         self.idempotency = idempotency
         self.config = config
-        # What anonymous readers were sent: (generation, body, ETag, headers) by URL.
-        self.rendered = LocalCache(config.local_cache_ms, RENDERED_ENTRIES)
+        # What anonymous readers were sent, answered again while nothing changed.
+        self.rendered = ResponseCache(
+            lambda: service.generation, config.local_cache_ms, RENDERED_ENTRIES
+        )
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -156,24 +158,13 @@ class PostsApi:
         return Page([await self.service.get(post_id, viewer)], None)
 
     async def _read(self, request: Request, read: Any, *, paginated: bool = True) -> Response:
-        """Answers a read: anonymous ones from what was rendered for the same
-        URL while nothing changed, the rest by ``read(viewer)``."""
+        """Answers a read by ``read(viewer)``; what an anonymous reader got is
+        kept for the next (see social_common.response_cache)."""
         viewer = await self._viewer(request)
-        if viewer is not None:
-            return self._page_response(request, await read(viewer), paginated)
-        url = str(request.url)
         generation = self.service.generation
-        cached = self.rendered.get(url)
-        if cached is not None and cached[0] == generation:
-            body, etag, headers = cached[1]
-            return conditional_json(request, body, etag, headers)
-        response = self._page_response(request, await read(None), paginated)
-        if response.status_code == 200:
-            self.rendered.put(
-                url,
-                generation,
-                (response.body, response.headers["etag"], _link_header(response)),
-            )
+        response = self._page_response(request, await read(viewer), paginated)
+        if viewer is None:
+            self.rendered.keep(request, response, generation)
         return response
 
     def _page_response(self, request: Request, page: Page, paginated: bool = True) -> Response:
@@ -183,11 +174,6 @@ class PostsApi:
         else:
             body, headers = orjson.dumps(page.posts[0]), {}
         return conditional_json(request, body, etag_of(body), headers)
-
-
-def _link_header(response: Response) -> dict[str, str]:
-    link = response.headers.get("link")
-    return {} if link is None else {"Link": link}
 
 
 def _media_choice(body: dict[str, Any]) -> tuple[list[uuid.UUID], str | None]:

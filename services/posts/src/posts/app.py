@@ -52,6 +52,7 @@ def wire(resources: Resources) -> Wiring:
         register_grpc=register_grpc,
         background=[consumer.run, service.listen_for_changes, service.purge_forever],
         close=close,
+        middleware=[api.rendered.middleware],
     )
 
 
