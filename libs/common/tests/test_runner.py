@@ -85,3 +85,50 @@ def test_sigterm_drains_an_in_flight_request(
     client.join(timeout=15)
     assert [(r.status_code, r.text) for r in responses] == [(200, "finished")]
     assert process.wait(timeout=15) == 0
+
+
+def _start_slow_service(
+    stack: Endpoints, http_port: int, grpc_port: int, *, share: bool
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "HTTP_PORT": str(http_port),
+        "GRPC_PORT": str(grpc_port),
+        "REDIS_URL": stack.redis_url,
+        "SHARE_PORTS": "1" if share else "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("slow_service.py"))],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _start_time(base: str) -> str:
+    # A new connection each time: the kernel picks a process per connection.
+    metrics = httpx.get(f"{base}/metrics", timeout=5, trust_env=False).text
+    return next(line for line in metrics.splitlines() if line.startswith("process_start_time"))
+
+
+def test_replicas_share_ports_only_when_told(stack: Endpoints) -> None:
+    http_port, grpc_port = Ports.free().services["auth"]
+    base = f"http://127.0.0.1:{http_port}"
+    replicas = [_start_slow_service(stack, http_port, grpc_port, share=True)]
+    try:
+        wait_until(answers(f"{base}/readyz", 200))
+        # Started once the first answers: the two start times differ.
+        replicas.append(_start_slow_service(stack, http_port, grpc_port, share=True))
+        seen: set[str] = set()
+
+        def both_answered() -> bool:
+            seen.add(_start_time(base))
+            return len(seen) == 2
+
+        wait_until(both_answered, what="both replicas answering on the one port")
+        # A process not told to share cannot take the port.
+        intruder = _start_slow_service(stack, http_port, grpc_port, share=False)
+        assert intruder.wait(timeout=30) != 0
+    finally:
+        for process in replicas:
+            process.kill()
+            process.wait()

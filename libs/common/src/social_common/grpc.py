@@ -67,11 +67,11 @@ def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str
     return None
 
 
-def create_server() -> grpc.aio.Server:
+def create_server(*, share_port: bool = False) -> grpc.aio.Server:
     return grpc.aio.server(
         interceptors=[MetricsInterceptor()],
-        # Without this, a second process could bind the same port and split traffic.
-        options=[("grpc.so_reuseport", 0)],
+        # Unless replicas share it on purpose, a second process on the port fails.
+        options=[("grpc.so_reuseport", 1 if share_port else 0)],
     )
 
 

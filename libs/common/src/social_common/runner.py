@@ -89,9 +89,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, share: bool) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.setblocking(False)
@@ -124,8 +126,8 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         assert settings.database_url is not None
         background.append(OutboxRelay(spec.name, settings.database_url, db, redis).run)
     readiness = Readiness(spec.name, {**checks, **wiring.checks})
-    http_socket = _listen(settings.bind_host, settings.http_port)
-    grpc_server = create_server()
+    http_socket = _listen(settings.bind_host, settings.http_port, share=settings.share_ports)
+    grpc_server = create_server(share_port=settings.share_ports)
     service_names = list(wiring.register_grpc(grpc_server))
     health = add_health_and_reflection(grpc_server, service_names)
     for name in service_names:

@@ -91,6 +91,10 @@ class Settings:
     # Seconds in-flight requests and RPCs get to finish after listeners close.
     shutdown_grace: float = 20.0
     peers: dict[str, str] = field(default_factory=dict)
+    # Whether other processes of this service listen on the same ports
+    # (SO_REUSEPORT; the kernel spreads connections): replicas on one machine,
+    # as the local stack runs them. Off, a second process on a port fails.
+    share_ports: bool = False
     # Access tokens: who issues them and for whom; every service checks both.
     jwt_issuer: str = "social-auth"
     jwt_audience: str = "social-api"
@@ -143,6 +147,7 @@ class Settings:
             shutdown_delay=env_float("SHUTDOWN_DELAY_SECONDS", 5.0 if production else 0.0),
             shutdown_grace=env_float("SHUTDOWN_GRACE_SECONDS", 20.0),
             peers=peers,
+            share_ports=env_int("SHARE_PORTS", 0, maximum=1) == 1,
             jwt_issuer=env_str("JWT_ISSUER", cls.jwt_issuer),
             jwt_audience=env_str("JWT_AUDIENCE", cls.jwt_audience),
             jwks_cache_seconds=env_int("JWKS_CACHE_SECONDS", cls.jwks_cache_seconds, minimum=1),

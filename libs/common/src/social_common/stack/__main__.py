@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from social_common.stack import processes
-from social_common.stack.gateway import kubernetes_config, write_gateway
+from social_common.stack.gateway import SERVICES, kubernetes_config, write_gateway
 from social_common.stack.local import Endpoints, Ports, Stack, load_state, stop_recorded
 from social_common.stack.paths import DEFAULT_RUN_DIR
 from social_common.stack.processes import StackError
@@ -51,11 +51,13 @@ def _already_up(run_dir: Path) -> bool:
     return loaded is not None and any(processes.is_running(c) for c in loaded[1])
 
 
-def _start(run_dir: Path, ports: Ports, *, tie_to_parent: bool) -> Stack | None:
+def _start(
+    run_dir: Path, ports: Ports, replicas: dict[str, int], *, tie_to_parent: bool
+) -> Stack | None:
     if _already_up(run_dir):
         print(f"A stack is already running from {run_dir}: `make status`, or `make down` first.")
         return None
-    stack = Stack(run_dir, ports, tie_to_parent=tie_to_parent)
+    stack = Stack(run_dir, ports, tie_to_parent=tie_to_parent, replicas=replicas)
     started = time.monotonic()
     try:
         stack.start()
@@ -67,13 +69,13 @@ def _start(run_dir: Path, ports: Ports, *, tie_to_parent: bool) -> Stack | None:
     return stack
 
 
-def cmd_up(run_dir: Path, ports: Ports) -> None:
-    if _start(run_dir, ports, tie_to_parent=False) is None:
+def cmd_up(run_dir: Path, ports: Ports, replicas: dict[str, int]) -> None:
+    if _start(run_dir, ports, replicas, tie_to_parent=False) is None:
         sys.exit(1)
 
 
-def cmd_run(run_dir: Path, ports: Ports) -> None:
-    stack = _start(run_dir, ports, tie_to_parent=True)
+def cmd_run(run_dir: Path, ports: Ports, replicas: dict[str, int]) -> None:
+    stack = _start(run_dir, ports, replicas, tie_to_parent=True)
     if stack is None:
         sys.exit(1)
 
@@ -141,6 +143,16 @@ def cmd_status(run_dir: Path) -> None:
     sys.exit(0 if all_healthy else 1)
 
 
+def _replicas(text: str) -> dict[str, int]:
+    replicas: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        name, _, count = item.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected SERVICE=N with N >= 1")
+        replicas[name] = int(count)
+    return replicas
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m social_common.stack")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
@@ -151,6 +163,13 @@ def main() -> None:
             "--free-ports",
             action="store_true",
             help="use ports the kernel hands out instead of the documented ones",
+        )
+        starter.add_argument(
+            "--replicas",
+            type=_replicas,
+            default={},
+            metavar="SERVICE=N[,SERVICE=N]",
+            help="run N processes of a service on its ports, as N pods would be (posts=2)",
         )
     for name in ("down", "status"):
         sub.add_parser(name)
@@ -172,7 +191,7 @@ def main() -> None:
         return
     if args.command in ("run", "up"):
         ports = Ports.free() if args.free_ports else Ports.dev()
-        (cmd_run if args.command == "run" else cmd_up)(run_dir, ports)
+        (cmd_run if args.command == "run" else cmd_up)(run_dir, ports, args.replicas)
     else:
         (cmd_down if args.command == "down" else cmd_status)(run_dir)
 

@@ -179,6 +179,7 @@ class Stack:
         external: Mapping[str, str] | None = None,
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         jwks_cache_seconds: int = 300,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.ports = ports
@@ -189,6 +190,12 @@ class Stack:
         self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
         # How long Envoy caches the JWKS; auth publishes new keys that long ahead.
         self.jwks_cache_seconds = jwks_cache_seconds
+        # Processes per service, as pods would be: they share the service's
+        # ports and the kernel spreads connections among them.
+        self.replicas = dict(replicas or {})
+        unknown = set(self.replicas) - set(SERVICES)
+        if unknown or any(n < 1 for n in self.replicas.values()):
+            raise ValueError(f"replicas: unknown services {sorted(unknown)} or a count below 1")
 
         self.components: list[Component] = []
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -235,7 +242,14 @@ class Stack:
             ]
             self._launch(backing, timeout)
             self._bootstrap()
-            front = [*(self._service(name) for name in SERVICES), self._envoy()]
+            front = [
+                *(
+                    self._service(name, replica)
+                    for name in SERVICES
+                    for replica in range(self.replicas.get(name, 1))
+                ),
+                self._envoy(),
+            ]
             self._launch(front, timeout)
         except BaseException:
             self.stop()
@@ -403,18 +417,22 @@ class Stack:
             migrate(spec, Settings(service=name, database_url=self.endpoints.database_urls[name]))
         _ensure_bucket(self.endpoints)
 
-    def _service(self, name: str) -> Component:
+    def _service(self, name: str, replica: int = 0) -> Component:
+        shared = self.replicas.get(name, 1) > 1
+        component = name if replica == 0 else f"{name}-{replica + 1}"
         return Component(
-            name=name,
+            name=component,
             argv=[sys.executable, "-m", name],
-            log=self._log(name),
+            log=self._log(component),
             probe=Probe("http", f"http://{self.endpoints.services_http[name]}/readyz"),
             env={
                 **self.endpoints.service_env(name),
                 "JWKS_CACHE_SECONDS": str(self.jwks_cache_seconds),
+                **({"SHARE_PORTS": "1"} if shared else {}),
                 **self.service_env.get(name, {}),
             },
-            ports=list(self.ports.services[name]),
+            # The first replica checks the ports are free; the others join it.
+            ports=list(self.ports.services[name]) if replica == 0 else [],
         )
 
     def _envoy(self) -> Component:
