@@ -36,6 +36,7 @@ from social_common.pagination import encode_cursor
 
 from posts import store
 from posts.config import PostsConfig
+from posts.likes import LikedAnswer, LikedSets
 from posts.timelines import Timelines
 
 log = get_logger(__name__)
@@ -124,6 +125,7 @@ class PostsService:
         )
         self.pages = FeedPages(config.local_cache_ms, config.local_cache_entries)
         self.timelines = Timelines(redis_client, config.timeline_size, config.timeline_ttl_seconds)
+        self.likes = LikedSets(redis_client, config.timeline_ttl_seconds)
         self.broadcast = Broadcast(redis_client, "posts:changes")
         # Moves with every change this process learns of: what was rendered
         # from an older generation is not served again.
@@ -266,6 +268,7 @@ class PostsService:
                     ),
                 )
         if changed:
+            await self.likes.changed(str(user_id), str(post_id), liked=on)
             await self._changed(str(post_id), row.version, row.document())
         return (await self.render([row.document()], user_id))[0]
 
@@ -288,17 +291,41 @@ class PostsService:
             raise not_found()
         return rendered[0]
 
+    async def _liked(
+        self, viewer: uuid.UUID, ids: Sequence[str], answer: LikedAnswer | None = None
+    ) -> set[str]:
+        """Which of ``ids`` the viewer likes (``answer``: what Redis said already)."""
+        user_id = str(viewer)
+        if answer is None:
+            answer = await self.likes.lookup(user_id, ids)
+        if not answer.ready:
+            await self.likes.load(user_id, self._load_likes)
+            answer = await self.likes.lookup(user_id, ids)
+        if not answer.unsure:
+            return answer.liked
+        async with self.db.connection() as conn:
+            older = await store.liked(conn, viewer, [uuid.UUID(i) for i in answer.unsure])
+        return answer.liked | {str(i) for i in older}
+
+    async def _load_likes(self, user_id: str, limit: int) -> tuple[list[str], bool]:
+        async with self.db.connection() as conn:
+            ids, more = await store.recent_likes(conn, uuid.UUID(user_id), limit)
+        return [str(i) for i in ids], more
+
     async def render(
-        self, documents: Sequence[Mapping[str, Any]], viewer: uuid.UUID | None
+        self,
+        documents: Sequence[Mapping[str, Any]],
+        viewer: uuid.UUID | None,
+        liked_answer: LikedAnswer | None = None,
     ) -> list[dict[str, Any]]:
-        """Posts as clients see them: with their authors, and whether the viewer likes them."""
+        """Posts as clients see them: with their authors, and whether the
+        viewer likes them (``liked_answer``: what Redis said of that already)."""
         if not documents:
             return []
         authors = await self.authors.authors(d["author_id"] for d in documents)
-        liked: set[uuid.UUID] = set()
+        liked: set[str] = set()
         if viewer is not None:
-            async with self.db.connection() as conn:
-                liked = await store.liked(conn, viewer, [uuid.UUID(d["id"]) for d in documents])
+            liked = await self._liked(viewer, [d["id"] for d in documents], liked_answer)
         posts = []
         for doc in documents:
             author = authors.get(doc["author_id"])
@@ -314,16 +341,20 @@ class PostsService:
                 "created_at": doc["created_at"],
             }
             if viewer is not None:
-                post["liked_by_me"] = uuid.UUID(doc["id"]) in liked
+                post["liked_by_me"] = doc["id"] in liked
             posts.append(post)
         return posts
 
     async def _page_of(
-        self, ids: Sequence[str], next_cursor: str | None, viewer: uuid.UUID | None
+        self,
+        ids: Sequence[str],
+        next_cursor: str | None,
+        viewer: uuid.UUID | None,
+        liked_answer: LikedAnswer | None = None,
     ) -> Page:
         found = await self.documents(ids)
         # Posts deleted since the ids were listed are left out.
-        posts = await self.render([found[i] for i in ids if i in found], viewer)
+        posts = await self.render([found[i] for i in ids if i in found], viewer, liked_answer)
         return Page(posts, next_cursor)
 
     async def list_page(
@@ -354,10 +385,10 @@ class PostsService:
     async def home_page(self, viewer: uuid.UUID, before: str | None, limit: int) -> Page:
         """The viewer's home timeline: their posts and those of whom they follow."""
         user_id = str(viewer)
-        page = await self.timelines.page(user_id, before, limit + 1)
+        page = await self.timelines.page(user_id, before, limit + 1, self.likes)
         if not page.ready:
             await self._rebuild(user_id)
-            page = await self.timelines.page(user_id, before, limit + 1)
+            page = await self.timelines.page(user_id, before, limit + 1, self.likes)
         ids = page.ids
         # Authors with very many followers are merged in here, not fanned out;
         # past the newest ids the timeline keeps, Postgres answers.
@@ -375,7 +406,12 @@ class PostsService:
                 )
             ids = sorted(set(ids) | {str(i) for i in older}, reverse=True)[: limit + 1]
         next_cursor = encode_cursor([ids[limit - 1]]) if len(ids) > limit else None
-        return await self._page_of(ids[:limit], next_cursor, viewer)
+        shown = ids[:limit]
+        # What the reader likes came with the page, unless other ids were merged in.
+        liked_answer = (
+            None if extra_authors else LikedSets.read(page.liked[: 2 + len(shown)], shown)
+        )
+        return await self._page_of(shown, next_cursor, viewer, liked_answer)
 
     async def _rebuild(self, user_id: str) -> None:
         await self.timelines.start_rebuild(user_id)

@@ -121,6 +121,17 @@ async def set_like(
     return await _move_counter(conn, post_id, "like_count", 1 if on else -1), True
 
 
+async def recent_likes(conn: Conn, user_id: uuid.UUID, limit: int) -> tuple[list[uuid.UUID], bool]:
+    """The ids of the posts the user liked last (at most ``limit``), and
+    whether there are more."""
+    cursor = await conn.execute(
+        "SELECT post_id FROM likes WHERE user_id = %s ORDER BY created_at DESC LIMIT %s",
+        (user_id, limit + 1),
+    )
+    rows = await cursor.fetchall()
+    return [row[0] for row in rows[:limit]], len(rows) > limit
+
+
 async def liked(conn: Conn, user_id: uuid.UUID, post_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     """Which of ``post_ids`` the user likes."""
     cursor = await conn.execute(

@@ -25,11 +25,25 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from posts.likes import LikedSets, liked_key
+
 BUILDING = "~b"
 READY = "~r"
 MARKERS = 2
 # The set of authors whose posts are merged at read time.
 CELEBRITIES = "timeline:celebrities"
+
+# One round trip for a page of a home timeline and what the reader likes of it.
+_PAGE = """
+local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[1], '-', 'LIMIT', 0, tonumber(ARGV[2]))
+local ready = redis.call('ZSCORE', KEYS[1], '~r')
+local count = redis.call('ZCARD', KEYS[1])
+local celebrities = redis.call('SINTER', KEYS[2], KEYS[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+local liked = redis.call('SMISMEMBER', KEYS[4], ARGV[4], ARGV[5], unpack(ids))
+return {ids, ready and 1 or 0, count, celebrities, liked}
+"""
 
 _ADD_IF_EXISTS = """
 local keep = tonumber(ARGV[1])
@@ -61,6 +75,8 @@ class TimelinePage:
     truncated: bool
     # The followed authors whose posts are merged at read time.
     celebrities: list[str]
+    # SMISMEMBER of the reader's liked set: its two markers, then each id.
+    liked: list[int]
 
 
 class Timelines:
@@ -69,25 +85,25 @@ class Timelines:
         self.size = size
         self.ttl = ttl_seconds
         self._add_if_exists = redis_client.register_script(_ADD_IF_EXISTS)
+        self._page = redis_client.register_script(_PAGE)
 
-    async def page(self, user_id: str, before: str | None, limit: int) -> TimelinePage:
-        """Up to ``limit`` ids older than ``before`` (the newest when None)."""
-        key, following = timeline_key(user_id), following_key(user_id)
+    async def page(
+        self, user_id: str, before: str | None, limit: int, liked: LikedSets
+    ) -> TimelinePage:
+        """Up to ``limit`` ids older than ``before`` (the newest when None),
+        with which of them the user likes."""
         # Markers sort above every id: starting below "~" leaves them out.
         start = f"({before}" if before else "(~"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrangebylex(key, start, "-", start=0, num=limit)
-            pipe.zscore(key, READY)
-            pipe.zcard(key)
-            pipe.sinter([following, CELEBRITIES])
-            pipe.expire(key, self.ttl)
-            pipe.expire(following, self.ttl)
-            ids, ready, count, celebrities, _, _ = await pipe.execute()
+        ids, ready, count, celebrities, liked_reply = await self._page(
+            keys=[timeline_key(user_id), following_key(user_id), CELEBRITIES, liked_key(user_id)],
+            args=[start, limit, self.ttl, *liked.markers],
+        )
         return TimelinePage(
-            ready=ready is not None,
+            ready=bool(ready),
             ids=[_text(i) for i in ids],
             truncated=count >= self.size + MARKERS,
             celebrities=[_text(c) for c in celebrities],
+            liked=list(liked_reply),
         )
 
     async def followees(self, user_id: str) -> list[str]:
