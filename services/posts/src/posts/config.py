@@ -25,8 +25,9 @@ class PostsConfig:
     # The in-process cache (L1): entries live this long at most, this many at once.
     local_cache_ms: int = 2000
     local_cache_entries: int = 100_000
-    # The shared cache in Redis (L2).
-    shared_cache_seconds: int = 3600
+    # The shared cache in Redis (L2): entries are replaced on every change;
+    # the lifetime bounds how long an update lost to a Redis failure shows.
+    shared_cache_seconds: int = 300
     # Authors' public profiles (username, display name) are cached this long.
     author_cache_seconds: int = 60
 

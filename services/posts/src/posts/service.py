@@ -12,13 +12,15 @@ the service drops what it holds of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
+import redis.exceptions
 from psycopg_pool import AsyncConnectionPool
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
@@ -197,11 +199,12 @@ class PostsService:
                 if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
                 raise _media_problem("media is no longer available to attach") from None
-        await self._changed(
-            str(post_id), row.version, row.document(), [GLOBAL, author_list(str(author_id))]
-        )
-        # The author sees their post in their own feed at once; followers get it by fan-out.
-        await self.timelines.add([str(author_id)], [str(post_id)])
+        with _after_commit(post_id):
+            await self._changed(
+                str(post_id), row.version, row.document(), [GLOBAL, author_list(str(author_id))]
+            )
+            # The author sees their post in their feed at once; followers get it by fan-out.
+            await self.timelines.add([str(author_id)], [str(post_id)])
         return (await self.render([row.document()], author_id))[0]
 
     async def _usable_media(
@@ -243,11 +246,12 @@ class PostsService:
                     media_ids=[str(m["id"]) for m in row.media],
                 ),
             )
-        # A tombstone, one version past the row's last.
-        await self._changed(
-            str(post_id), row.version + 1, None, [GLOBAL, author_list(str(author_id))]
-        )
-        await self.timelines.remove([str(author_id)], [str(post_id)])
+        with _after_commit(post_id):
+            # A tombstone, one version past the row's last.
+            await self._changed(
+                str(post_id), row.version + 1, None, [GLOBAL, author_list(str(author_id))]
+            )
+            await self.timelines.remove([str(author_id)], [str(post_id)])
 
     async def like(self, post_id: uuid.UUID, user_id: uuid.UUID, *, on: bool) -> dict[str, Any]:
         async with self.db.connection() as conn, conn.transaction():
@@ -268,8 +272,9 @@ class PostsService:
                     ),
                 )
         if changed:
-            await self.likes.changed(str(user_id), str(post_id), liked=on)
-            await self._changed(str(post_id), row.version, row.document())
+            with _after_commit(post_id):
+                await self.likes.changed(str(user_id), str(post_id), liked=on)
+                await self._changed(str(post_id), row.version, row.document())
         return (await self.render([row.document()], user_id))[0]
 
     # -- reading -------------------------------------------------------------
@@ -395,7 +400,6 @@ class PostsService:
         extra_authors = list(page.celebrities)
         if page.truncated and len(ids) <= limit:
             extra_authors = [user_id, *await self.timelines.followees(user_id)]
-            before = ids[-1] if ids else before
         if extra_authors:
             async with self.db.connection() as conn:
                 older = await store.page_ids(
@@ -532,6 +536,18 @@ class PostsService:
             except Exception as exc:  # next round tries again
                 log.warning("purge_failed", error=str(exc))
             await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def _after_commit(post_id: uuid.UUID) -> Iterator[None]:
+    """Cache and timeline updates after a commit: the change stands whatever
+    happens to them. If Redis fails here, this process's L1 already holds the
+    change, and the rest heals as entries expire (``shared_cache_seconds``)
+    or are rebuilt; the events (in the outbox, so never lost) still fan out."""
+    try:
+        yield
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("after_commit_failed", post_id=str(post_id), error=str(exc))
 
 
 def _media_problem(message: str) -> Problem:

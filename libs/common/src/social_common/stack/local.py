@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -74,9 +75,8 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        """Ports the kernel hands out now: for a stack beside the dev one (tests)."""
-        # SeaweedFS serves gRPC on port + 10000, so its ports stay below 55536.
-        numbers = _free_ports(8 + 2 * len(SERVICES), below=55536)
+        """Ports free now: for a stack beside the dev one (tests)."""
+        numbers = _free_ports(8 + 2 * len(SERVICES))
         services = {
             name: (numbers[8 + 2 * i], numbers[9 + 2 * i]) for i, name in enumerate(SERVICES)
         }
@@ -84,29 +84,44 @@ class Ports:
         return cls(envoy, envoy_admin, postgres, redis, s3, master, volume, filer, services)
 
 
-def _free_ports(count: int, below: int) -> list[int]:
-    """Distinct free ports whose port + 10000 is free too (SeaweedFS's gRPC)."""
+# SeaweedFS serves gRPC on port + 10000 of each of its ports.
+_SEAWEEDFS_GRPC_OFFSET = 10000
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports whose port + 10000 is free too, all below the
+    kernel's ephemeral range: the source port of some outgoing connection
+    (a busy machine opens thousands) cannot take one between this check and
+    the component's start, as it could with ports the kernel hands out."""
+    candidates = range(10000, _ephemeral_ports_start() - _SEAWEEDFS_GRPC_OFFSET)
     found: list[int] = []
     held: list[socket.socket] = []
     try:
-        while len(found) < count:
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            held.append(sock)
-            port = sock.getsockname()[1]
-            if port >= below:
-                continue
-            twin = socket.socket()
+        for port in random.sample(candidates, len(candidates)):
+            if len(found) == count:
+                break
+            pair = [socket.socket(), socket.socket()]
             try:
-                twin.bind(("127.0.0.1", port + 10000))
+                pair[0].bind(("127.0.0.1", port))
+                pair[1].bind(("127.0.0.1", port + _SEAWEEDFS_GRPC_OFFSET))
             except OSError:
-                twin.close()
+                for sock in pair:
+                    sock.close()
                 continue
-            held.append(twin)
+            held += pair
             found.append(port)
     finally:
         for sock in held:
             sock.close()
+    if len(found) < count:
+        raise StackError(f"only {len(found)} of {count} free ports below the ephemeral range")
     return found
 
 
