@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 def test_kept_responses_last_until_the_generation_moves() -> None:
     state = {"generation": 0, "handled": 0}
-    cache = ResponseCache(lambda: state["generation"], ttl_ms=60_000, max_entries=10)
+    cache = ResponseCache("things", lambda: state["generation"], ttl_ms=60_000, max_entries=10)
 
     async def read(request: Request) -> Response:
         state["handled"] += 1

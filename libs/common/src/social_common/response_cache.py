@@ -17,16 +17,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from social_common.cache import LocalCache
+from social_common.cache import REQUESTS, LocalCache
 
 # Headers a kept response is sent again with (the rest are per request).
 _KEPT_HEADERS = (b"content-type", b"etag", b"cache-control", b"vary", b"link")
 
 
 class ResponseCache:
-    def __init__(self, generation: Callable[[], int], ttl_ms: int, max_entries: int) -> None:
+    def __init__(
+        self, name: str, generation: Callable[[], int], ttl_ms: int, max_entries: int
+    ) -> None:
         self.generation = generation
         self.entries = LocalCache(ttl_ms, max_entries)
+        self._hit = REQUESTS.labels(name, "response", "hit")
+        self._miss = REQUESTS.labels(name, "response", "miss")
 
     @staticmethod
     def _key(scope: Scope) -> str:
@@ -58,8 +62,10 @@ class ResponseCache:
                     if_none_match = value
             kept = self.entries.get(self._key(scope))
             if kept is None or kept[0] != self.generation():
+                self._miss.inc()
                 await app(scope, receive, send)
                 return
+            self._hit.inc()
             route, body, etag, headers = kept[1]
             scope["route"] = route  # for the metrics' route label
             not_modified = if_none_match is not None and etag in {

@@ -68,7 +68,7 @@ class PostsApi:
         self.config = config
         # What anonymous readers were sent, answered again while nothing changed.
         self.rendered = ResponseCache(
-            lambda: service.generation, config.local_cache_ms, RENDERED_ENTRIES
+            "posts_pages", lambda: service.generation, config.local_cache_ms, RENDERED_ENTRIES
         )
 
     def routes(self) -> Sequence[BaseRoute]:

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 import redis.exceptions
+from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
@@ -42,6 +43,11 @@ from posts.likes import LikedAnswer, LikedSets
 from posts.timelines import Timelines
 
 log = get_logger(__name__)
+
+POSTS_CREATED = Counter("posts_created_total", "Posts created")
+POSTS_DELETED = Counter("posts_deleted_total", "Posts deleted")
+LIKES = Counter("posts_likes_total", "Likes given and taken back", ["action"])
+FANNED_OUT = Counter("posts_fanout_timelines_total", "Home timelines a post was written into")
 
 PRODUCER = "posts"
 GLOBAL = "global"
@@ -199,6 +205,7 @@ class PostsService:
                 if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
                 raise _media_problem("media is no longer available to attach") from None
+        POSTS_CREATED.inc()
         with _after_commit(post_id):
             await self._changed(
                 str(post_id), row.version, row.document(), [GLOBAL, author_list(str(author_id))]
@@ -246,6 +253,7 @@ class PostsService:
                     media_ids=[str(m["id"]) for m in row.media],
                 ),
             )
+        POSTS_DELETED.inc()
         with _after_commit(post_id):
             # A tombstone, one version past the row's last.
             await self._changed(
@@ -272,6 +280,7 @@ class PostsService:
                     ),
                 )
         if changed:
+            LIKES.labels("like" if on else "unlike").inc()
             with _after_commit(post_id):
                 await self.likes.changed(str(user_id), str(post_id), liked=on)
                 await self._changed(str(post_id), row.version, row.document())
@@ -480,6 +489,8 @@ class PostsService:
             return
         async for page in self._follow_pages("followers", author_id):
             await change(page, [post_id])
+            if add:
+                FANNED_OUT.inc(len(page))
 
     async def _on_post_created(self, envelope: Envelope) -> None:
         event = PostCreated.FromString(envelope.payload)
