@@ -22,26 +22,57 @@ also registers and logs in enough accounts for every upload to have a user
 with budget left: see plan_upload(). What a run uploads is deleted after
 it (see delete_uploads()): the dev stack's object store is small.
 
+The posts scenarios (issue 5) read and write a social dataset that
+social_prep.py makes and caches (in .run/bench/) for later runs:
+BENCH_SOCIAL_USERS accounts, each registered from its own loopback address
+and logged in from it, a Zipf follow graph and ~1,900 posts of tiny PNGs.
+  global_feed     (wrk) GET /api/v1/posts, anonymous; preparation makes sure
+                  the feed has a full page (20 posts).
+  home_timeline,  (k6, k6_timeline.js) GET /api/v1/feed and GET
+  user_timeline   /api/v1/users/{username}/posts page 1, authenticated as a
+                  reader drawn Zipf-distributed (s = 1.0) over the users; the
+                  author too (the row keeps the path with its placeholder).
+  create_post     (k6, k6_compose.js) POST /api/v1/posts with one fresh media.
+  dsb_mix         (wrk, wrk_dsb_mix.lua) 60% home timeline, 30% user
+                  timeline, 10% compose, as DeathStarBench's social network.
+Every post needs a media its writer uploaded and never attached, and no
+user may post more than 10 in the limit's window (10/min, burst 10): each
+posting run gets writers of its own, each with 10 media uploaded during
+preparation, enough for BENCH_COMPOSE_MAX_RPS (create_post) or
+BENCH_MIX_MAX_RPS (dsb_mix, of which 10% compose) for the run's length
+(plan_compose(), plan_mix() in social_prep.py); a run that would need more
+is refused, and what the runs posted and left unused is deleted at the end
+(Social.finish()). The posts scenarios start once the posts service has
+handled the events earlier load left (fan-out); their rows hold the hit
+ratios of its caches over the measured run (cache_requests_total from its
+/metrics), and with BENCH_PROFILE=1 global_feed and dsb_mix are profiled
+with py-spy (observe.py). global_feed and dsb_mix have goals (GOALS); the
+verdict is printed and recorded in the row.
+
 Settings come from the environment (defaults in brackets):
-  BENCH_BASE_URL       [http://127.0.0.1:8000]  must be a loopback host
-  BENCH_DURATION       [10]      seconds measured per (scenario, generator)
-  BENCH_WARMUP         [2]       seconds of unrecorded load before each measure
-  BENCH_CONNECTIONS    [64]      wrk connections, k6 VUs (scenarios may override)
-  BENCH_THREADS        [2]       wrk threads
-  BENCH_SCENARIOS      [all]     comma list of scenario names
-  BENCH_GENERATORS     [wrk,k6]  comma list of generators
-  BENCH_ACCOUNTS       [300]     accounts registered for the login scenario
-  BENCH_LOGIN_MAX_RPS  [100]     logins/s the login scenario budgets for
-  BENCH_UPLOAD_MAX_RPS [20]      uploads/s the upload scenarios budget for
+  BENCH_BASE_URL        [http://127.0.0.1:8000]  must be a loopback host
+  BENCH_DURATION        [10]      seconds measured per (scenario, generator)
+  BENCH_WARMUP          [2]       seconds of unrecorded load before each measure
+  BENCH_CONNECTIONS     [64]      wrk connections, k6 VUs (scenarios may override)
+  BENCH_THREADS         [2]       wrk threads
+  BENCH_SCENARIOS       [all]     comma list of scenario names
+  BENCH_GENERATORS      [wrk,k6]  comma list of generators
+  BENCH_ACCOUNTS        [300]     accounts registered for the login scenario
+  BENCH_LOGIN_MAX_RPS   [100]     logins/s the login scenario budgets for
+  BENCH_UPLOAD_MAX_RPS  [20]      uploads/s the upload scenarios budget for
+  BENCH_SOCIAL_USERS    [1000]    users of the social dataset (at most 1014)
+  BENCH_SOCIAL_FOLLOWS  [20]      users each user follows
+  BENCH_COMPOSE_MAX_RPS [400]     posts/s the create_post scenario budgets for
+  BENCH_MIX_MAX_RPS     [2000]    requests/s the dsb_mix scenario budgets for
+  BENCH_PROFILE         [0]       1: py-spy profiles global_feed and dsb_mix
 
 Results go to ``results/bench-<UTC timestamp>.json`` at the repo root and a table
-is printed on stdout.
+is printed on stdout; profiles to ``results/profile-<timestamp>-<scenario>.txt``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import ipaddress
 import json
 import math
@@ -62,15 +93,56 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auth.config import AuthConfig
 from media.config import MediaConfig
 from PIL import Image
 from social_common.stack.paths import REPO_ROOT, binary
 
+if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
+    from bench import observe, social_prep
+    from bench.stackapi import JSON_HEADERS, BenchError, delete, login, multipart_body, register
+else:  # run as a script: tools/bench/ is on sys.path
+    import observe
+    import social_prep
+    from stackapi import JSON_HEADERS, BenchError, delete, login, multipart_body, register
+
 GENERATOR_NAMES = ("wrk", "k6")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a scenario should reach: at least ``requests_per_s``, a p95 of at
+    most ``p95_ms``, and an error rate below ``error_rate_below`` (0: no
+    error at all)."""
+
+    requests_per_s: float
+    p95_ms: float
+    error_rate_below: float = 0.0
+
+    def __str__(self) -> str:
+        errors = (
+            "no errors" if self.error_rate_below == 0 else f"errors < {self.error_rate_below:.1%}"
+        )
+        return f">= {self.requests_per_s:,.0f} req/s, p95 <= {self.p95_ms:g} ms, {errors}"
+
+    def missed(self, result: Measurement) -> list[str]:
+        """What ``result`` misses of the goal (empty: met)."""
+        missed = []
+        if result.requests_per_s < self.requests_per_s:
+            missed.append(f"{result.requests_per_s:,.0f} req/s")
+        if result.p95_ms > self.p95_ms:
+            missed.append(f"p95 {result.p95_ms:.1f} ms")
+        if self.error_rate_below == 0:
+            failed = result.errors > 0
+        else:
+            failed = result.error_rate >= self.error_rate_below
+        if failed:
+            missed.append(f"{result.errors} errors ({result.error_rate:.3%})")
+        return missed
 
 
 @dataclass(frozen=True)
@@ -89,6 +161,14 @@ class Scenario:
     ``photo``: width and height, made by make_photo()).
     ``connections`` replaces BENCH_CONNECTIONS for this scenario;
     ``generators`` are the ones able to run it.
+
+    The posts scenarios' needs (social_prep.py): "feed" (the global feed
+    has a full page), "social" (the dataset, its users' tokens for
+    k6_timeline.js, ``${social_token}`` and ``${social_user}``: the most
+    popular user's), "compose" (writers' pools for k6_compose.js, and
+    ``${compose_token}`` / ``${compose_media}``: one more for the check) and
+    "mix" (the dataset and writers' pools for wrk_dsb_mix.lua). The path may
+    hold placeholders too.
     """
 
     name: str
@@ -103,12 +183,16 @@ class Scenario:
     connections: int | None = None
     generators: tuple[str, ...] = GENERATOR_NAMES
     photo: tuple[int, int] | None = None
+    goal: Goal | None = None
+    # The posts service serves it: wait for its events to settle first, and
+    # record its cache hit ratios; ``profile``: py-spy it with BENCH_PROFILE=1.
+    posts: bool = False
+    profile: bool = False
 
 
 # Measured first by every generator; each scenario's ratio is against it.
 CEILING = Scenario(name="ceiling", path="/__bench/ceiling")
 
-JSON_HEADERS = {"Content-Type": "application/json"}
 # Uploads in flight at once: one per media worker process (why: see k6_upload.js).
 UPLOAD_VUS = 2
 
@@ -160,6 +244,61 @@ SCENARIOS: tuple[Scenario, ...] = (
         )
         for name, photo in (("2mp", (1920, 1080)), ("12mp", (4000, 3000)))
     ),
+    # The posts service (issue 5). Anonymous first pages of the global feed
+    # are rendered once per change and served from memory.
+    Scenario(
+        name="global_feed",
+        path="/api/v1/posts",
+        needs=frozenset({"feed"}),
+        generators=("wrk",),
+        goal=Goal(requests_per_s=16_667, p95_ms=50),
+        posts=True,
+        profile=True,
+    ),
+    # Authenticated reads by Zipf-drawn users of the dataset (k6_timeline.js);
+    # the headers and path are the check's.
+    *(
+        Scenario(
+            name=name,
+            path=path,
+            headers={"Authorization": "Bearer ${social_token}"},
+            k6_script="k6_timeline.js",
+            needs=frozenset({"social"}),
+            generators=("k6",),
+            posts=True,
+        )
+        for name, path in (
+            ("home_timeline", "/api/v1/feed"),
+            ("user_timeline", "/api/v1/users/${social_user}/posts"),
+        )
+    ),
+    # Each post with a fresh media of its writer's (k6_compose.js); the body
+    # is the check's, from a pool of its own.
+    Scenario(
+        name="create_post",
+        path="/api/v1/posts",
+        method="POST",
+        headers={"Authorization": "Bearer ${compose_token}", **JSON_HEADERS},
+        body='{"caption": "bench check", "media_ids": ["${compose_media}"]}',
+        expect_status=201,
+        k6_script="k6_compose.js",
+        needs=frozenset({"social", "compose"}),
+        generators=("k6",),
+        posts=True,
+    ),
+    # DeathStarBench's social-network mix (wrk_dsb_mix.lua); the check reads
+    # the home timeline.
+    Scenario(
+        name="dsb_mix",
+        path="/api/v1/feed",
+        headers={"Authorization": "Bearer ${social_token}"},
+        wrk_script="wrk_dsb_mix.lua",
+        needs=frozenset({"social", "mix"}),
+        generators=("wrk",),
+        goal=Goal(requests_per_s=5_000, p95_ms=200, error_rate_below=0.001),
+        posts=True,
+        profile=True,
+    ),
 )
 
 HERE = Path(__file__).resolve().parent
@@ -172,14 +311,10 @@ K6_SCRIPT = HERE / "k6_scenario.js"
 # refilled at limit/period.
 LOGIN_PER_ACCOUNT = AuthConfig.login_per_account.limit  # per minute
 LOGIN_PER_ADDRESS = AuthConfig.login_per_ip.limit  # per minute
-# Per 30 minutes: preparation uses each address once.
-REGISTER_PER_ADDRESS = AuthConfig.register_per_ip.limit
 # Per user, a burst of 30 then one more a minute. Bench accounts are new in
 # every run, so each has its 30 for the run.
 UPLOADS_PER_ACCOUNT = MediaConfig.upload_rate.limit
 ACCESS_TOKEN_S = AuthConfig.access_ttl
-REGISTER_PATH = "/api/v1/users/register"
-LOGIN_PATH = "/api/v1/users/login"
 # Registrations in flight at once during preparation (each costs a hash).
 REGISTER_THREADS = 8
 # Login VUs take turns this long at most (see plan_login()).
@@ -189,6 +324,12 @@ HOSTS_PER_24 = 254
 # Registrations come from two /24s; one of them is the profile's account.
 REGISTRATION_ADDRESSES = 2 * HOSTS_PER_24
 MAX_ACCOUNTS = REGISTRATION_ADDRESSES - 1
+# The social dataset's accounts come from a /22 of their own (see
+# AddressBlock), but for the last few addresses: the feed's authors'.
+SOCIAL_SECOND_OFFSET = 100
+SOCIAL_ADDRESSES = 4 * HOSTS_PER_24
+FEED_AUTHORS_MAX = 2
+MAX_SOCIAL_USERS = SOCIAL_ADDRESSES - FEED_AUTHORS_MAX
 # A sharp photo's detail (fine noise) over soft shapes (coarse noise) over
 # gradients, as make_photo() mixes them: ~3 bits a pixel at JPEG quality 90,
 # as phone photos have (0.8 MB for 2 MP, 4.5 MB for 12 MP).
@@ -197,10 +338,6 @@ PHOTO_COARSE_NOISE = 0.4
 PHOTO_QUALITY = 90
 # Proxies must not see the load, and must not turn a loopback URL into a remote hop.
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
-
-
-class BenchError(Exception):
-    """A problem the user must fix; main() prints it and exits non-zero."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +354,11 @@ class Settings:
     accounts: int
     login_max_rps: int
     upload_max_rps: int
+    social_users: int
+    social_follows: int
+    compose_max_rps: int
+    mix_max_rps: int
+    profile: bool
 
 
 @dataclass(frozen=True)
@@ -233,6 +375,8 @@ class Measurement:
     # 429 and 503 replies, where the script counts them apart (None: not counted).
     rate_limited: int | None = None
     unavailable: int | None = None
+    # What a script counts besides (dsb_mix: requests of each kind).
+    extra: Mapping[str, int] | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -327,7 +471,19 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         # cores) and ~3 of 12 MP; twice that leaves room for a faster box, and
         # costs only a few more accounts (see plan_upload()).
         upload_max_rps=_int_setting(env, "BENCH_UPLOAD_MAX_RPS", 20, 1),
+        social_users=_int_setting(env, "BENCH_SOCIAL_USERS", 1000, 2, MAX_SOCIAL_USERS),
+        social_follows=_int_setting(env, "BENCH_SOCIAL_FOLLOWS", 20, 0),
+        # The dev box posted ~190/s at best (create_post, 64 VUs) and served
+        # the mix at ~200-1,000 requests/s (busy): about twice that, as for
+        # uploads. More costs preparation time: a fresh upload (~7 ms) per post
+        # budgeted, and a deletion after (see plan_compose() and plan_mix()
+        # in social_prep.py).
+        compose_max_rps=_int_setting(env, "BENCH_COMPOSE_MAX_RPS", 400, 1),
+        mix_max_rps=_int_setting(env, "BENCH_MIX_MAX_RPS", 2000, 1),
+        profile=_int_setting(env, "BENCH_PROFILE", 0, 0, 1) == 1,
     )
+    if settings.social_follows >= settings.social_users:
+        raise BenchError("BENCH_SOCIAL_FOLLOWS must be below BENCH_SOCIAL_USERS")
     if "wrk" in settings.generators and settings.connections < settings.threads:
         # wrk refuses this itself, with a less helpful message.
         raise BenchError("BENCH_CONNECTIONS must be >= BENCH_THREADS for wrk")
@@ -416,6 +572,11 @@ class AddressBlock:
       127.A.B.x and 127.A.B+1.x   registrations, one address each
       127.A.B+2.x                 the login warm-up's VUs
       127.A.B+3.x                 the login measurement's VUs
+
+    And a second /22 ``127.A+100.B.0/22`` (127.101-157: clear of the first
+    kind and of the tests' 127.1.x.y) for the social dataset (social_prep.py):
+    its user of rank i registers and logs in from ``social(i)``; the global
+    feed's authors, if the feed needs any, from the last addresses.
     """
 
     second: int
@@ -432,6 +593,15 @@ class AddressBlock:
     def registration(self, index: int) -> str:
         """Source address of the ``index``-th registration (0 to MAX_ACCOUNTS)."""
         return f"127.{self.second}.{self.third + index // HOSTS_PER_24}.{index % HOSTS_PER_24 + 1}"
+
+    def social(self, index: int) -> str:
+        """Source address of the social dataset's user ``index`` (0 to SOCIAL_ADDRESSES - 1)."""
+        third = self.third + index // HOSTS_PER_24
+        return f"127.{self.second + SOCIAL_SECOND_OFFSET}.{third}.{index % HOSTS_PER_24 + 1}"
+
+    def feed_author(self, index: int) -> str:
+        """Source address of the global feed's author ``index`` (0 to FEED_AUTHORS_MAX - 1)."""
+        return self.social(SOCIAL_ADDRESSES - 1 - index)
 
     def login_range(self, count: int, *, warmup: bool) -> str:
         """The first ``count`` addresses of a login run's /24, as k6 --local-ips."""
@@ -585,8 +755,14 @@ class UploadPlan:
         }
 
 
-# What a k6 run may need beyond its scenario.
-Plan = LoginPlan | UploadPlan
+# What a run may need beyond its scenario (wrk: a MixPlan only).
+Plan = (
+    LoginPlan
+    | UploadPlan
+    | social_prep.TimelinePlan
+    | social_prep.ComposePlan
+    | social_prep.MixPlan
+)
 
 
 def plan_upload(
@@ -666,26 +842,14 @@ def make_photo(path: Path, width: int, height: int) -> None:
     picture.save(path, "JPEG", quality=PHOTO_QUALITY, exif=exif.tobytes())
 
 
-def multipart_photo(photo: Path) -> tuple[bytes, str]:
-    """A multipart/form-data body with ``photo`` as the field ``file``, as
-    k6_upload.js sends it, and its Content-Type."""
-    boundary = "bench-" + secrets.token_hex(16)
-    head = (
-        f"--{boundary}\r\n"
-        'Content-Disposition: form-data; name="file"; filename="photo.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    )
-    body = head.encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 # --------------------------------------------------------------------------- preparation
 
 
 @dataclass(frozen=True)
 class Prepared:
     """What preparation made: placeholder values, the login and upload
-    plans, and the photos (by scenario name)."""
+    plans, the photos (by scenario name), and the posts scenarios' plans
+    (by scenario name and warm-up or not)."""
 
     values: Mapping[str, str] = field(default_factory=dict)
     warmup_plan: LoginPlan | None = None
@@ -693,24 +857,29 @@ class Prepared:
     info: Mapping[str, Any] = field(default_factory=dict)
     upload_plans: Mapping[tuple[str, bool], UploadPlan] = field(default_factory=dict)
     photos: Mapping[str, Path] = field(default_factory=dict)
+    social_plans: Mapping[tuple[str, bool], Plan] = field(default_factory=dict)
 
     def resolve(self, scenario: Scenario) -> Scenario:
         """``scenario`` with its ``${name}`` placeholders filled in."""
         if not scenario.needs:
             return scenario
+
+        def fill(text: str) -> str:
+            return string.Template(text).substitute(self.values)
+
         try:
             return replace(
                 scenario,
-                headers={
-                    name: string.Template(value).substitute(self.values)
-                    for name, value in scenario.headers.items()
-                },
-                body=string.Template(scenario.body).substitute(self.values),
+                path=fill(scenario.path),
+                headers={name: fill(value) for name, value in scenario.headers.items()},
+                body=fill(scenario.body),
             )
         except (KeyError, ValueError) as exc:
             raise BenchError(f"{scenario.name}: bad placeholder {exc}") from None
 
     def plan(self, scenario: Scenario, *, warmup: bool) -> Plan | None:
+        if (scenario.name, warmup) in self.social_plans:
+            return self.social_plans[scenario.name, warmup]
         if "uploads" in scenario.needs:
             return self.upload_plans[scenario.name, warmup]
         if "accounts" not in scenario.needs:
@@ -718,67 +887,114 @@ class Prepared:
         return self.warmup_plan if warmup else self.measure_plan
 
 
-def http_request(
+# What the original preparation below makes; the rest is the posts scenarios'.
+ACCOUNT_NEEDS = frozenset({"token", "accounts", "uploads"})
+
+
+def prepare_social(
     settings: Settings,
-    method: str,
-    path: str,
-    body: str,
-    headers: Mapping[str, str],
-    source: str,
-) -> tuple[int, str, bytes]:
-    """Send one request from the loopback address ``source``; return the
-    status, the Retry-After header and the body."""
-    parts = urllib.parse.urlsplit(settings.base_url)
-    connection_class = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_class(
-        parts.hostname or "", parts.port, timeout=30, source_address=(source, 0)
-    )
-    try:
-        connection.request(method, parts.path + path, body=body.encode(), headers=dict(headers))
-        response = connection.getresponse()
-        return response.status, response.getheader("Retry-After") or "?", response.read()
-    except OSError as exc:
-        raise BenchError(
-            f"{method} {settings.base_url}{path} from {source} failed ({exc}); the bench "
-            "binds 127.x.y.z source addresses, which Linux routes to lo without setup"
-        ) from exc
-    finally:
-        connection.close()
-
-
-def register(settings: Settings, username: str, password: str, source: str) -> None:
-    """Register one bench account from ``source``; raise unless it is created."""
-    payload = {"username": username, "email": f"{username}@bench.example", "password": password}
-    status, retry_after, body = http_request(
-        settings, "POST", REGISTER_PATH, json.dumps(payload), JSON_HEADERS, source
-    )
-    if status == 429:
-        raise BenchError(
-            f"registering from {source}: 429 (retry after {retry_after}s): this address "
-            f"registered {REGISTER_PER_ADDRESS} accounts in the last 30 minutes; was another "
-            "run started in the same second?"
+    scenarios: list[Scenario],
+    block: AddressBlock,
+    workdir: Path,
+    social: social_prep.Social,
+) -> Prepared:
+    """What the posts scenarios need (see social_prep.py): the dataset, then
+    per posting run (warm-up and measurement apart) writers with their
+    pools of fresh media, and the files the scripts read. All uploads are
+    done here, before anything is measured."""
+    needs = frozenset().union(*(s.needs for s in scenarios))
+    if not needs:
+        return Prepared()
+    started = time.monotonic()
+    values: dict[str, str] = {}
+    plans: dict[tuple[str, bool], Plan] = {}
+    info: dict[str, Any] = {}
+    phases = [(True, settings.warmup_s), (False, settings.duration_s)]
+    # The scripts' files, written once the tokens in them are refreshed.
+    writes: list[Callable[[], None]] = []
+    if "social" in needs:
+        dataset = social.prepare(settings.social_users, settings.social_follows, block.social)
+        info.update(
+            dataset=dataset.run_id,
+            users=len(dataset.users),
+            follows_per_user=dataset.follows,
+            zipf_s=social_prep.ZIPF_S,
+            cache=str(social.cache_file.relative_to(REPO_ROOT)),
         )
-    if status != 201:
-        raise BenchError(f"registering {username} from {source}: {status} {body[:300]!r}")
-
-
-def login(settings: Settings, username: str, password: str, source: str) -> str:
-    """Log in once from ``source``; return the access token."""
-    payload = {"username": username, "password": password}
-    status, _retry_after, body = http_request(
-        settings, "POST", LOGIN_PATH, json.dumps(payload), JSON_HEADERS, source
-    )
-    if status != 200:
-        raise BenchError(f"logging in {username} from {source}: {status} {body[:300]!r}")
-    token = json.loads(body).get("access_token")
-    if not isinstance(token, str) or not token:
-        raise BenchError(f"logging in {username}: no access_token in {body[:300]!r}")
-    return token
+    if "feed" in needs:
+        info["feed_posts_made"] = social.ensure_feed(block.feed_author)
+    if "compose" in needs:
+        (check,) = social.pools_for("create_post check", 1, 1)
+        values["compose_token"], values["compose_media"] = check.user.access_token, check.media[0]
+    for scenario in scenarios:
+        vus = connections_for(settings, scenario)
+        for warmup, duration_s in phases:
+            if not duration_s:
+                continue
+            phase = f"{scenario.name} {'warm-up' if warmup else 'measurement'}"
+            file = workdir / f"{scenario.name}-{'warmup' if warmup else 'measure'}"
+            plan: Plan
+            if "compose" in scenario.needs:
+                writers = social_prep.plan_compose(settings.compose_max_rps, vus, duration_s)
+                pools = social.pools_for(phase, writers)
+                writes.append(partial(social.write_pools_file, pools, file.with_suffix(".json")))
+                plan = social_prep.ComposePlan(
+                    vus, writers, social_prep.POSTS_BURST, str(file.with_suffix(".json"))
+                )
+            elif "mix" in scenario.needs:
+                threads = min(settings.threads, vus)
+                per_thread = social_prep.plan_mix(settings.mix_max_rps, threads, vus, duration_s)
+                pools = social.pools_for(phase, threads * per_thread)
+                by_thread = [pools[t * per_thread : (t + 1) * per_thread] for t in range(threads)]
+                writes.append(partial(social.write_mix_file, by_thread, file.with_suffix(".txt")))
+                plan = social_prep.MixPlan(
+                    threads, per_thread, social_prep.POSTS_BURST, str(file.with_suffix(".txt"))
+                )
+            elif "social" in scenario.needs:
+                users_file = str(workdir / "social_users.json")
+                plan = social_prep.TimelinePlan(vus, scenario.name, users_file, settings.base_url)
+            else:
+                continue
+            plans[scenario.name, warmup] = plan
+    # Tokens the scripts get must outlive the run: refreshed after the uploads.
+    if social.dataset is not None:
+        social.fresh_tokens()
+        social.write_users_file(workdir / "social_users.json")
+        for write in writes:
+            write()
+        values["social_token"] = social.dataset.users[0].access_token
+        values["social_user"] = social.dataset.users[0].username
+    info["uploads"] = sum(len(pool.media) for pool in social.pools)
+    info["seconds"] = round(time.monotonic() - started, 1)
+    print(f"bench: social: prepared in {info['seconds']}s", file=sys.stderr)
+    return Prepared(values=values, info={"social": info}, social_plans=plans)
 
 
 def prepare(
+    settings: Settings,
+    scenarios: list[Scenario],
+    block: AddressBlock,
+    workdir: Path,
+    social: social_prep.Social,
+) -> Prepared:
+    """What ``scenarios`` need, before any measurement: the posts scenarios'
+    (prepare_social()) first, then the accounts of the others
+    (prepare_accounts()), whose access token is then the freshest."""
+    posts = prepare_social(
+        settings, [s for s in scenarios if s.needs - ACCOUNT_NEEDS], block, workdir, social
+    )
+    accounts = prepare_accounts(
+        settings, [s for s in scenarios if s.needs & ACCOUNT_NEEDS], block, workdir
+    )
+    return replace(
+        accounts,
+        values={**accounts.values, **posts.values},
+        info={**accounts.info, **posts.info},
+        social_plans=posts.social_plans,
+    )
+
+
+def prepare_accounts(
     settings: Settings, scenarios: list[Scenario], block: AddressBlock, workdir: Path
 ) -> Prepared:
     """Register and log in what ``scenarios`` need, before any measurement.
@@ -874,13 +1090,6 @@ def prepare(
     return Prepared(values, warmup_plan, measure_plan, info, uploads, photos)
 
 
-def delete_media(settings: Settings, path: str, authorization: str) -> int:
-    """DELETE one upload (``path`` is its URL path); return the status."""
-    headers = {"Authorization": authorization}
-    status, _retry_after, _body = http_request(settings, "DELETE", path, "", headers, "127.0.0.1")
-    return status
-
-
 def delete_uploads(settings: Settings, path: str, tokens_file: str, log: str) -> None:
     """Delete what a k6_upload.js run uploaded, as its ``log`` lists it
     ("BENCH_MEDIA <token index> <media id>" lines), each with its owner's token.
@@ -894,7 +1103,7 @@ def delete_uploads(settings: Settings, path: str, tokens_file: str, log: str) ->
     with ThreadPoolExecutor(max_workers=REGISTER_THREADS) as pool:
         statuses = list(
             pool.map(
-                lambda u: delete_media(settings, f"{path}/{u[1]}", f"Bearer {tokens[int(u[0])]}"),
+                lambda u: delete(settings, f"{path}/{u[1]}", f"Bearer {tokens[int(u[0])]}"),
                 uploads,
             )
         )
@@ -919,7 +1128,7 @@ def run_wrk(
 ) -> Measurement:
     """Load ``scenario`` with wrk for ``duration_s`` and read the script's JSON line.
 
-    ``plan`` is always None: scenarios that need one are k6 only.
+    ``plan`` is None but for dsb_mix's MixPlan (the script's data file).
     """
     script = _script(scenario.wrk_script, WRK_SCRIPT)
     connections = connections_for(settings, scenario)
@@ -937,6 +1146,7 @@ def run_wrk(
             "BENCH_HEADERS": _headers_text(scenario.headers),
             "BENCH_BODY": scenario.body,
             "BENCH_WRK_LUA": str(WRK_SCRIPT),
+            **(plan.wrk_env() if isinstance(plan, social_prep.MixPlan) else {}),
         }
     )
     done = _run(argv, env, duration_s + 60)
@@ -951,6 +1161,13 @@ def run_wrk(
     # the denominator; the rate is the share of attempts that went wrong.
     attempts = requests + errs["connect"] + errs["read"] + errs["write"] + errs["timeout"]
     latency: dict[str, float] = data["latency_us"]
+    extra: dict[str, int] | None = data.get("extra")
+    if isinstance(plan, social_prep.MixPlan) and extra and (skipped := extra["compose_skipped"]):
+        raise BenchError(
+            f"{scenario.name}: {skipped} compose(s) not sent, to stay within the posts "
+            f"limit: the stack served the mix faster than the {settings.mix_max_rps} "
+            "requests/s planned for. Raise BENCH_MIX_MAX_RPS"
+        )
     return Measurement(
         requests=requests,
         duration_s=data["duration_us"] / 1e6,
@@ -959,6 +1176,7 @@ def run_wrk(
         p50_ms=latency["p50"] / 1000,
         p95_ms=latency["p95"] / 1000,
         p99_ms=latency["p99"] / 1000,
+        extra=extra,
     )
 
 
@@ -982,7 +1200,11 @@ def run_k6(
             "BENCH_METHOD": scenario.method,
             "BENCH_HEADERS": _headers_text(scenario.headers),
             "BENCH_BODY": scenario.body,
-            "BENCH_VUS": str(plan.vus if plan else connections_for(settings, scenario)),
+            "BENCH_VUS": str(
+                plan.vus
+                if plan is not None and not isinstance(plan, social_prep.MixPlan)
+                else connections_for(settings, scenario)
+            ),
             "BENCH_DURATION": f"{duration_s}s",
             "BENCH_SUMMARY": str(summary_path),
         }
@@ -997,7 +1219,7 @@ def run_k6(
             # No REST API server: nothing to listen on, no port clash.
             "--address=",
         ]
-        if plan is not None:
+        if plan is not None and not isinstance(plan, social_prep.MixPlan):
             variables.update(plan.k6_variables())
         if isinstance(plan, LoginPlan):
             # VU n sends from the n-th address of the range.
@@ -1031,6 +1253,14 @@ def run_k6(
             f"the stack took uploads faster than the {settings.upload_max_rps}/s planned "
             "for. Raise BENCH_UPLOAD_MAX_RPS"
         )
+    if isinstance(plan, social_prep.ComposePlan) and (
+        skipped := _counter(metrics, "bench_compose_skipped")
+    ):
+        raise BenchError(
+            f"{scenario.name}: {skipped} post(s) not sent, to stay within the posts limit: "
+            f"the stack took posts faster than the {settings.compose_max_rps}/s planned "
+            "for. Raise BENCH_COMPOSE_MAX_RPS"
+        )
     return Measurement(
         requests=int(reqs.get("count", 0)),
         duration_s=float(data["state"]["testRunDurationMs"]) / 1000,
@@ -1039,7 +1269,9 @@ def run_k6(
         p50_ms=float(latency.get("p(50)", 0.0)),
         p95_ms=float(latency.get("p(95)", 0.0)),
         p99_ms=float(latency.get("p(99)", 0.0)),
-        rate_limited=_counter(metrics, "bench_rate_limited") if plan is not None else None,
+        rate_limited=_counter(metrics, "bench_rate_limited")
+        if isinstance(plan, LoginPlan | UploadPlan | social_prep.ComposePlan)
+        else None,
         unavailable=_counter(metrics, "bench_unavailable")
         if isinstance(plan, UploadPlan)
         else None,
@@ -1077,8 +1309,9 @@ def schedule(settings: Settings) -> list[tuple[str, list[Scenario]]]:
 
 def check_token_lifetime(settings: Settings, runs: list[tuple[str, list[Scenario]]]) -> None:
     """Raise if the access token could expire before the last run that uses it
-    (the uploaders' tokens are as old: they log in with it)."""
-    if not any("token" in s.needs for _, scenarios in runs for s in scenarios):
+    (the uploaders' tokens are as old: they log in with it; the social
+    dataset's are refreshed at the end of its preparation, as young)."""
+    if not any(s.needs & {"token", "social"} for _, scenarios in runs for s in scenarios):
         return
     count = sum(1 + len(scenarios) for _, scenarios in runs)
     # A few seconds per run to start wrk or k6 (and its VUs).
@@ -1105,7 +1338,9 @@ def check_target(
         body = scenario.body.encode() if scenario.body else None
         headers = dict(scenario.headers)
         if scenario.photo is not None and photos is not None:
-            body, headers["Content-Type"] = multipart_photo(photos[scenario.name])
+            body, headers["Content-Type"] = multipart_body(
+                photos[scenario.name].read_bytes(), "photo.jpg", "image/jpeg"
+            )
         request = urllib.request.Request(  # noqa: S310 - scheme checked in check_loopback
             url, data=body, headers=headers, method=scenario.method
         )
@@ -1124,7 +1359,7 @@ def check_target(
             )
         if scenario.photo is not None:
             media_path = f"{scenario.path}/{json.loads(reply)['id']}"
-            delete_media(settings, media_path, scenario.headers["Authorization"])
+            delete(settings, media_path, scenario.headers["Authorization"])
 
 
 def machine_info(generators: tuple[str, ...]) -> dict[str, Any]:
@@ -1142,30 +1377,55 @@ def machine_info(generators: tuple[str, ...]) -> dict[str, Any]:
 
 
 def measure_all(
-    settings: Settings, runs: list[tuple[str, list[Scenario]]], prepared: Prepared
+    settings: Settings,
+    runs: list[tuple[str, list[Scenario]]],
+    prepared: Prepared,
+    posts: observe.PostsProcess | None = None,
+    stamp: str = "",
 ) -> list[dict[str, Any]]:
-    """Per generator: the ceiling, then every scenario it runs. One row each."""
+    """Per generator: the ceiling, then every scenario it runs. One row each.
+
+    ``posts``, the stack's posts service (None: not found), is observed
+    around the posts scenarios' measured runs (see observe.py).
+    """
     rows: list[dict[str, Any]] = []
     for generator, scenarios in runs:
         run = GENERATORS[generator]
         ceiling_rps = 0.0
-        for scenario in [CEILING, *(prepared.resolve(s) for s in scenarios)]:
+        for original in [CEILING, *scenarios]:
+            scenario = prepared.resolve(original)
             label = f"{generator} {scenario.name}"
+            watched = posts if scenario.posts else None
+            if watched is not None:
+                waited = observe.wait_settled(watched.metrics_url)
+                if waited >= 2:
+                    print(
+                        f"bench: {label}: waited {waited:.0f}s for posts' events", file=sys.stderr
+                    )
             if settings.warmup_s:
                 print(f"bench: {label}: warm-up {settings.warmup_s}s", file=sys.stderr)
                 run(settings, scenario, settings.warmup_s, prepared.plan(scenario, warmup=True))
             print(f"bench: {label}: measuring {settings.duration_s}s", file=sys.stderr)
             plan = prepared.plan(scenario, warmup=False)
-            result = run(settings, scenario, settings.duration_s, plan)
+            before = observe.scrape(watched.metrics_url) if watched is not None else {}
+            profile = None
+            if watched is not None and settings.profile and scenario.profile:
+                output = RESULTS_DIR / f"profile-{stamp}-{scenario.name}-{generator}.txt"
+                profile = observe.Profile(watched.pid, settings.duration_s, output)
+            try:
+                result = run(settings, scenario, settings.duration_s, plan)
+            finally:
+                profiled = profile.finish() if profile is not None else None
+            after = observe.scrape(watched.metrics_url) if watched is not None else {}
             connections = connections_for(settings, scenario)
-            if scenario is CEILING:
+            if original is CEILING:
                 ceiling_rps = result.requests_per_s
             ratio = result.requests_per_s / ceiling_rps if ceiling_rps else 0.0
             row: dict[str, Any] = {
                 "scenario": scenario.name,
                 "generator": generator,
                 "method": scenario.method,
-                "path": scenario.path,
+                "path": original.path,
                 "connections": plan.active if isinstance(plan, LoginPlan) else connections,
                 "requests_per_s": round(result.requests_per_s, 1),
                 "p50_ms": round(result.p50_ms, 3),
@@ -1177,7 +1437,7 @@ def measure_all(
                 "duration_s": round(result.duration_s, 3),
                 "ratio_to_ceiling": round(ratio, 4),
             }
-            if plan is not None:
+            if plan is not None and result.rate_limited is not None:
                 row["rate_limited"] = result.rate_limited
             if isinstance(plan, LoginPlan):
                 row["login_plan"] = {
@@ -1203,12 +1463,60 @@ def measure_all(
                     "accounts": plan.accounts,
                     "max_uploads_per_account": plan.account_budget,
                 }
+            if isinstance(plan, social_prep.ComposePlan):
+                row["compose_plan"] = {
+                    "writers": plan.writers,
+                    "max_posts_per_writer": plan.per_writer,
+                    "max_posts": plan.writers * plan.per_writer,
+                }
+            if isinstance(plan, social_prep.MixPlan):
+                row["mix_plan"] = {
+                    "threads": plan.threads,
+                    "writers": plan.threads * plan.writers_per_thread,
+                    "max_posts_per_writer": plan.per_writer,
+                    "max_composes": plan.threads * plan.writers_per_thread * plan.per_writer,
+                }
+            if result.extra is not None:
+                row["requests_by_kind"] = dict(result.extra)
+            if watched is not None and after:
+                row["cache"] = observe.cache_ratios(before, after)
+                row["posts_replies"] = observe.replies(before, after)
+            if profiled is not None:
+                row["profile"] = profiled
+            if scenario.goal is not None:
+                missed = scenario.goal.missed(result)
+                row["goal"] = {**asdict(scenario.goal), "met": not missed, "missed": missed}
             if result.rate_limited:
                 print(f"bench: {label}: {result.rate_limited} replies were 429", file=sys.stderr)
             if result.unavailable:
                 print(f"bench: {label}: {result.unavailable} replies were 503", file=sys.stderr)
             rows.append(row)
     return rows
+
+
+def format_notes(rows: list[dict[str, Any]]) -> str:
+    """What the table does not show: goals, cache hit ratios, profiles."""
+    lines: list[str] = []
+    for row in rows:
+        label = f"{row['scenario']} ({row['generator']})"
+        if "goal" in row:
+            found = row["goal"]
+            goal = Goal(found["requests_per_s"], found["p95_ms"], found["error_rate_below"])
+            missed = ", ".join(found["missed"])
+            verdict = "met" if found["met"] else f"NOT met: {missed}"
+            lines.append(f"goal {label}: {goal}: {verdict}")
+        if "cache" in row:
+            lines.append(f"cache {label}: {observe.format_ratios(row['cache'])}")
+        if "requests_by_kind" in row:
+            kinds = ", ".join(f"{k} {v}" for k, v in row["requests_by_kind"].items())
+            lines.append(f"mix {label}: {kinds}")
+        if "profile" in row:
+            profile = row["profile"]
+            lines.append(f"profile {label}: {profile['file']} ({profile['samples']} samples)")
+            lines += [
+                f"  {entry['share']:6.1%}  {entry['function']}" for entry in profile["top_self"]
+            ]
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -1223,6 +1531,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         "p99 ms",
         "errors",
         "ratio",
+        "goal",
     )
     cells = [header] + [
         (
@@ -1238,6 +1547,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{row['p99_ms']:.2f}",
             f"{row['error_rate']:.2%}",
             f"{row['ratio_to_ceiling']:.2f}",
+            ("met" if row["goal"]["met"] else "missed") if "goal" in row else "",
         )
         for row in rows
     ]
@@ -1246,7 +1556,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(
         "  ".join(
             cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(line)
-        )
+        ).rstrip()
         for line in cells
     )
 
@@ -1263,11 +1573,23 @@ def main() -> int:
         check_token_lifetime(settings, runs)
         # Reachable at all, before preparing anything.
         check_target(settings, [CEILING])
+        posts = observe.find_posts() if any(s.posts for s in chosen) else None
+        if any(s.posts for s in chosen) and posts is None:
+            print(
+                "bench: no posts service of `make up` found in .run/: its caches and "
+                "profile are not observed",
+                file=sys.stderr,
+            )
+        social = social_prep.Social(settings)
         with tempfile.TemporaryDirectory(prefix="bench-accounts-") as tmp:
             block = AddressBlock.for_time(time.time())
-            prepared = prepare(settings, chosen, block, Path(tmp))
-            check_target(settings, [prepared.resolve(s) for s in chosen], prepared.photos)
-            rows = measure_all(settings, runs, prepared)
+            try:
+                prepared = prepare(settings, chosen, block, Path(tmp), social)
+                check_target(settings, [prepared.resolve(s) for s in chosen], prepared.photos)
+                rows = measure_all(settings, runs, prepared, posts, f"{started:%Y%m%dT%H%M%SZ}")
+            finally:
+                # What the posting scenarios made, even if a run failed.
+                cleaned = social.finish()
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
@@ -1278,10 +1600,13 @@ def main() -> int:
         "settings": asdict(settings),
         "machine": machine,
         "preparation": dict(prepared.info),
+        "cleanup": cleaned,
         "results": rows,
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(rows))
+    if notes := format_notes(rows):
+        print(f"\n{notes}")
     print(f"\nresults: {out.relative_to(REPO_ROOT)}")
     return 0
 

@@ -1,0 +1,219 @@
+"""What bench.py looks at inside the posts service while it loads it: its
+cache counters (Prometheus ``cache_requests_total{cache,layer,outcome}`` on
+its /metrics), whether it has finished the work events left it (fan-out,
+timelines), and where its time goes (py-spy, with BENCH_PROFILE=1).
+
+The service's process and metrics address come from the state file of the
+stack `make up` started (.run/stack.json, see social_common.stack.local).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from social_common.stack.local import load_state
+from social_common.stack.paths import DEFAULT_RUN_DIR, binary
+from social_common.stack.processes import StackError, is_running
+
+SERVICE = "posts"
+# Events are done when no more are handled for this long.
+SETTLE_QUIET_S = 1.0
+SETTLE_MAX_S = 120.0
+PROFILE_RATE_HZ = 100
+PROFILE_TOP = 12
+
+
+@dataclass(frozen=True)
+class PostsProcess:
+    """The running posts service of the dev stack."""
+
+    pid: int
+    metrics_url: str
+
+
+def find_posts(run_dir: Path = DEFAULT_RUN_DIR) -> PostsProcess | None:
+    """The posts service `make up` started, or None (another stack, or none)."""
+    try:
+        loaded = load_state(run_dir)
+    except StackError:
+        return None
+    if loaded is None:
+        return None
+    endpoints, components = loaded
+    component = next((c for c in components if c.name == SERVICE), None)
+    address = endpoints.services_http.get(SERVICE)
+    if component is None or address is None or not is_running(component):
+        return None
+    return PostsProcess(component.pid, f"http://{address}/metrics")
+
+
+def scrape(metrics_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the service's /metrics, by name and labels."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(metrics_url, timeout=10) as response:  # loopback, from the state file
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"bench: cannot read {metrics_url}: {exc}", file=sys.stderr)
+        return {}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _sum(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+    return sum(value for (sample, _), value in samples.items() if sample == name)
+
+
+def cache_ratios(
+    before: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[str, dict[str, Any]]:
+    """Per cache and layer, during the interval: the share of the layer's
+    lookups that hit (None without lookups) and the lookups. A layer is
+    looked up when the one in front of it missed: "l1" (in-process) then
+    "l2" (Redis) for the two-layer caches; "response" for whole responses."""
+    counts: dict[str, dict[str, Counter[str]]] = {}
+    for (name, labels), value in after.items():
+        if name != "cache_requests_total":
+            continue
+        label = dict(labels)
+        delta = int(value - before.get((name, labels), 0.0))
+        layers = counts.setdefault(label["cache"], {})
+        layers.setdefault(label["layer"], Counter())[label["outcome"]] += delta
+    ratios: dict[str, dict[str, Any]] = {}
+    for cache, layers in sorted(counts.items()):
+        row: dict[str, Any] = {}
+        for layer, outcome in sorted(layers.items()):
+            lookups = outcome["hit"] + outcome["miss"]
+            row[f"{layer}_lookups"] = lookups
+            row[f"{layer}_hit_ratio"] = round(outcome["hit"] / lookups, 4) if lookups else None
+        ratios[cache] = row
+    return ratios
+
+
+def format_ratios(ratios: dict[str, dict[str, Any]]) -> str:
+    """One line: per cache, each layer's hit ratio and lookups."""
+
+    def layer(name: str, row: dict[str, Any]) -> str:
+        ratio = row[f"{name}_hit_ratio"]
+        hits = "-" if ratio is None else f"{ratio:.1%}"
+        return f"{name} {hits} of {row[f'{name}_lookups']}"
+
+    return "; ".join(
+        f"{cache}: "
+        + ", ".join(
+            layer(key.removesuffix("_lookups"), row) for key in row if key.endswith("_lookups")
+        )
+        for cache, row in ratios.items()
+    )
+
+
+def wait_settled(metrics_url: str) -> float:
+    """Wait until the service handles no more events (the fan-out and
+    timeline work the previous load or preparation left it); the seconds waited."""
+    started = time.monotonic()
+    last = _sum(scrape(metrics_url), "events_handled_total")
+    quiet_since = time.monotonic()
+    while time.monotonic() - started < SETTLE_MAX_S:
+        time.sleep(0.25)
+        handled = _sum(scrape(metrics_url), "events_handled_total")
+        if handled != last:
+            last, quiet_since = handled, time.monotonic()
+        elif time.monotonic() - quiet_since >= SETTLE_QUIET_S:
+            break
+    else:
+        print(f"bench: posts still handling events after {SETTLE_MAX_S:.0f}s", file=sys.stderr)
+    return time.monotonic() - started
+
+
+class Profile:
+    """``py-spy record`` of a process for a measured run: raw collapsed
+    stacks (one ``frame;frame;... count`` line each, as flamegraph.pl and
+    speedscope read them) without line numbers. py-spy pauses the process
+    for each sample (PROFILE_RATE_HZ a second) and takes CPU on the same
+    box: a profiled run's numbers are lower than an unprofiled one's."""
+
+    def __init__(self, pid: int, duration_s: int, output: Path) -> None:
+        self.output = output
+        output.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                binary("py-spy"),
+                "record",
+                f"--pid={pid}",
+                f"--duration={duration_s}",
+                f"--rate={PROFILE_RATE_HZ}",
+                "--format=raw",
+                "--nolineno",
+                f"--output={output}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def finish(self, timeout_s: float = 60.0) -> dict[str, Any] | None:
+        """Wait for py-spy; the file and the top functions by own time, or None."""
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+        if self.process.returncode != 0 or not self.output.is_file():
+            print(
+                f"bench: py-spy failed (rc={self.process.returncode}): "
+                f"{(stderr or stdout).strip()[-500:]}",
+                file=sys.stderr,
+            )
+            return None
+        samples, top = top_functions(self.output)
+        return {"file": str(self.output), "samples": samples, "top_self": top}
+
+
+def top_functions(path: Path, count: int = PROFILE_TOP) -> tuple[int, list[dict[str, Any]]]:
+    """From collapsed stacks: the samples, and the functions most often on
+    top of the stack (own time), each with its share of the samples."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not stack or not number.isdigit():
+            continue
+        total += int(number)
+        own[stack.rsplit(";", 1)[-1]] += int(number)
+    top = [
+        {"function": function, "samples": n, "share": round(n / total, 4)}
+        for function, n in own.most_common(count)
+    ]
+    return total, top
+
+
+def replies(
+    before: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[str, int]:
+    """The service's replies during the interval, by "METHOD route status"
+    (http_requests_total): which route answered what, errors included."""
+    counts: dict[str, int] = {}
+    for (name, labels), value in sorted(after.items()):
+        if name != "http_requests_total":
+            continue
+        label = dict(labels)
+        if label.get("route") in ("/readyz", "/healthz", "/metrics"):
+            continue
+        delta = int(value - before.get((name, labels), 0.0))
+        if delta:
+            counts[f"{label['method']} {label['route']} {label['status']}"] = delta
+    return counts
