@@ -98,7 +98,14 @@ def test_local_entries_expire_and_are_bounded() -> None:
     assert local.get("b") == (1, "b")
     local.drop("b", older_than=1)
     assert local.get("b") == (1, "b")
+    # A newer version exists: a reader still holding version 1 cannot put it back.
     local.drop("b", older_than=2)
+    assert local.get("b") is None
+    local.put("b", 1, "stale")
+    assert local.get("b") is None
+    local.put("b", 2, "fresh")
+    assert local.get("b") == (2, "fresh")
+    local.drop("b")
     assert local.get("b") is None
     expired = LocalCache(ttl_ms=0, max_entries=10)
     expired.put("a", 1, "a")

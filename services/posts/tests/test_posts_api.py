@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -365,6 +365,10 @@ def test_home_timeline_pages_past_what_redis_keeps(stack: Endpoints) -> None:
         lambda: _feed_ids(stack, reader)[:1] == expected[:1], what="the newest post arriving"
     )
     assert _all_pages(stack, "/api/v1/feed", reader, limit=7) == expected
+    # A full timeline that loses a post still knows older ones exist.
+    newest = expected[0]
+    assert _delete(stack, reader, newest).status_code == 204
+    assert _all_pages(stack, "/api/v1/feed", reader, limit=7) == expected[1:]
 
 
 # -- limits and idempotency -------------------------------------------------------------
@@ -448,12 +452,42 @@ def test_message_events_move_the_count_once_each(
     events.xadd("events:message.deleted", {"envelope": deleted})
     wait_until(lambda: _get(stack, path).json()["message_count"] == 1, what="one message left")
 
-    # Nothing stuck: every event was acknowledged.
-    def settled() -> bool:
-        streams = ("events:message.created", "events:message.deleted")
-        return all(events.xpending(s, "posts")["pending"] == 0 for s in streams)
+    # Heard out of order (two streams): a deletion before its creation cancels it.
+    late_id = str(uuid7())
+    late_deleted = make_envelope(
+        "messages",
+        "message.deleted",
+        late_id,
+        MessageDeleted(message_id=late_id, post_id=post["id"], sender_id=account.id),
+    ).SerializeToString()
+    late_created = make_envelope(
+        "messages",
+        "message.created",
+        late_id,
+        MessageCreated(message_id=late_id, post_id=post["id"], sender_id=account.id),
+    ).SerializeToString()
+    last_deleted = events.xadd("events:message.deleted", {"envelope": late_deleted})
 
-    wait_until(settled, what="every message event acknowledged")
+    # Nothing stuck: every event was acknowledged.
+    def handled(stream: str, entry_id: str) -> Callable[[], bool]:
+        """A condition: the posts group has read the entry and acknowledged it."""
+
+        def position(stream_id: str) -> tuple[int, ...]:
+            return tuple(int(part) for part in stream_id.split("-"))
+
+        def check() -> bool:
+            groups: Any = events.xinfo_groups(stream)
+            group = next(g for g in groups if g["name"] == "posts")
+            read = position(group["last-delivered-id"]) >= position(entry_id)
+            return read and events.xpending(stream, "posts")["pending"] == 0
+
+        return check
+
+    wait_until(handled("events:message.deleted", str(last_deleted)), what="the deletion handled")
+    assert _get(stack, path).json()["message_count"] == 1  # it was never counted
+    last_created = events.xadd("events:message.created", {"envelope": late_created})
+    wait_until(handled("events:message.created", str(last_created)), what="the creation handled")
+    assert _get(stack, path).json()["message_count"] == 1
 
 
 def test_posts_publish_their_events(

@@ -1,6 +1,6 @@
 """Public profiles of users, for hydrating what they wrote: fetched from auth
-in batches (gRPC ``GetUsers``) and cached in L1 and Redis for a while (a new
-display name shows within ``ttl_seconds``)."""
+in batches (gRPC ``GetUsers``) and cached in L1 and Redis for ``ttl_seconds``
+each, so a new display name shows within twice that."""
 
 from __future__ import annotations
 

@@ -37,12 +37,14 @@ REQUESTS = Counter(
 )
 
 # Stored in Redis as b"<version>|<json>"; an empty JSON part is a tombstone.
+# A stored value of another shape counts as older than anything.
 _PUT_IF_NEWER = """
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i - 1]
   local version = tonumber(string.match(value, '^(%d+)|'))
   local current = redis.call('GET', key)
-  if not current or tonumber(string.match(current, '^(%d+)|')) <= version then
+  local current_version = current and tonumber(string.match(current, '^(%d+)|'))
+  if not current_version or current_version <= version then
     redis.call('SET', key, value, 'EX', ARGV[2 * i])
   end
 end
@@ -52,6 +54,11 @@ return 0
 Loader = Callable[[Sequence[str]], Awaitable[Mapping[str, tuple[int, Any]]]]
 # A loaded or cached entry: (version, the object, or None for a tombstone).
 Entry = tuple[int, Any]
+
+
+# What a newer version, known to exist but not held, leaves in L1: a floor
+# that refuses older versions a reader may still be about to put.
+_FLOOR = object()
 
 
 class LocalCache:
@@ -70,6 +77,8 @@ class LocalCache:
         if expires < time.monotonic():
             del self._entries[key]
             return None
+        if value is _FLOOR:
+            return None
         return version, value
 
     def put(self, key: str, version: int, value: Any) -> None:
@@ -84,9 +93,14 @@ class LocalCache:
             self._entries.popitem(last=False)
 
     def drop(self, key: str, older_than: int | None = None) -> None:
+        """Forgets the entry; with ``older_than``, only an older one, and
+        refuses versions older than that until the entry expires."""
+        if older_than is None:
+            self._entries.pop(key, None)
+            return
         current = self._entries.get(key)
-        if current is not None and (older_than is None or current[1] < older_than):
-            del self._entries[key]
+        if current is None or current[1] < older_than:
+            self.put(key, older_than, _FLOOR)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -176,6 +190,12 @@ class Broadcast:
     async def publish(self, message: Any) -> None:
         await self.redis.publish(self.channel, orjson.dumps(message))
 
+    def _deliver(self, on_message: Callable[[Any], None], data: bytes) -> None:
+        try:
+            on_message(orjson.loads(data))
+        except Exception:  # one bad message must not end the listener
+            log.exception("broadcast_message_failed", channel=self.channel)
+
     async def listen(self, on_message: Callable[[Any], None], on_reset: Callable[[], None]) -> None:
         """Calls ``on_message`` with each message, forever (a background task);
         ``on_reset`` whenever a subscription starts, since whatever was
@@ -188,7 +208,7 @@ class Broadcast:
                         if message["type"] == "subscribe":
                             on_reset()
                         elif message["type"] == "message":
-                            on_message(orjson.loads(message["data"]))
+                            self._deliver(on_message, message["data"])
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("broadcast_listener_failed", channel=self.channel, error=str(exc))
                 await asyncio.sleep(1.0)

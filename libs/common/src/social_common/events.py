@@ -32,6 +32,7 @@ from social.events.v1.events_pb2 import Envelope
 
 from social_common.ids import uuid7
 from social_common.logging import get_logger
+from social_common.redis import as_text
 
 log = get_logger(__name__)
 
@@ -46,7 +47,7 @@ HANDLED = Counter("events_handled_total", "Events consumed", ["type", "outcome"]
 Handler = Callable[[Envelope], Awaitable[None]]
 
 # The payload version producers write and consumers understand. A consumer
-# leaves a newer version pending (retried, then dead-lettered) rather than
+# leaves any other version pending (retried, then dead-lettered) rather than
 # misread it: deploy consumers that know a version before producers write it.
 PAYLOAD_VERSION = 1
 
@@ -219,7 +220,7 @@ class EventConsumer:
         for stream, entries in reply or []:
             for entry_id, fields in entries:
                 read += 1
-                await self._handle(_text(stream), entry_id, fields)
+                await self._handle(as_text(stream), entry_id, fields)
         return read
 
     async def reclaim_once(self) -> int:
@@ -246,7 +247,7 @@ class EventConsumer:
     async def _handle(self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> None:
         envelope = _decode(fields)
         if envelope is None:
-            log.error("event_unreadable", stream=stream, entry_id=_text(entry_id))
+            log.error("event_unreadable", stream=stream, entry_id=as_text(entry_id))
             await self._dead_letter(stream, entry_id)
             return
         handler = self.handlers.get(envelope.type)
@@ -271,7 +272,7 @@ class EventConsumer:
         for _, fields in entries:
             await self.redis.xadd(f"dead:{stream}", {**fields, b"group": self.group.encode()})
         await self.redis.xack(stream, self.group, entry_id)
-        log.error("event_dead_lettered", stream=stream, entry_id=_text(entry_id))
+        log.error("event_dead_lettered", stream=stream, entry_id=as_text(entry_id))
 
     async def run(self, reclaim_every: float = 10.0) -> None:
         """Consumes forever (a background task of the consuming service)."""
@@ -293,7 +294,3 @@ def _decode(fields: Mapping[bytes, bytes]) -> Envelope | None:
         return Envelope.FromString(fields[b"envelope"])
     except (KeyError, DecodeError):
         return None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -15,6 +15,11 @@ def create_redis(url: str) -> aioredis.Redis:
     )
 
 
+def as_text(value: bytes | str) -> str:
+    """A reply of a client that does not decode responses, as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def check_redis(client: aioredis.Redis) -> None:
     """Raises when Redis does not answer PING."""
     await client.ping()

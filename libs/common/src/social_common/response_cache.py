@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from social_common.cache import REQUESTS, LocalCache
+from social_common.rest import etag_matches
 
 # Headers a kept response is sent again with (the rest are per request).
 _KEPT_HEADERS = (b"content-type", b"etag", b"cache-control", b"vary", b"link")
@@ -41,7 +42,7 @@ class ResponseCache:
         if response.status_code != 200 or request.method != "GET":
             return
         headers = [(k, v) for k, v in response.raw_headers if k in _KEPT_HEADERS]
-        etag = response.headers.get("etag", "").encode()
+        etag = response.headers.get("etag", "")
         self.entries.put(
             self._key(request.scope),
             generation,
@@ -59,7 +60,7 @@ class ResponseCache:
                     await app(scope, receive, send)
                     return
                 if name == b"if-none-match":
-                    if_none_match = value
+                    if_none_match = value.decode("latin-1")
             kept = self.entries.get(self._key(scope))
             if kept is None or kept[0] != self.generation():
                 self._miss.inc()
@@ -68,10 +69,7 @@ class ResponseCache:
             self._hit.inc()
             route, body, etag, headers = kept[1]
             scope["route"] = route  # for the metrics' route label
-            not_modified = if_none_match is not None and etag in {
-                tag.strip().removeprefix(b"W/") for tag in if_none_match.split(b",")
-            }
-            if not_modified:
+            if etag_matches(if_none_match, etag):
                 await send({"type": "http.response.start", "status": 304, "headers": headers})
                 await send({"type": "http.response.body", "body": b""})
                 return

@@ -49,10 +49,16 @@ async def json_object(
     appear, ``required`` ones must; anything else is a problem (413, 415, 400
     or 422 with one entry per offending field), so no unknown or privileged
     field is ever silently accepted."""
+    return parse_json_object(await read_json_body(request), fields, required)
+
+
+async def read_json_body(request: Request) -> bytes:
+    """The body of a request that must be JSON, unparsed: 415 for another
+    type, 413 past ``MAX_JSON_BODY``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
-    return parse_json_object(await read_body(request, MAX_JSON_BODY), fields, required)
+    return await read_body(request, MAX_JSON_BODY)
 
 
 def parse_json_object(
@@ -123,12 +129,17 @@ def conditional_json(
         "Vary": "Authorization",
         **(headers or {}),
     }
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None:
-        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        if etag in tags or "*" in tags:
-            return Response(status_code=304, headers=all_headers)
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=all_headers)
     return Response(body, media_type="application/json", headers=all_headers)
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weakly, RFC 9110)."""
+    if if_none_match is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 def client_ip(request: Request) -> str:

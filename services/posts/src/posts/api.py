@@ -14,12 +14,11 @@ from social_common.pagination import decode_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
 from social_common.response_cache import ResponseCache
 from social_common.rest import (
-    MAX_JSON_BODY,
     conditional_json,
     etag_of,
     json_response,
     parse_json_object,
-    read_body,
+    read_json_body,
 )
 from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
 from social_common.validation import clean_text, field_error
@@ -31,8 +30,9 @@ from posts.config import PostsConfig
 from posts.service import Page, PostsService, not_found
 
 MAX_CAPTION = 2200
+MAX_MEDIA = 4
 # Anonymous renderings kept, each valid for one generation of changes.
-RENDERED_ENTRIES = 10_000
+RENDERED_ENTRIES = 2_000
 
 
 def _post_id(request: Request) -> uuid.UUID:
@@ -92,10 +92,7 @@ class PostsApi:
 
     async def create(self, request: Request) -> Response:
         author = await self._user(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
-        raw = await read_body(request, MAX_JSON_BODY)
+        raw = await read_json_body(request)
 
         async def handle() -> Response:
             body = parse_json_object(raw, {"caption": str, "media_ids": list, "image_url": str})
@@ -180,13 +177,13 @@ def _media_choice(body: dict[str, Any]) -> tuple[list[uuid.UUID], str | None]:
     """The media of a new post: ``media_ids`` (1 to 4 of the author's uploads),
     or the seed's ``image_url`` (the URL of one of them)."""
     if ("media_ids" in body) == ("image_url" in body):
-        raise field_error("media_ids", "give media_ids (or the seed's image_url), not both")
+        raise field_error("media_ids", "give media_ids or the seed's image_url: one of the two")
     if "image_url" in body:
         return [], body["image_url"]
     raw_ids = body["media_ids"]
     ids = [parse_uuid(i) if isinstance(i, str) else None for i in raw_ids]
-    if not 1 <= len(ids) <= 4:
-        raise field_error("media_ids", "between 1 and 4 media ids")
+    if not 1 <= len(ids) <= MAX_MEDIA:
+        raise field_error("media_ids", f"between 1 and {MAX_MEDIA} media ids")
     if None in ids:
         raise field_error("media_ids", "each must be a media id")
     if len(set(ids)) != len(ids):

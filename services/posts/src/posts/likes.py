@@ -5,7 +5,9 @@ posts they like, so a page asks one ``SMISMEMBER`` instead of a query. A set
 is loaded from Postgres when first needed, guarded like a timeline rebuild:
 the marker ``~b`` goes in first, so a like committed during the load lands
 in the set too, and ``~r`` says the set is complete. Writers add or remove
-only in sets that exist. A user with more likes than ``MAX_LOADED`` gets the
+only in sets that exist; an unlike during a load drops the set (the load
+might have read the like and would put it back), and a load finishes only
+if its set is still there. A user with more likes than ``MAX_LOADED`` gets the
 newest ones and the marker ``~p`` (partial): pages of theirs ask Postgres
 about the rest.
 """
@@ -20,16 +22,33 @@ BUILDING = "~b"
 READY = "~r"
 PARTIAL = "~p"
 MAX_LOADED = 10_000
+# A loaded set lives this long, however busy: an update lost to a Redis
+# failure shows no longer than that.
+TTL_SECONDS = 3600
 
 _CHANGE_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[1] == '1' then
     redis.call('SADD', KEYS[1], ARGV[2])
-  else
+  elseif redis.call('SISMEMBER', KEYS[1], '~r') == 1 then
     redis.call('SREM', KEYS[1], ARGV[2])
+  else
+    redis.call('DEL', KEYS[1])
   end
 end
 return 0
+"""
+
+# KEYS: the set. ARGV: ttl, then what goes in (the ids and markers).
+_FINISH_LOAD = """
+if redis.call('SISMEMBER', KEYS[1], '~b') == 0 then
+  return 0
+end
+for i = 2, #ARGV do
+  redis.call('SADD', KEYS[1], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
 """
 
 # Loads the newest MAX_LOADED liked post ids of a user (and whether there are more).
@@ -44,13 +63,15 @@ class LikedSets:
     # The markers a lookup asks about before the ids.
     markers = (READY, PARTIAL)
 
-    def __init__(self, redis_client: aioredis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, redis_client: aioredis.Redis, ttl_seconds: int = TTL_SECONDS) -> None:
         self.redis = redis_client
         self.ttl = ttl_seconds
         self._change_if_exists = redis_client.register_script(_CHANGE_IF_EXISTS)
+        self._finish_load = redis_client.register_script(_FINISH_LOAD)
 
-    async def changed(self, user_id: str, post_id: str, *, liked: bool) -> None:
-        """After a like or unlike committed."""
+    async def set(self, user_id: str, post_id: str, *, liked: bool) -> None:
+        """After a like or unlike committed, or found already so (which
+        repairs a set whose update was lost)."""
         await self._change_if_exists(
             keys=[liked_key(user_id)], args=["1" if liked else "0", post_id]
         )
@@ -59,10 +80,9 @@ class LikedSets:
         key = liked_key(user_id)
         await self.redis.sadd(key, BUILDING)
         ids, more = await load(user_id, MAX_LOADED)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(key, READY, *ids, *([PARTIAL] if more else []))
-            pipe.expire(key, self.ttl)
-            await pipe.execute()
+        await self._finish_load(
+            keys=[key], args=[self.ttl, READY, *ids, *([PARTIAL] if more else [])]
+        )
 
     @staticmethod
     def read(reply: Sequence[int], ids: Sequence[str]) -> LikedAnswer:

@@ -47,14 +47,13 @@ log = get_logger(__name__)
 POSTS_CREATED = Counter("posts_created_total", "Posts created")
 POSTS_DELETED = Counter("posts_deleted_total", "Posts deleted")
 LIKES = Counter("posts_likes_total", "Likes given and taken back", ["action"])
-FANNED_OUT = Counter("posts_fanout_timelines_total", "Home timelines a post was written into")
+FANNED_OUT = Counter("posts_fanout_timelines_total", "Home timelines a new post was written into")
 
 PRODUCER = "posts"
 GLOBAL = "global"
 PEER_TIMEOUT = 5.0
-MAX_MEDIA = 4
-# How long applied message events are remembered against redelivery.
-APPLIED_EVENTS_KEEP_SECONDS = 7 * 24 * 3600
+# How long a deleted message is remembered, against a late (re)delivery of its creation.
+COUNTED_MESSAGES_KEEP_SECONDS = 7 * 24 * 3600
 
 
 def author_list(author_id: str) -> str:
@@ -74,21 +73,28 @@ class Page:
 class FeedPages:
     """L1 of feed pages: per list (the global feed, one author's posts), the
     post ids of a page and the next cursor. A change to a list drops all its
-    pages, and a page read from Postgres before that change is not kept."""
+    pages, and a page read from Postgres before that change is not kept.
+
+    Lists share ``BUCKETS`` generation counters by hash, so memory stays
+    bounded however many authors post; a change to one list also drops the
+    pages of the lists in its bucket, which costs one re-read each.
+    """
+
+    BUCKETS = 4096
 
     def __init__(self, ttl_ms: int, max_entries: int) -> None:
         self.entries = LocalCache(ttl_ms, max_entries)
-        self.generations: dict[str, int] = {}
+        self.generations = [0] * self.BUCKETS
+
+    def generation(self, name: str) -> int:
+        return self.generations[hash(name) % self.BUCKETS]
 
     def get(self, name: str, page: tuple[str, int]) -> tuple[list[str], str | None] | None:
         found = self.entries.get(f"{name}|{page[0]}|{page[1]}")
-        if found is None or found[0] != self.generations.get(name, 0):
+        if found is None or found[0] != self.generation(name):
             return None
         value: tuple[list[str], str | None] = found[1]
         return value
-
-    def generation(self, name: str) -> int:
-        return self.generations.get(name, 0)
 
     def put(
         self,
@@ -101,12 +107,11 @@ class FeedPages:
             self.entries.put(f"{name}|{page[0]}|{page[1]}", generation, value)
 
     def changed(self, name: str) -> None:
-        self.generations[name] = self.generation(name) + 1
+        self.generations[hash(name) % self.BUCKETS] += 1
 
     def clear(self) -> None:
         self.entries.clear()
-        for name in self.generations:
-            self.generations[name] += 1
+        self.generations = [g + 1 for g in self.generations]
 
 
 class PostsService:
@@ -133,7 +138,7 @@ class PostsService:
         )
         self.pages = FeedPages(config.local_cache_ms, config.local_cache_entries)
         self.timelines = Timelines(redis_client, config.timeline_size, config.timeline_ttl_seconds)
-        self.likes = LikedSets(redis_client, config.timeline_ttl_seconds)
+        self.likes = LikedSets(redis_client)
         self.broadcast = Broadcast(redis_client, "posts:changes")
         # Moves with every change this process learns of: what was rendered
         # from an older generation is not served again.
@@ -144,13 +149,17 @@ class PostsService:
     async def _changed(
         self, post_id: str, version: int, document: Any, lists: Sequence[str] = ()
     ) -> None:
-        """Called after a commit: this process sees the change at once, the others
-        when the broadcast reaches them."""
-        await self.posts.put_many({post_id: (version, document)})
+        """Called after a commit: this process sees the change at once (its
+        L1 first, then Redis), the others when the broadcast reaches them.
+        Failures of Redis are logged: the change stands (see _after_commit)."""
+        self.posts.local.put(post_id, version, document)
         for name in lists:
             self.pages.changed(name)
         self.generation += 1
-        await self.broadcast.publish({"posts": {post_id: version}, "lists": list(lists)})
+        with _after_commit(post_id):
+            await self.posts.put_many({post_id: (version, document)})
+        with _after_commit(post_id):
+            await self.broadcast.publish({"posts": {post_id: version}, "lists": list(lists)})
 
     def _on_broadcast(self, message: Mapping[str, Any]) -> None:
         for post_id, version in message.get("posts", {}).items():
@@ -206,13 +215,13 @@ class PostsService:
                     raise
                 raise _media_problem("media is no longer available to attach") from None
         POSTS_CREATED.inc()
+        await self._changed(
+            str(post_id), row.version, row.document(), [GLOBAL, author_list(str(author_id))]
+        )
         with _after_commit(post_id):
-            await self._changed(
-                str(post_id), row.version, row.document(), [GLOBAL, author_list(str(author_id))]
-            )
             # The author sees their post in their feed at once; followers get it by fan-out.
             await self.timelines.add([str(author_id)], [str(post_id)])
-        return (await self.render([row.document()], author_id))[0]
+        return await self._render_committed(row, author_id, liked=False)
 
     async def _usable_media(
         self, owner: uuid.UUID, media_ids: Sequence[uuid.UUID], image_url: str | None
@@ -254,11 +263,11 @@ class PostsService:
                 ),
             )
         POSTS_DELETED.inc()
+        # A tombstone, one version past the row's last.
+        await self._changed(
+            str(post_id), row.version + 1, None, [GLOBAL, author_list(str(author_id))]
+        )
         with _after_commit(post_id):
-            # A tombstone, one version past the row's last.
-            await self._changed(
-                str(post_id), row.version + 1, None, [GLOBAL, author_list(str(author_id))]
-            )
             await self.timelines.remove([str(author_id)], [str(post_id)])
 
     async def like(self, post_id: uuid.UUID, user_id: uuid.UUID, *, on: bool) -> dict[str, Any]:
@@ -279,12 +288,22 @@ class PostsService:
                         like_count=row.like_count,
                     ),
                 )
+        # Set even when nothing changed: that repairs a set whose update was lost.
+        with _after_commit(post_id):
+            await self.likes.set(str(user_id), str(post_id), liked=on)
         if changed:
             LIKES.labels("like" if on else "unlike").inc()
-            with _after_commit(post_id):
-                await self.likes.changed(str(user_id), str(post_id), liked=on)
-                await self._changed(str(post_id), row.version, row.document())
-        return (await self.render([row.document()], user_id))[0]
+            await self._changed(str(post_id), row.version, row.document())
+        return await self._render_committed(row, user_id, liked=on)
+
+    async def _render_committed(
+        self, row: store.PostRow, viewer: uuid.UUID, *, liked: bool
+    ) -> dict[str, Any]:
+        """The answer to a write that committed: nothing left to fail but the
+        author's profile (cached), and what the viewer likes is known."""
+        answer = LikedAnswer(ready=True, liked={str(row.id)} if liked else set(), unsure=[])
+        rendered = await self.render([row.document()], viewer, answer)
+        return rendered[0]
 
     # -- reading -------------------------------------------------------------
 
@@ -296,7 +315,10 @@ class PostsService:
         parsed = [u for u in (parse_uuid(i) for i in ids) if u is not None]
         async with self.db.connection() as conn:
             rows = await store.posts_by_ids(conn, parsed)
-        return {str(r.id): (r.version, r.document()) for r in rows}
+        # Absent ones are cached as absent (version 0): a creation outranks it.
+        found: dict[str, Entry] = {i: (0, None) for i in ids}
+        found.update((str(r.id), (r.version, r.document())) for r in rows)
+        return found
 
     async def get(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> dict[str, Any]:
         found = await self.documents([str(post_id)])
@@ -315,6 +337,8 @@ class PostsService:
         if not answer.ready:
             await self.likes.load(user_id, self._load_likes)
             answer = await self.likes.lookup(user_id, ids)
+            if not answer.ready:  # an unlike dropped it while it loaded: ask Postgres
+                answer = LikedAnswer(ready=True, liked=set(), unsure=list(ids))
         if not answer.unsure:
             return answer.liked
         async with self.db.connection() as conn:
@@ -400,14 +424,18 @@ class PostsService:
         """The viewer's home timeline: their posts and those of whom they follow."""
         user_id = str(viewer)
         page = await self.timelines.page(user_id, before, limit + 1, self.likes)
+        rebuilt_from: list[str] | None = None
         if not page.ready:
-            await self._rebuild(user_id)
+            rebuilt_from = await self._rebuild(user_id)
             page = await self.timelines.page(user_id, before, limit + 1, self.likes)
         ids = page.ids
         # Authors with very many followers are merged in here, not fanned out;
-        # past the newest ids the timeline keeps, Postgres answers.
+        # past the newest ids the timeline keeps, Postgres answers, as it does
+        # when a follow or unfollow forgot the timeline while it was rebuilt.
         extra_authors = list(page.celebrities)
-        if page.truncated and len(ids) <= limit:
+        if not page.ready and rebuilt_from is not None:
+            extra_authors = [user_id, *rebuilt_from]
+        elif page.truncated and len(ids) <= limit:
             extra_authors = [user_id, *await self.timelines.followees(user_id)]
         if extra_authors:
             async with self.db.connection() as conn:
@@ -426,17 +454,23 @@ class PostsService:
         )
         return await self._page_of(shown, next_cursor, viewer, liked_answer)
 
-    async def _rebuild(self, user_id: str) -> None:
+    async def _rebuild(self, user_id: str) -> list[str]:
+        """Rebuilds a home timeline from auth (whom the user follows) and
+        Postgres (their newest posts); returns the followees."""
         await self.timelines.start_rebuild(user_id)
         followees = [u async for page in self._follow_pages("following", user_id) for u in page]
+        size = self.config.timeline_size
         async with self.db.connection() as conn:
             recent = await store.page_ids(
                 conn,
                 authors=[uuid.UUID(u) for u in (*followees, user_id)],
                 before=None,
-                limit=self.config.timeline_size,
+                limit=size + 1,
             )
-        await self.timelines.finish_rebuild(user_id, followees, [str(i) for i in recent])
+        await self.timelines.finish_rebuild(
+            user_id, followees, [str(i) for i in recent[:size]], more=len(recent) > size
+        )
+        return followees
 
     async def _follow_pages(self, direction: str, user_id: str) -> AsyncIterator[list[str]]:
         """Pages of a user's followers or followings, from auth."""
@@ -488,9 +522,9 @@ class PostsService:
         if celebrity:
             return
         async for page in self._follow_pages("followers", author_id):
-            await change(page, [post_id])
+            written = await change(page, [post_id])
             if add:
-                FANNED_OUT.inc(len(page))
+                FANNED_OUT.inc(written or 0)
 
     async def _on_post_created(self, envelope: Envelope) -> None:
         event = PostCreated.FromString(envelope.payload)
@@ -500,61 +534,50 @@ class PostsService:
         event = PostDeleted.FromString(envelope.payload)
         await self._fan_out(event.author_id, event.post_id, add=False)
 
-    async def _recent_ids(self, author_id: str) -> list[str]:
-        async with self.db.connection() as conn:
-            ids = await store.page_ids(
-                conn,
-                authors=[uuid.UUID(author_id)],
-                before=None,
-                limit=self.config.timeline_size,
-            )
-        return [str(i) for i in ids]
-
     async def _on_followed(self, envelope: Envelope) -> None:
-        event = UserFollowed.FromString(envelope.payload)
-        recent = await self._recent_ids(event.followee_id)
-        await self.timelines.followed(event.follower_id, event.followee_id, recent)
+        # Rebuilt at the next read, from auth's answer then: right whatever
+        # order follows and unfollows arrive in.
+        await self.timelines.forget(UserFollowed.FromString(envelope.payload).follower_id)
 
     async def _on_unfollowed(self, envelope: Envelope) -> None:
-        event = UserUnfollowed.FromString(envelope.payload)
-        recent = await self._recent_ids(event.followee_id)
-        await self.timelines.unfollowed(event.follower_id, event.followee_id, recent)
+        await self.timelines.forget(UserUnfollowed.FromString(envelope.payload).follower_id)
 
-    async def _count_message(self, envelope: Envelope, post_id: str, delta: int) -> None:
-        event_id, post = parse_uuid(envelope.id), parse_uuid(post_id)
-        if event_id is None or post is None:
-            log.warning("event_ignored", id=envelope.id, reason="not a UUID")
+    async def _count_message(self, message_id: str, post_id: str, *, deleted: bool) -> None:
+        message, post = parse_uuid(message_id), parse_uuid(post_id)
+        if message is None or post is None:
+            log.warning("event_ignored", message_id=message_id, reason="not a UUID")
             return
         async with self.db.connection() as conn, conn.transaction():
-            row = await store.apply_message_event(conn, event_id, post, delta)
+            row = await store.count_message(conn, message, post, deleted=deleted)
         if row is not None:
             await self._changed(str(row.id), row.version, row.document())
 
     async def _on_message_created(self, envelope: Envelope) -> None:
         event = MessageCreated.FromString(envelope.payload)
-        await self._count_message(envelope, event.post_id, +1)
+        await self._count_message(event.message_id, event.post_id, deleted=False)
 
     async def _on_message_deleted(self, envelope: Envelope) -> None:
         event = MessageDeleted.FromString(envelope.payload)
-        await self._count_message(envelope, event.post_id, -1)
+        await self._count_message(event.message_id, event.post_id, deleted=True)
 
     async def purge_forever(self, interval: float = 3600.0) -> None:
-        """Forgets applied events old enough never to be redelivered."""
+        """Forgets deleted messages old enough that no event of theirs is still coming."""
         while True:
             try:
                 async with self.db.connection() as conn:
-                    await store.purge_applied_events(conn, APPLIED_EVENTS_KEEP_SECONDS)
+                    await store.purge_counted_messages(conn, COUNTED_MESSAGES_KEEP_SECONDS)
             except Exception as exc:  # next round tries again
                 log.warning("purge_failed", error=str(exc))
             await asyncio.sleep(interval)
 
 
 @contextlib.contextmanager
-def _after_commit(post_id: uuid.UUID) -> Iterator[None]:
+def _after_commit(post_id: uuid.UUID | str) -> Iterator[None]:
     """Cache and timeline updates after a commit: the change stands whatever
-    happens to them. If Redis fails here, this process's L1 already holds the
-    change, and the rest heals as entries expire (``shared_cache_seconds``)
-    or are rebuilt; the events (in the outbox, so never lost) still fan out."""
+    happens to them. If Redis fails here, this process's L1 holds the change
+    for ``local_cache_ms``; other processes may show the previous version
+    until its Redis entry expires (``shared_cache_seconds``); the events (in
+    the outbox, never lost) still fan out."""
     try:
         yield
     except (redis.exceptions.RedisError, OSError) as exc:

@@ -141,15 +141,34 @@ async def liked(conn: Conn, user_id: uuid.UUID, post_ids: Sequence[uuid.UUID]) -
     return {row[0] for row in await cursor.fetchall()}
 
 
-async def apply_message_event(
-    conn: Conn, event_id: uuid.UUID, post_id: uuid.UUID, delta: int
+async def count_message(
+    conn: Conn, message_id: uuid.UUID, post_id: uuid.UUID, *, deleted: bool
 ) -> PostRow | None:
-    """Moves a post's message count once per event; the post after the
-    change, or None when there was nothing to change (a replayed event, or
-    a post deleted since)."""
-    cursor = await conn.execute(
-        "INSERT INTO applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING", (event_id,)
-    )
+    """Counts a message created (or deleted) on a post, once, in whichever
+    order the two are heard; the post after a change, or None when nothing
+    changed (a redelivery, a deletion of a message never counted, a post
+    deleted since)."""
+    if not deleted:
+        cursor = await conn.execute(
+            "INSERT INTO counted_messages (message_id, post_id, deleted)"
+            " SELECT %s, id, false FROM posts WHERE id = %s ON CONFLICT DO NOTHING",
+            (message_id, post_id),
+        )
+        delta = 1
+    else:
+        # Inserted: never counted (its creation may still come, and is then
+        # ignored). Updated from not deleted: counted, so uncounted now.
+        cursor = await conn.execute(
+            "INSERT INTO counted_messages (message_id, post_id, deleted)"
+            " SELECT %s, id, true FROM posts WHERE id = %s"
+            " ON CONFLICT (message_id) DO UPDATE SET deleted = true, heard_at = now()"
+            " WHERE NOT counted_messages.deleted RETURNING xmax <> 0",
+            (message_id, post_id),
+        )
+        row = await cursor.fetchone()
+        if row is None or not row[0]:
+            return None
+        delta = -1
     if cursor.rowcount == 0:
         return None
     return await _move_counter(conn, post_id, "message_count", delta)
@@ -166,9 +185,12 @@ async def _move_counter(conn: Conn, post_id: uuid.UUID, column: str, delta: int)
     return await cursor.fetchone()
 
 
-async def purge_applied_events(conn: Conn, older_than_seconds: int) -> int:
+async def purge_counted_messages(conn: Conn, older_than_seconds: int) -> int:
+    """Forgets deleted messages heard of long enough ago that no redelivery of
+    their creation can still come."""
     cursor = await conn.execute(
-        "DELETE FROM applied_events WHERE applied_at < now() - make_interval(secs => %s)",
+        "DELETE FROM counted_messages"
+        " WHERE deleted AND heard_at < now() - make_interval(secs => %s)",
         (older_than_seconds,),
     )
     return cursor.rowcount

@@ -3,15 +3,19 @@
 All members have score 0, so the set is ordered by member, and post ids are
 UUIDv7 strings whose order is their creation order: ``ZREVRANGEBYLEX`` pages
 through a timeline with the last id seen as the cursor, and equal times need
-no tie-breaker. Each set keeps the newest ``size`` ids (older pages come
-from Postgres). Two markers sort above every id: ``~b`` says a rebuild has
-started (fan-out writes into the set from then on, so nothing posted during
-the rebuild is missed), ``~r`` that the timeline is complete.
+no tie-breaker. Each set keeps the newest ``size`` ids. Markers sort above
+every id: ``~b`` says a rebuild has started (fan-out writes into the set from
+then on, so nothing posted during the rebuild is missed), ``~r`` that the
+timeline is complete, ``~t`` that older posts exist than the set keeps (pages
+past the end come from Postgres).
 
 Fan-out only adds to timelines that exist: an inactive user's timeline
 expires after ``ttl_seconds`` and is rebuilt from Postgres when next read.
 Beside each timeline, the set of whom the user follows (for the authors
 with very many followers, who are not fanned out but merged in at read time).
+A follow or unfollow forgets both (the next read rebuilds them), whatever
+order the events arrive in; a rebuild that was forgotten while it ran is
+not finished.
 
 Keys of one user are touched together by multi-key commands: under Redis
 Cluster they would need a hash tag; this runs on one Redis.
@@ -21,15 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
+from social_common.redis import as_text
 
 from posts.likes import LikedSets, liked_key
 
 BUILDING = "~b"
 READY = "~r"
-MARKERS = 2
+TRUNCATED = "~t"
+MARKERS = 3
 # The set of authors whose posts are merged at read time.
 CELEBRITIES = "timeline:celebrities"
 
@@ -37,26 +42,68 @@ CELEBRITIES = "timeline:celebrities"
 _PAGE = """
 local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[1], '-', 'LIMIT', 0, tonumber(ARGV[2]))
 local ready = redis.call('ZSCORE', KEYS[1], '~r')
-local count = redis.call('ZCARD', KEYS[1])
+local truncated = redis.call('ZSCORE', KEYS[1], '~t')
 local celebrities = redis.call('SINTER', KEYS[2], KEYS[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 local liked = redis.call('SMISMEMBER', KEYS[4], ARGV[4], ARGV[5], unpack(ids))
-return {ids, ready and 1 or 0, count, celebrities, liked}
+return {ids, ready and 1 or 0, truncated and 1 or 0, celebrities, liked}
 """
 
-_ADD_IF_EXISTS = """
+# Keeps the newest ids (and the markers); marks the set truncated if any went.
+_CAP = """
+local function cap(key, keep)
+  if redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) > 0 then
+    redis.call('ZADD', key, 0, '~t')
+  end
+end
+"""
+
+_ADD_IF_EXISTS = (
+    _CAP
+    + """
 local keep = tonumber(ARGV[1])
+local written = 0
 for _, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
     for i = 2, #ARGV do
       redis.call('ZADD', key, 0, ARGV[i])
     end
-    redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+    cap(key, keep)
+    written = written + 1
   end
 end
-return 0
+return written
 """
+)
+
+# KEYS: timeline, following. ARGV: ttl, keep, truncated (1/0), the number of
+# followees, the followees, then the post ids.
+_FINISH_REBUILD = (
+    _CAP
+    + """
+if not redis.call('ZSCORE', KEYS[1], '~b') then
+  return 0
+end
+local followees = tonumber(ARGV[4])
+redis.call('DEL', KEYS[2])
+redis.call('SADD', KEYS[2], '~')
+for i = 5, 4 + followees do
+  redis.call('SADD', KEYS[2], ARGV[i])
+end
+for i = 5 + followees, #ARGV do
+  redis.call('ZADD', KEYS[1], 0, ARGV[i])
+end
+redis.call('ZADD', KEYS[1], 0, '~r')
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[1], 0, '~t')
+end
+cap(KEYS[1], tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+)
 
 
 def timeline_key(user_id: str) -> str:
@@ -71,7 +118,7 @@ def following_key(user_id: str) -> str:
 class TimelinePage:
     ready: bool
     ids: list[str]
-    # Whether older posts than the set holds may exist (the set is full).
+    # Whether older posts exist than the set holds.
     truncated: bool
     # The followed authors whose posts are merged at read time.
     celebrities: list[str]
@@ -86,6 +133,7 @@ class Timelines:
         self.ttl = ttl_seconds
         self._add_if_exists = redis_client.register_script(_ADD_IF_EXISTS)
         self._page = redis_client.register_script(_PAGE)
+        self._finish_rebuild = redis_client.register_script(_FINISH_REBUILD)
 
     async def page(
         self, user_id: str, before: str | None, limit: int, liked: LikedSets
@@ -94,21 +142,21 @@ class Timelines:
         with which of them the user likes."""
         # Markers sort above every id: starting below "~" leaves them out.
         start = f"({before}" if before else "(~"
-        ids, ready, count, celebrities, liked_reply = await self._page(
+        ids, ready, truncated, celebrities, liked_reply = await self._page(
             keys=[timeline_key(user_id), following_key(user_id), CELEBRITIES, liked_key(user_id)],
             args=[start, limit, self.ttl, *liked.markers],
         )
         return TimelinePage(
             ready=bool(ready),
-            ids=[_text(i) for i in ids],
-            truncated=count >= self.size + MARKERS,
-            celebrities=[_text(c) for c in celebrities],
+            ids=[as_text(i) for i in ids],
+            truncated=bool(truncated),
+            celebrities=[as_text(c) for c in celebrities],
             liked=list(liked_reply),
         )
 
     async def followees(self, user_id: str) -> list[str]:
         members = await self.redis.smembers(following_key(user_id))
-        return [m for m in (_text(m) for m in members) if m != "~"]
+        return [m for m in (as_text(m) for m in members) if m != "~"]
 
     async def start_rebuild(self, user_id: str) -> None:
         """Marks the timeline as being built: fan-out adds to it from now on."""
@@ -118,24 +166,31 @@ class Timelines:
             await pipe.execute()
 
     async def finish_rebuild(
-        self, user_id: str, followees: Sequence[str], recent_ids: Sequence[str]
-    ) -> None:
-        key, following = timeline_key(user_id), following_key(user_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {**dict.fromkeys(recent_ids, 0), READY: 0})
-            pipe.zremrangebyrank(key, 0, -(self.size + MARKERS + 1))
-            pipe.delete(following)
-            # A marker member: following nobody still leaves a (known) set.
-            pipe.sadd(following, "~", *followees)
-            pipe.expire(key, self.ttl)
-            pipe.expire(following, self.ttl)
-            await pipe.execute()
+        self, user_id: str, followees: Sequence[str], recent_ids: Sequence[str], *, more: bool
+    ) -> bool:
+        """Completes a rebuild (``more``: older posts exist than ``recent_ids``);
+        False when the timeline was forgotten meanwhile (and stays so)."""
+        finished = await self._finish_rebuild(
+            keys=[timeline_key(user_id), following_key(user_id)],
+            # The followees' set always holds "~": following nobody is known too.
+            args=[
+                self.ttl,
+                self.size + MARKERS,
+                1 if more else 0,
+                len(followees),
+                *followees,
+                *recent_ids,
+            ],
+        )
+        return bool(finished)
 
-    async def add(self, user_ids: Iterable[str], post_ids: Sequence[str]) -> None:
-        """Adds posts to the timelines of ``user_ids`` that exist."""
+    async def add(self, user_ids: Iterable[str], post_ids: Sequence[str]) -> int:
+        """Adds posts to the timelines of ``user_ids`` that exist; how many did."""
         keys = [timeline_key(u) for u in user_ids]
-        if keys and post_ids:
-            await self._add_if_exists(keys=keys, args=[self.size + MARKERS, *post_ids])
+        if not keys or not post_ids:
+            return 0
+        written = await self._add_if_exists(keys=keys, args=[self.size + MARKERS, *post_ids])
+        return int(written)
 
     async def remove(self, user_ids: Iterable[str], post_ids: Sequence[str]) -> None:
         if not post_ids:
@@ -145,23 +200,9 @@ class Timelines:
                 pipe.zrem(timeline_key(user_id), *post_ids)
             await pipe.execute()
 
-    async def followed(self, follower: str, followee: str, recent_ids: Sequence[str]) -> None:
-        await self.add([follower], recent_ids)
-        await self._move_followee(follower, followee, add=True)
-
-    async def unfollowed(self, follower: str, followee: str, recent_ids: Sequence[str]) -> None:
-        await self.remove([follower], recent_ids)
-        await self._move_followee(follower, followee, add=False)
-
-    async def _move_followee(self, follower: str, followee: str, *, add: bool) -> None:
-        following = following_key(follower)
-        # Only a known set is changed; a missing one is rebuilt whole when needed.
-        if await self.redis.exists(following):
-            await (self.redis.sadd if add else self.redis.srem)(following, followee)
+    async def forget(self, user_id: str) -> None:
+        """Drops a user's timeline: the next read rebuilds it from the sources."""
+        await self.redis.delete(timeline_key(user_id), following_key(user_id))
 
     async def mark_celebrity(self, author_id: str, *, on: bool) -> None:
         await (self.redis.sadd if on else self.redis.srem)(CELEBRITIES, author_id)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

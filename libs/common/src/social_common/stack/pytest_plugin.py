@@ -36,11 +36,11 @@ def stack() -> Iterator[Endpoints]:
         service_env={
             # Key rotations show within a second instead of thirty.
             "auth": {"SIGNING_KEYS_RELOAD_SECONDS": "1"},
-            # The sweeper runs every second; one worker and one queued upload
-            # make a saturated pool easy to reach.
             # Hybrid timelines show with a handful of followers, and the
             # paths past a full timeline with a few dozen posts.
             "posts": {"POSTS_CELEBRITY_FOLLOWERS": "3", "POSTS_TIMELINE_SIZE": "40"},
+            # The sweeper runs every second; one worker and one queued upload
+            # make a saturated pool easy to reach.
             "media": {
                 "MEDIA_SWEEP_INTERVAL_SECONDS": "1",
                 "MEDIA_WORKERS": "1",

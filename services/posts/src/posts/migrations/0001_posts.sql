@@ -23,10 +23,16 @@ CREATE TABLE likes (
 );
 CREATE INDEX likes_by_post ON likes (post_id);
 
--- Events from other services already applied to the counters: delivery is
--- at least once, and a redelivered message.created must not count twice.
-CREATE TABLE applied_events (
-    event_id uuid PRIMARY KEY,
-    applied_at timestamptz NOT NULL DEFAULT now()
+-- The messages message_count has heard of (from the messages service's
+-- events): delivered at least once and in no set order across the two
+-- streams, each is counted once, and a deletion heard before its creation
+-- cancels it rather than counting it. Rows of live messages stay while
+-- their post does; those of deleted ones go a week after (see the purge).
+CREATE TABLE counted_messages (
+    message_id uuid PRIMARY KEY,
+    post_id uuid NOT NULL REFERENCES posts (id) ON DELETE CASCADE,
+    deleted boolean NOT NULL,
+    heard_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX applied_events_by_age ON applied_events (applied_at);
+CREATE INDEX counted_messages_post ON counted_messages (post_id);
+CREATE INDEX counted_messages_deleted ON counted_messages (heard_at) WHERE deleted;
