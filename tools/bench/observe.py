@@ -41,7 +41,9 @@ class PostsProcess:
 
 
 def find_posts(run_dir: Path = DEFAULT_RUN_DIR) -> PostsProcess | None:
-    """The posts service `make up` started, or None (another stack, or none)."""
+    """The posts service `make up` started, or None (another stack, or none,
+    or several replicas: their /metrics share one port, so a scrape reads
+    whichever process the kernel picks and the counts mean nothing)."""
     try:
         loaded = load_state(run_dir)
     except StackError:
@@ -52,6 +54,9 @@ def find_posts(run_dir: Path = DEFAULT_RUN_DIR) -> PostsProcess | None:
     component = next((c for c in components if c.name == SERVICE), None)
     address = endpoints.services_http.get(SERVICE)
     if component is None or address is None or not is_running(component):
+        return None
+    if any(c.name.startswith(f"{SERVICE}-") for c in components):
+        print("bench: posts runs as replicas: no cache ratios or profile", file=sys.stderr)
         return None
     return PostsProcess(component.pid, f"http://{address}/metrics")
 
