@@ -493,26 +493,27 @@ def test_message_events_move_the_count_once_each(
 def test_posts_publish_their_events(
     stack: Endpoints, account: Account, events: redis.Redis
 ) -> None:
-    def published(event_type: str, post_id: str) -> list[Envelope]:
-        raw_events = redis.Redis.from_url(stack.redis_url)
-        with raw_events:
-            entries: Any = raw_events.xrevrange(f"events:{event_type}", count=200)
-        found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
-        return [e for e in found if e.key == post_id]
-
     post = create_post(stack.gateway_url, account)
     fan = create_account(stack.gateway_url)
     _like(stack, fan, post["id"])
     _like(stack, fan, post["id"])  # no second event: nothing changed
     assert _delete(stack, account, post["id"]).status_code == 204
-    wait_until(lambda: len(published("post.deleted", post["id"])) == 1, what="post.deleted")
-    [created] = published("post.created", post["id"])
+    wait_until(lambda: len(_published(stack, "post.deleted", post["id"])) == 1, what="post.deleted")
+    [created] = _published(stack, "post.created", post["id"])
     assert PostCreated.FromString(created.payload).author_id == account.id
     assert created.producer == "posts"
-    [liked] = published("post.liked", post["id"])
+    [liked] = _published(stack, "post.liked", post["id"])
     assert PostLiked.FromString(liked.payload).user_id == fan.id
-    [deleted] = published("post.deleted", post["id"])
+    [deleted] = _published(stack, "post.deleted", post["id"])
     assert list(PostDeleted.FromString(deleted.payload).media_ids) == [post["media"][0]["id"]]
+
+
+def _published(stack: Endpoints, event_type: str, post_id: str) -> list[Envelope]:
+    """The envelopes of ``event_type`` about ``post_id`` on the stream (the newest 200)."""
+    with redis.Redis.from_url(stack.redis_url) as raw_events:
+        entries: Any = raw_events.xrevrange(f"events:{event_type}", count=200)
+    found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
+    return [e for e in found if e.key == post_id]
 
 
 @pytest.fixture
@@ -533,3 +534,29 @@ def test_grpc_get_posts_answers_for_live_posts_only(stack: Endpoints, account: A
         )
     assert [(p.id, p.author_id) for p in reply.posts] == [(live["id"], account.id)]
     assert reply.posts[0].visibility == posts_pb2.VISIBILITY_PUBLIC
+
+
+def test_a_create_that_loses_its_media_race_rolls_back_and_publishes_nothing(
+    stack: Endpoints, account: Account
+) -> None:
+    media = upload_image(stack.gateway_url, account)["id"]
+    body = {"caption": "race", "media_ids": [media]}
+    barrier = threading.Barrier(3)
+
+    def send(_: int) -> httpx.Response:
+        barrier.wait()
+        return _post(stack, account, body)
+
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(send, range(3)))
+    assert sorted(r.status_code for r in responses) == [201, 422, 422]
+    [winner] = [r.json()["id"] for r in responses if r.status_code == 201]
+    assert _ids(_get(stack, f"/api/v1/users/{account.username}/posts")) == [winner]
+    # The losers' transactions (post row and outbox event) were rolled back.
+    wait_until(lambda: _published(stack, "post.created", winner) != [], what="the winner's event")
+    with redis.Redis.from_url(stack.redis_url) as raw:
+        entries: Any = raw.xrange("events:post.created")
+    created = [
+        PostCreated.FromString(Envelope.FromString(f[b"envelope"]).payload) for _, f in entries
+    ]
+    assert [c.post_id for c in created if media in c.media_ids] == [winner]
