@@ -9,6 +9,7 @@ import grpc
 from social.media.v1 import media_pb2, media_pb2_grpc
 from social_common.ids import parse_uuid
 
+from media import store
 from media.service import MediaService
 from media.views import media_document
 
@@ -48,28 +49,29 @@ class MediaRpc(media_pb2_grpc.MediaServiceServicer):
         found = await self.service.many(wanted, owner) if wanted else []
         reply = media_pb2.GetMediaResponse()
         for media in found:
-            doc = media_document(media, self.public_base_url)
-            urls = {doc["url"], *(v["url"] for v in doc["variants"])}
+            message = self._message(media)
+            urls = {message.url, *(v.url for v in message.variants)}
             if media.id not in ids and by_url.get(media.id) not in urls:
                 continue  # found by a URL that is none of its renditions'
-
-            reply.media.append(
-                media_pb2.Media(
-                    id=doc["id"],
-                    owner_id=str(media.owner_id),
-                    state=_STATES[media.state],
-                    type=doc["type"],
-                    url=doc["url"],
-                    preview_url=doc["preview_url"],
-                    width=media.width,
-                    height=media.height,
-                    blurhash=media.blurhash,
-                    description=media.description,
-                    variants=[media_pb2.Variant(**v) for v in doc["variants"]],
-                    post_id=str(media.post_id or ""),
-                )
-            )
+            reply.media.append(message)
         return reply
+
+    def _message(self, media: store.Media) -> media_pb2.Media:
+        doc = media_document(media, self.public_base_url)
+        return media_pb2.Media(
+            id=doc["id"],
+            owner_id=str(media.owner_id),
+            state=_STATES[media.state],
+            type=doc["type"],
+            url=doc["url"],
+            preview_url=doc["preview_url"],
+            width=media.width,
+            height=media.height,
+            blurhash=media.blurhash,
+            description=media.description,
+            variants=[media_pb2.Variant(**v) for v in doc["variants"]],
+            post_id=str(media.post_id or ""),
+        )
 
     async def AttachMedia(
         self, request: media_pb2.AttachMediaRequest, context: Context
@@ -83,9 +85,11 @@ class MediaRpc(media_pb2_grpc.MediaServiceServicer):
         assert post_id is not None
         assert owner is not None
         valid = [i for i in ids if i is not None]
-        if not await self.service.attach(valid, owner, post_id):
+        attached = await self.service.attach(valid, owner, post_id)
+        if attached is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "some media is missing, not ready, or attached to another post",
             )
-        return media_pb2.AttachMediaResponse()
+        assert attached is not None
+        return media_pb2.AttachMediaResponse(media=[self._message(m) for m in attached])

@@ -255,14 +255,17 @@ class MediaService:
         async with self.pool.connection() as conn:
             return await store.many_owned(conn, ids, owner_id)
 
-    async def attach(self, ids: list[uuid.UUID], owner_id: uuid.UUID, post_id: uuid.UUID) -> bool:
-        """True when every one of ``ids`` (all ``owner_id``'s) is now attached
-        to ``post_id``; else nothing changed (all or nothing)."""
+    async def attach(
+        self, ids: list[uuid.UUID], owner_id: uuid.UUID, post_id: uuid.UUID
+    ) -> list[store.Media] | None:
+        """The media of ``ids`` (all ``owner_id``'s), in that order, now attached
+        to ``post_id``; None when some could not be, and nothing changed."""
         async with self.pool.connection() as conn, conn.transaction():
-            attached = await store.attach(conn, ids, owner_id, post_id) == len(set(ids))
-            if not attached:
-                raise psycopg.Rollback
-        return attached
+            attached = {m.id: m for m in await store.attach(conn, ids, owner_id, post_id)}
+            if len(attached) != len(set(ids)):
+                raise psycopg.Rollback  # leaves the block, changing nothing
+            return [attached[i] for i in ids]
+        return None
 
     # -- direct uploads ------------------------------------------------------
 

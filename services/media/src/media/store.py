@@ -136,17 +136,18 @@ async def set_description(
 
 async def attach(
     conn: Conn, ids: Sequence[uuid.UUID], owner_id: uuid.UUID, post_id: uuid.UUID
-) -> int:
+) -> list[Media]:
     """Attaches the owner's pending media (or media already attached to this
-    very post, so a retried call succeeds); returns how many of ``ids`` are
-    attached to it."""
-    cursor = await conn.execute(
+    very post, so a retried call succeeds); returns those of ``ids`` that
+    are attached to it."""
+    cursor = conn.cursor(row_factory=class_row(Media))
+    await cursor.execute(
         "UPDATE media SET state = 'attached', post_id = %s, updated_at = now()"
         " WHERE id = ANY(%s) AND owner_id = %s AND (state = 'pending' OR post_id = %s)"
-        " RETURNING id",
+        f" RETURNING {_COLUMNS}",
         (post_id, list(ids), owner_id, post_id),
     )
-    return len(await cursor.fetchall())
+    return await cursor.fetchall()
 
 
 async def lock_expired(

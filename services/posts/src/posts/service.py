@@ -50,6 +50,7 @@ LIKES = Counter("posts_likes_total", "Likes given and taken back", ["action"])
 FANNED_OUT = Counter("posts_fanout_timelines_total", "Home timelines a new post was written into")
 
 PRODUCER = "posts"
+CELEBRITY_CHECK_MS = 60_000
 GLOBAL = "global"
 PEER_TIMEOUT = 5.0
 # How long a deleted message is remembered, against a late (re)delivery of its creation.
@@ -140,6 +141,8 @@ class PostsService:
         self.timelines = Timelines(redis_client, config.timeline_size, config.timeline_ttl_seconds)
         self.likes = LikedSets(redis_client)
         self.broadcast = Broadcast(redis_client, "posts:changes")
+        # Whether each recent author is fanned out on write (see _is_celebrity).
+        self.celebrities = LocalCache(CELEBRITY_CHECK_MS, config.local_cache_entries)
         # Moves with every change this process learns of: what was rendered
         # from an older generation is not served again.
         self.generation = 0
@@ -185,9 +188,15 @@ class PostsService:
         media_ids: Sequence[uuid.UUID],
         image_url: str | None,
     ) -> dict[str, Any]:
-        media = await self._usable_media(author_id, media_ids, image_url)
+        if image_url is not None:
+            media_ids = [await self._media_at(author_id, image_url)]
         post_id = uuid7()
         async with self.db.connection() as conn, conn.transaction():
+            # First, inside the transaction: the media becomes this post's (the
+            # author's, not yet another post's: checked by media, all or none),
+            # and if anything after fails, the post never existed. (If the
+            # commit itself failed, the media would stay attached to no post.)
+            media = await self._attach(post_id, author_id, media_ids)
             row = await store.insert_post(
                 conn, post_id, author_id, caption, [_media_document(m) for m in media]
             )
@@ -202,18 +211,6 @@ class PostsService:
                 key=str(post_id),
                 payload=created,
             )
-            # Inside the transaction: if media refuses, the post never existed.
-            try:
-                await self.media.AttachMedia(
-                    media_pb2.AttachMediaRequest(
-                        ids=[m.id for m in media], post_id=str(post_id), owner_id=str(author_id)
-                    ),
-                    timeout=PEER_TIMEOUT,
-                )
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                    raise
-                raise _media_problem("media is no longer available to attach") from None
         POSTS_CREATED.inc()
         await self._changed(
             str(post_id), row.version, row.document(), [GLOBAL, author_list(str(author_id))]
@@ -223,28 +220,34 @@ class PostsService:
             await self.timelines.add([str(author_id)], [str(post_id)])
         return await self._render_committed(row, author_id, liked=False)
 
-    async def _usable_media(
-        self, owner: uuid.UUID, media_ids: Sequence[uuid.UUID], image_url: str | None
+    async def _media_at(self, owner: uuid.UUID, image_url: str) -> uuid.UUID:
+        """The seed's form: the id of the owner's media whose rendition is at ``image_url``."""
+        reply = await self.media.GetMedia(
+            media_pb2.GetMediaRequest(owner_id=str(owner), urls=[image_url]),
+            timeout=PEER_TIMEOUT,
+        )
+        media_id = parse_uuid(reply.media[0].id) if len(reply.media) == 1 else None
+        if media_id is None:
+            raise _media_problem("image_url must be the URL of an image you uploaded here")
+        return media_id
+
+    async def _attach(
+        self, post_id: uuid.UUID, owner: uuid.UUID, media_ids: Sequence[uuid.UUID]
     ) -> list[media_pb2.Media]:
-        request = media_pb2.GetMediaRequest(owner_id=str(owner))
-        if image_url is not None:
-            request.urls.append(image_url)
-        else:
-            request.ids.extend(str(i) for i in media_ids)
-        reply = await self.media.GetMedia(request, timeout=PEER_TIMEOUT)
-        if image_url is not None:
-            if len(reply.media) != 1:
-                raise _media_problem("image_url must be the URL of an image you uploaded here")
-            media = list(reply.media)
-        else:
-            by_id = {m.id: m for m in reply.media}
-            missing = [str(i) for i in media_ids if str(i) not in by_id]
-            if missing:
-                raise _media_problem(f"no such media of yours: {', '.join(missing)}")
-            media = [by_id[str(i)] for i in media_ids]
-        if any(m.state == media_pb2.MEDIA_STATE_ATTACHED for m in media):
-            raise _media_problem("some media is already part of a post")
-        return media
+        try:
+            reply = await self.media.AttachMedia(
+                media_pb2.AttachMediaRequest(
+                    ids=[str(i) for i in media_ids], post_id=str(post_id), owner_id=str(owner)
+                ),
+                timeout=PEER_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            raise _media_problem(
+                "each media must be an upload of yours that no other post has"
+            ) from None
+        return list(reply.media)
 
     async def delete(self, post_id: uuid.UUID, author_id: uuid.UUID) -> None:
         async with self.db.connection() as conn, conn.transaction():
@@ -511,12 +514,7 @@ class PostsService:
     async def _fan_out(self, author_id: str, post_id: str, *, add: bool) -> None:
         """Adds a post to (or removes it from) the timelines of its author's
         followers, unless the author has so many that readers merge it in."""
-        users = await self.auth.GetUsers(
-            auth_pb2.GetUsersRequest(ids=[author_id]), timeout=PEER_TIMEOUT
-        )
-        followers = users.users[0].follower_count if users.users else 0
-        celebrity = followers >= self.config.celebrity_followers
-        await self.timelines.mark_celebrity(author_id, on=celebrity)
+        celebrity = await self._is_celebrity(author_id)
         change = self.timelines.add if add else self.timelines.remove
         await change([author_id], [post_id])
         if celebrity:
@@ -525,6 +523,21 @@ class PostsService:
             written = await change(page, [post_id])
             if add:
                 FANNED_OUT.inc(written or 0)
+
+    async def _is_celebrity(self, author_id: str) -> bool:
+        """Whether an author has so many followers that readers merge their
+        posts in; asked of auth at most once a minute per author."""
+        known = self.celebrities.get(author_id)
+        if known is not None:
+            return bool(known[1])
+        users = await self.auth.GetUsers(
+            auth_pb2.GetUsersRequest(ids=[author_id]), timeout=PEER_TIMEOUT
+        )
+        followers = users.users[0].follower_count if users.users else 0
+        celebrity = followers >= self.config.celebrity_followers
+        await self.timelines.mark_celebrity(author_id, on=celebrity)
+        self.celebrities.put(author_id, 0, celebrity)
+        return celebrity
 
     async def _on_post_created(self, envelope: Envelope) -> None:
         event = PostCreated.FromString(envelope.payload)

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsocial/media/v1/media.proto\x12\x0fsocial.media.v1\"C\n\x07Variant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03url\x18\x04 \x01(\t\"\x84\x02\n\x05Media\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.social.media.v1.MediaState\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x13\n\x0bpreview_url\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x10\n\x08\x62lurhash\x18\t \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12*\n\x08variants\x18\x0b \x03(\x0b\x32\x18.social.media.v1.Variant\x12\x0f\n\x07post_id\x18\x0c \x01(\t\">\n\x0fGetMediaRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04urls\x18\x03 \x03(\t\"9\n\x10GetMediaResponse\x12%\n\x05media\x18\x01 \x03(\x0b\x32\x16.social.media.v1.Media\"D\n\x12\x41ttachMediaRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0f\n\x07post_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\"\x15\n\x13\x41ttachMediaResponse*\\\n\nMediaState\x12\x1b\n\x17MEDIA_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEDIA_STATE_PENDING\x10\x01\x12\x18\n\x14MEDIA_STATE_ATTACHED\x10\x02\x32\xb9\x01\n\x0cMediaService\x12O\n\x08GetMedia\x12 .social.media.v1.GetMediaRequest\x1a!.social.media.v1.GetMediaResponse\x12X\n\x0b\x41ttachMedia\x12#.social.media.v1.AttachMediaRequest\x1a$.social.media.v1.AttachMediaResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsocial/media/v1/media.proto\x12\x0fsocial.media.v1\"C\n\x07Variant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03url\x18\x04 \x01(\t\"\x84\x02\n\x05Media\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.social.media.v1.MediaState\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x13\n\x0bpreview_url\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x10\n\x08\x62lurhash\x18\t \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12*\n\x08variants\x18\x0b \x03(\x0b\x32\x18.social.media.v1.Variant\x12\x0f\n\x07post_id\x18\x0c \x01(\t\">\n\x0fGetMediaRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04urls\x18\x03 \x03(\t\"9\n\x10GetMediaResponse\x12%\n\x05media\x18\x01 \x03(\x0b\x32\x16.social.media.v1.Media\"D\n\x12\x41ttachMediaRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0f\n\x07post_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\"<\n\x13\x41ttachMediaResponse\x12%\n\x05media\x18\x01 \x03(\x0b\x32\x16.social.media.v1.Media*\\\n\nMediaState\x12\x1b\n\x17MEDIA_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEDIA_STATE_PENDING\x10\x01\x12\x18\n\x14MEDIA_STATE_ATTACHED\x10\x02\x32\xb9\x01\n\x0cMediaService\x12O\n\x08GetMedia\x12 .social.media.v1.GetMediaRequest\x1a!.social.media.v1.GetMediaResponse\x12X\n\x0b\x41ttachMedia\x12#.social.media.v1.AttachMediaRequest\x1a$.social.media.v1.AttachMediaResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'social.media.v1.media_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEDIASTATE']._serialized_start=596
-  _globals['_MEDIASTATE']._serialized_end=688
+  _globals['_MEDIASTATE']._serialized_start=635
+  _globals['_MEDIASTATE']._serialized_end=727
   _globals['_VARIANT']._serialized_start=48
   _globals['_VARIANT']._serialized_end=115
   _globals['_MEDIA']._serialized_start=118
@@ -44,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHMEDIAREQUEST']._serialized_start=503
   _globals['_ATTACHMEDIAREQUEST']._serialized_end=571
   _globals['_ATTACHMEDIARESPONSE']._serialized_start=573
-  _globals['_ATTACHMEDIARESPONSE']._serialized_end=594
-  _globals['_MEDIASERVICE']._serialized_start=691
-  _globals['_MEDIASERVICE']._serialized_end=876
+  _globals['_ATTACHMEDIARESPONSE']._serialized_end=633
+  _globals['_MEDIASERVICE']._serialized_start=730
+  _globals['_MEDIASERVICE']._serialized_end=915
 # @@protoc_insertion_point(module_scope)

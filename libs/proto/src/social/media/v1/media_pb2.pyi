@@ -202,12 +202,19 @@ Global___AttachMediaRequest: _TypeAlias = AttachMediaRequest  # noqa: Y015
 class AttachMediaResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    MEDIA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def media(self) -> _containers.RepeatedCompositeFieldContainer[Global___Media]:
+        """media is what was attached, in the order of the request's ids."""
+
     def __init__(
         self,
+        *,
+        media: _abc.Iterable[Global___Media] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["media", b"media"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

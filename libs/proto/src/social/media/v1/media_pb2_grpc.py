@@ -60,7 +60,8 @@ class MediaServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AttachMedia(self, request, context):
-        """AttachMedia marks pending media as attached to a post, so the sweeper keeps it.
+        """AttachMedia marks pending media as attached to a post, so the sweeper keeps
+        it, and returns it: all of ids or none (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

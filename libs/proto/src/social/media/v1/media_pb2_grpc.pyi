@@ -38,7 +38,9 @@ class MediaServiceStub:
     are at urls, that exist and belong to owner_id.
     """
     AttachMedia: _grpc.UnaryUnaryMultiCallable[_media_pb2.AttachMediaRequest, _media_pb2.AttachMediaResponse]
-    """AttachMedia marks pending media as attached to a post, so the sweeper keeps it."""
+    """AttachMedia marks pending media as attached to a post, so the sweeper keeps
+    it, and returns it: all of ids or none (FAILED_PRECONDITION).
+    """
 
 @_typing.type_check_only
 class MediaServiceAsyncStub(MediaServiceStub):
@@ -50,7 +52,9 @@ class MediaServiceAsyncStub(MediaServiceStub):
     are at urls, that exist and belong to owner_id.
     """
     AttachMedia: _aio.UnaryUnaryMultiCallable[_media_pb2.AttachMediaRequest, _media_pb2.AttachMediaResponse]  # type: ignore[assignment]
-    """AttachMedia marks pending media as attached to a post, so the sweeper keeps it."""
+    """AttachMedia marks pending media as attached to a post, so the sweeper keeps
+    it, and returns it: all of ids or none (FAILED_PRECONDITION).
+    """
 
 class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
     """MediaService lets peers check and claim uploaded images."""
@@ -71,6 +75,8 @@ class MediaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _media_pb2.AttachMediaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_media_pb2.AttachMediaResponse, _abc.Awaitable[_media_pb2.AttachMediaResponse]]:
-        """AttachMedia marks pending media as attached to a post, so the sweeper keeps it."""
+        """AttachMedia marks pending media as attached to a post, so the sweeper keeps
+        it, and returns it: all of ids or none (FAILED_PRECONDITION).
+        """
 
 def add_MediaServiceServicer_to_server(servicer: MediaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
