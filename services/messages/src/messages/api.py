@@ -1,0 +1,105 @@
+"""The messages service's REST API (reached through the gateway)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import orjson
+from social_common.errors import Problem
+from social_common.idempotency import Idempotency
+from social_common.ids import parse_uuid
+from social_common.pagination import decode_cursor, next_link, page_limit
+from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
+from social_common.rest import (
+    conditional_json,
+    etag_of,
+    json_response,
+    parse_json_object,
+    read_json_body,
+)
+from social_common.tokens import TokenVerifier, authenticate
+from social_common.validation import clean_text, field_error
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from messages.config import MessagesConfig
+from messages.service import MessagesService, post_not_found
+
+MAX_MESSAGE = 2000
+
+
+def _uuid(request: Request, name: str, missing: Problem) -> uuid.UUID:
+    value = parse_uuid(request.path_params[name])
+    if value is None:
+        raise missing
+    return value
+
+
+class MessagesApi:
+    def __init__(
+        self,
+        service: MessagesService,
+        verifier: TokenVerifier,
+        limiter: RateLimiter,
+        idempotency: Idempotency,
+        config: MessagesConfig,
+    ) -> None:
+        self.service = service
+        self.verifier = verifier
+        self.limiter = limiter
+        self.idempotency = idempotency
+        self.config = config
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [
+            Route("/api/v1/posts/{post_id}/messages", self.list, methods=["GET"]),
+            Route("/api/v1/posts/{post_id}/messages", self.send, methods=["POST"]),
+            Route("/api/v1/posts/{post_id}/messages/{message_id}", self.delete, methods=["DELETE"]),
+        ]
+
+    async def _user(self, request: Request) -> uuid.UUID:
+        return uuid.UUID((await authenticate(request, self.verifier)).subject)
+
+    async def send(self, request: Request) -> Response:
+        sender = await self._user(request)
+        post_id = _uuid(request, "post_id", post_not_found())
+        raw = await read_json_body(request)
+
+        async def handle() -> Response:
+            body = parse_json_object(raw, {"message": str}, required=("message",))
+            text = clean_text("message", body["message"], MAX_MESSAGE)
+            if not text:
+                raise field_error("message", "must not be empty")
+            result = await self.limiter.hit(
+                Limit("messages_send", str(sender), self.config.send_rate)
+            )
+            raise_if_limited(result)
+            message = await self.service.send(post_id, sender, text)
+            return json_response(message, 201, headers=result.headers())
+
+        return await self.idempotency.run(request, str(sender), raw, handle)
+
+    async def list(self, request: Request) -> Response:
+        post_id = _uuid(request, "post_id", post_not_found())
+        limit = page_limit(request.query_params.get("limit"))
+        order = request.query_params.get("order", "asc")
+        if order not in ("asc", "desc"):
+            raise field_error("order", "asc (oldest first) or desc (newest first)")
+        decoded = decode_cursor(request.query_params.get("cursor"), [str])
+        after = None if decoded is None else parse_uuid(decoded[0])
+        if decoded is not None and after is None:
+            decode_cursor("!", [str])  # the same 422 as any cursor we did not issue
+        messages, next_cursor = await self.service.page(
+            post_id, after, limit, newest_first=order == "desc"
+        )
+        body = orjson.dumps({"items": messages, "next_cursor": next_cursor})
+        return conditional_json(request, body, etag_of(body), next_link(request.url, next_cursor))
+
+    async def delete(self, request: Request) -> Response:
+        user = await self._user(request)
+        post_id = _uuid(request, "post_id", post_not_found())
+        missing = Problem(404, "message_not_found", "No such message.")
+        await self.service.delete(post_id, _uuid(request, "message_id", missing), user)
+        return Response(status_code=204)

@@ -1,0 +1,143 @@
+"""The messages service's rules: messages on posts, who may delete them, and
+the events that tell the rest of the fleet."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+from social.events.v1.events_pb2 import Envelope
+from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
+from social.posts.v1 import posts_pb2, posts_pb2_grpc
+from social.posts.v1.events_pb2 import PostDeleted
+from social_common.authors import AuthorDirectory
+from social_common.errors import Problem
+from social_common.events import Handler, emit
+from social_common.ids import parse_uuid, uuid7
+from social_common.logging import get_logger
+from social_common.pagination import encode_cursor
+
+from messages import store
+
+log = get_logger(__name__)
+
+PRODUCER = "messages"
+PEER_TIMEOUT = 5.0
+
+
+def post_not_found() -> Problem:
+    return Problem(404, "post_not_found", "No such post.")
+
+
+class MessagesService:
+    def __init__(
+        self, db: AsyncConnectionPool, posts: grpc.aio.Channel, authors: AuthorDirectory
+    ) -> None:
+        self.db = db
+        self.posts = posts_pb2_grpc.PostsServiceStub(posts)
+        self.authors = authors
+
+    async def _post(self, post_id: uuid.UUID) -> posts_pb2.Post:
+        """The post, from the posts service; 404 when there is none."""
+        reply = await self.posts.GetPosts(
+            posts_pb2.GetPostsRequest(ids=[str(post_id)]), timeout=PEER_TIMEOUT
+        )
+        if not reply.posts:
+            raise post_not_found()
+        return reply.posts[0]
+
+    async def send(self, post_id: uuid.UUID, sender_id: uuid.UUID, body: str) -> dict[str, Any]:
+        await self._post(post_id)
+        async with self.db.connection() as conn, conn.transaction():
+            message = await store.insert_message(conn, uuid7(), post_id, sender_id, body)
+            created = MessageCreated(
+                message_id=str(message.id),
+                post_id=str(post_id),
+                sender_id=str(sender_id),
+                text=body,
+            )
+            created.created_at.FromDatetime(message.created_at)
+            await emit(
+                conn,
+                producer=PRODUCER,
+                event_type="message.created",
+                key=str(post_id),
+                payload=created,
+            )
+        return (await self.render([message]))[0]
+
+    async def page(
+        self, post_id: uuid.UUID, after: uuid.UUID | None, limit: int, *, newest_first: bool
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        await self._post(post_id)
+        async with self.db.connection() as conn:
+            found = await store.page(conn, post_id, after, limit + 1, newest_first=newest_first)
+        shown = found[:limit]
+        next_cursor = encode_cursor([str(shown[-1].id)]) if len(found) > limit else None
+        return await self.render(shown), next_cursor
+
+    async def delete(self, post_id: uuid.UUID, message_id: uuid.UUID, user: uuid.UUID) -> None:
+        """The sender deletes their message; the post's author any message on
+        it. Anyone else is told there is no such message."""
+        post = await self._post(post_id)
+        moderating = post.author_id == str(user)
+        async with self.db.connection() as conn, conn.transaction():
+            message = await store.delete_message(
+                conn, message_id, post_id, None if moderating else user
+            )
+            if message is None:
+                raise Problem(404, "message_not_found", "No such message.")
+            await emit(
+                conn,
+                producer=PRODUCER,
+                event_type="message.deleted",
+                key=str(post_id),
+                payload=MessageDeleted(
+                    message_id=str(message.id),
+                    post_id=str(post_id),
+                    sender_id=str(message.sender_id),
+                ),
+            )
+
+    async def render(self, messages: Sequence[store.Message]) -> list[dict[str, Any]]:
+        """Messages as clients see them, each with its author's public profile."""
+        authors = await self.authors.authors(str(m.sender_id) for m in messages)
+        return [
+            {
+                "id": str(m.id),
+                "post_id": str(m.post_id),
+                # (An account that no longer exists keeps its id, and no name.)
+                "author": authors.get(str(m.sender_id))
+                or {"id": str(m.sender_id), "username": "", "display_name": ""},
+                "message": m.body,
+                "created_at": m.created_at.isoformat().replace("+00:00", "Z"),
+            }
+            for m in messages
+        ]
+
+    async def counts(self, post_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        async with self.db.connection() as conn:
+            return await store.counts(conn, post_ids)
+
+    async def rpc_page(
+        self, post_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    ) -> list[store.Message]:
+        async with self.db.connection() as conn:
+            return await store.page(conn, post_id, after, limit, newest_first=False)
+
+    def event_handlers(self) -> dict[str, Handler]:
+        return {"post.deleted": self._on_post_deleted}
+
+    async def _on_post_deleted(self, envelope: Envelope) -> None:
+        """A deleted post takes its messages along."""
+        post_id = parse_uuid(PostDeleted.FromString(envelope.payload).post_id)
+        if post_id is None:
+            log.warning("event_ignored", id=envelope.id, reason="post_id is not a UUID")
+            return
+        async with self.db.connection() as conn:
+            deleted = await store.delete_post_messages(conn, post_id)
+        if deleted:
+            log.info("post_messages_deleted", post_id=str(post_id), count=deleted)
