@@ -12,7 +12,7 @@ from social_common.rest import PLATFORM_PATHS, Readiness, build_app
 from social_common.runner import Resources
 from social_common.settings import Settings
 from social_common.stack.gateway import SERVICES, openapi_document
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 # Served by the gateway itself, not by a service.
@@ -36,6 +36,9 @@ async def _wired_routes() -> set[tuple[str, str]]:
         )
         app = build_app(name, spec.wire(resources).routes, Readiness(name, {}))
         for route in app.routes:
+            if isinstance(route, WebSocketRoute):
+                found.add(("GET", route.path))  # the upgrade request
+                continue
             assert isinstance(route, Route), f"{name}: document {route!r} by hand"
             if route.path in PLATFORM_PATHS:
                 continue

@@ -50,7 +50,7 @@ class MessagesService:
         return reply.posts[0]
 
     async def send(self, post_id: uuid.UUID, sender_id: uuid.UUID, body: str) -> dict[str, Any]:
-        await self._post(post_id)
+        post = await self._post(post_id)
         async with self.db.connection() as conn, conn.transaction():
             message = await store.insert_message(conn, uuid7(), post_id, sender_id, body)
             created = MessageCreated(
@@ -58,6 +58,7 @@ class MessagesService:
                 post_id=str(post_id),
                 sender_id=str(sender_id),
                 text=body,
+                post_author_id=post.author_id,
             )
             created.created_at.FromDatetime(message.created_at)
             await emit(
@@ -99,6 +100,7 @@ class MessagesService:
                     message_id=str(message.id),
                     post_id=str(post_id),
                     sender_id=str(message.sender_id),
+                    post_author_id=post.author_id,
                 ),
             )
 

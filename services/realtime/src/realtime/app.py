@@ -1,11 +1,36 @@
-"""Wiring of the realtime service: its public routes and its gRPC servicers."""
+"""Wiring of the realtime service: WebSockets at /ws, fed from the fleet's events."""
 
+from __future__ import annotations
+
+from social_common.events import EventConsumer, consumer_name
+from social_common.peers import channel, token_verifier
 from social_common.runner import Resources, ServiceSpec, Wiring
+from starlette.routing import WebSocketRoute
+
+from realtime.config import RealtimeConfig
+from realtime.hub import Hub
+from realtime.router import Router
+from realtime.ws import RealtimeEndpoint
 
 
-def wire(_resources: Resources) -> Wiring:
-    # Nothing served yet beyond the platform routes: the realtime API arrives with its issue.
-    return Wiring()
+def wire(resources: Resources) -> Wiring:
+    settings = resources.settings
+    config = RealtimeConfig.from_env()
+    auth, posts = channel(settings.peers["auth"]), channel(settings.peers["posts"])
+    hub = Hub(resources.redis)
+    endpoint = RealtimeEndpoint(hub, resources.redis, token_verifier(settings, auth), posts, config)
+    router = Router(resources.redis, config.retention)
+    consumer = EventConsumer(resources.redis, "realtime", consumer_name(), router.handlers())
+
+    async def close() -> None:
+        await auth.close()
+        await posts.close()
+
+    return Wiring(
+        routes=[WebSocketRoute("/ws", endpoint.handle)],
+        background=[hub.run, consumer.run],
+        close=close,
+    )
 
 
 def spec() -> ServiceSpec:

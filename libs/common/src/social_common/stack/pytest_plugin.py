@@ -39,6 +39,8 @@ def stack() -> Iterator[Endpoints]:
             # Hybrid timelines show with a handful of followers, and the
             # paths past a full timeline with a few dozen posts.
             "posts": {"POSTS_CELEBRITY_FOLLOWERS": "3", "POSTS_TIMELINE_SIZE": "40"},
+            # A few dozen frames behind is too slow: easy to reach.
+            "realtime": {"REALTIME_SEND_QUEUE": "32"},
             # The sweeper runs every second; one worker and one queued upload
             # make a saturated pool easy to reach.
             "media": {

@@ -32,10 +32,13 @@ class MessageCreated(_message.Message):
     SENDER_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    POST_AUTHOR_ID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     post_id: _builtins.str
     sender_id: _builtins.str
     text: _builtins.str
+    post_author_id: _builtins.str
+    """post_author_id wrote the post (whose notifications the message goes to)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -46,10 +49,11 @@ class MessageCreated(_message.Message):
         sender_id: _builtins.str = ...,
         text: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        post_author_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "message_id", b"message_id", "post_id", b"post_id", "sender_id", b"sender_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "message_id", b"message_id", "post_author_id", b"post_author_id", "post_id", b"post_id", "sender_id", b"sender_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -64,19 +68,22 @@ class MessageDeleted(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     POST_ID_FIELD_NUMBER: _builtins.int
     SENDER_ID_FIELD_NUMBER: _builtins.int
+    POST_AUTHOR_ID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     post_id: _builtins.str
     sender_id: _builtins.str
+    post_author_id: _builtins.str
     def __init__(
         self,
         *,
         message_id: _builtins.str = ...,
         post_id: _builtins.str = ...,
         sender_id: _builtins.str = ...,
+        post_author_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "post_id", b"post_id", "sender_id", b"sender_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "post_author_id", b"post_author_id", "post_id", b"post_id", "sender_id", b"sender_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,181 @@
+"""The sockets of one realtime process and the channels they watch.
+
+The hub holds one Redis pub/sub connection, subscribed to the channels that
+at least one local client watches, and hands each event to those clients
+without waiting on any of them: each client has a bounded queue, and a
+client whose queue is full is cut off (it reconnects with ``since``), so a
+slow client never delays the others.
+
+Nothing is lost between the stream and a client: a client replays from the
+channel's stream what it missed (``since``) while live events wait in its
+buffer, and when the hub's own subscription breaks (Redis restarting), it
+replays every watched channel from the last event it saw before going live
+again. Clients drop what they already had by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from prometheus_client import Counter, Gauge
+from social_common.logging import get_logger
+from social_common.redis import as_text
+
+log = get_logger(__name__)
+
+CONNECTIONS = Gauge("realtime_connections", "Open WebSocket connections")
+DELIVERED = Counter("realtime_events_delivered_total", "Event frames queued for clients")
+CUT = Counter("realtime_clients_cut_total", "Clients disconnected for falling behind")
+
+# Always subscribed, so the subscription is never empty while the hub runs.
+_HUB_CHANNEL = "rt:hub"
+# Close code for a client that fell too far behind: try again (with since).
+TOO_SLOW = 1013
+
+
+def stream_position(event_id: str) -> tuple[int, int]:
+    millis, _, seq = event_id.partition("-")
+    return int(millis), int(seq or 0)
+
+
+@dataclass
+class Watch:
+    """One client's subscription to one channel."""
+
+    channel: str
+    last: tuple[int, int] = (0, 0)
+    # Live events that arrived while the client was replaying what it missed.
+    pending: list[tuple[str, str, bytes]] | None = field(default_factory=list)
+
+
+class Client:
+    def __init__(self, user_id: str, queue_size: int, cut: Callable[[], None]) -> None:
+        self.user_id = user_id
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
+        self.watches: dict[str, Watch] = {}
+        self._cut = cut
+        self.cut_off = False
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self._put(orjson.dumps(frame))
+
+    def deliver(
+        self, key: str, event_id: str, event_type: str, data: bytes, *, live: bool = True
+    ) -> None:
+        """Queues an event for the client (live ones wait while it replays)."""
+        watch = self.watches.get(key)
+        if watch is None:
+            return
+        if live and watch.pending is not None:
+            watch.pending.append((event_id, event_type, data))
+            return
+        position = stream_position(event_id)
+        if position <= watch.last:
+            return  # had it already (a replay and the live stream overlap)
+        watch.last = position
+        DELIVERED.inc()
+        self._put(
+            b'{"op":"event","channel":%s,"id":"%s","type":"%s","data":%s}'
+            % (orjson.dumps(watch.channel), event_id.encode(), event_type.encode(), data)
+        )
+
+    def go_live(self, key: str) -> None:
+        """Ends a replay: what arrived live meanwhile follows, in order."""
+        watch = self.watches[key]
+        pending, watch.pending = watch.pending or [], None
+        for event in pending:
+            self.deliver(key, *event)
+
+    def _put(self, frame: bytes) -> None:
+        if self.cut_off:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.cut_off = True
+            CUT.inc()
+            self._cut()
+
+
+class Hub:
+    def __init__(self, redis_client: aioredis.Redis) -> None:
+        self.redis = redis_client
+        self.watchers: dict[str, set[Client]] = {}
+        # The last event id seen per watched stream: where a replay resumes.
+        self.last_seen: dict[str, str] = {}
+        self._pubsub: Any = None
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._live = asyncio.Event()
+
+    async def watch(self, key: str, client: Client) -> None:
+        """Adds ``client`` to the watchers of stream ``key``; returns once this
+        process's subscription to it is confirmed by Redis (so an event
+        published from now on reaches the client)."""
+        watchers = self.watchers.setdefault(key, set())
+        watchers.add(client)
+        if key not in self._confirmed:
+            self._confirmed[key] = asyncio.Event()
+            await self._live.wait()
+            await self._pubsub.subscribe(key)
+        await asyncio.wait_for(self._confirmed[key].wait(), timeout=5.0)
+
+    async def unwatch(self, key: str, client: Client) -> None:
+        watchers = self.watchers.get(key)
+        if watchers is None:
+            return
+        watchers.discard(client)
+        if not watchers:
+            del self.watchers[key]
+            self._confirmed.pop(key, None)
+            self.last_seen.pop(key, None)
+            if self._live.is_set():
+                await self._pubsub.unsubscribe(key)
+
+    def note(self, key: str, event_id: str) -> None:
+        """Records that the stream ``key`` reached ``event_id`` (for catching up)."""
+        seen = self.last_seen.get(key)
+        if seen is None or stream_position(event_id) > stream_position(seen):
+            self.last_seen[key] = event_id
+
+    def _dispatch(self, key: str, payload: bytes) -> None:
+        event_id, event_type, data = payload.split(b"|", 2)
+        text_id = event_id.decode()
+        self.note(key, text_id)
+        for client in list(self.watchers.get(key, ())):
+            client.deliver(key, text_id, event_type.decode(), data)
+
+    async def _catch_up(self) -> None:
+        """After a new subscription: what the watched streams got meanwhile."""
+        for key, seen in list(self.last_seen.items()):
+            entries: Any = await self.redis.xrange(key, min=f"({seen}", max="+")
+            for entry_id, fields in entries:
+                event = b"|".join((as_text(entry_id).encode(), fields[b"type"], fields[b"data"]))
+                self._dispatch(key, event)
+
+    async def run(self) -> None:
+        """Keeps the subscription and dispatches events, forever (a background task)."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    self._pubsub = pubsub
+                    await pubsub.subscribe(_HUB_CHANNEL, *self.watchers)
+                    self._live.set()
+                    await self._catch_up()
+                    async for message in pubsub.listen():
+                        kind, key = message["type"], as_text(message["channel"])
+                        if kind == "subscribe" and key in self._confirmed:
+                            self._confirmed[key].set()
+                        elif kind == "message":
+                            self._dispatch(key, message["data"])
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("hub_subscription_lost", error=str(exc))
+            self._live.clear()
+            for confirmed in self._confirmed.values():
+                confirmed.clear()
+            await asyncio.sleep(0.5)

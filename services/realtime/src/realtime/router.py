@@ -1,0 +1,79 @@
+"""From the fleet's events to per-channel streams.
+
+The realtime service consumes the events it delivers (one consumer group:
+each event is routed by one process) and appends each to the Redis stream
+of every channel it concerns (``rt:post:<id>``, ``rt:user:<id>``), trimmed
+to ``retention`` entries, publishing it on the pub/sub channel of the same
+name in the same Lua call. A stream entry's id is the event's id on that
+channel: monotonic, and what a client sends back as ``since``. A redelivered
+event (the consumer is at least once) is recognised by its envelope id and
+routed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from social.events.v1.events_pb2 import Envelope
+from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
+from social.posts.v1.events_pb2 import PostLiked
+from social_common.events import Handler
+
+# How long a routed envelope id is remembered against redelivery.
+SEEN_SECONDS = 24 * 3600
+
+_ROUTE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+for i = 2, #KEYS do
+  local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*',
+                        'type', ARGV[3], 'data', ARGV[4])
+  redis.call('PUBLISH', KEYS[i], id .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+end
+return 1
+"""
+
+
+def stream_key(channel: str) -> str:
+    """The stream (and pub/sub channel) of a channel such as ``post:<id>``."""
+    return f"rt:{channel}"
+
+
+def _data(payload: Message) -> bytes:
+    return orjson.dumps(MessageToDict(payload, preserving_proto_field_name=True))
+
+
+class Router:
+    def __init__(self, redis_client: aioredis.Redis, retention: int) -> None:
+        self.retention = retention
+        self._route = redis_client.register_script(_ROUTE)
+
+    async def route(self, envelope: Envelope, channels: list[str], data: bytes) -> None:
+        await self._route(
+            keys=[f"rt:seen:{envelope.id}", *(stream_key(c) for c in channels)],
+            args=[SEEN_SECONDS, self.retention, envelope.type, data],
+        )
+
+    def handlers(self) -> dict[str, Handler]:
+        def on(kind: type[Message], channels: Callable[[Any], list[str]]) -> Handler:
+            async def handle(envelope: Envelope) -> None:
+                payload = kind.FromString(envelope.payload)
+                await self.route(envelope, channels(payload), _data(payload))
+
+            return handle
+
+        def message_channels(event: MessageCreated | MessageDeleted) -> list[str]:
+            # The post's watchers, and its author's notifications.
+            return [f"post:{event.post_id}", f"user:{event.post_author_id}"]
+
+        return {
+            "message.created": on(MessageCreated, message_channels),
+            "message.deleted": on(MessageDeleted, message_channels),
+            "post.liked": on(PostLiked, lambda e: [f"post:{e.post_id}", f"user:{e.author_id}"]),
+        }

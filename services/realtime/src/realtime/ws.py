@@ -1,0 +1,224 @@
+"""The WebSocket endpoint ``/ws``: authentication, the client's commands, and
+the frames it is sent.
+
+Client frames (JSON text): ``{"op": "subscribe", "channel": "post:<id>" |
+"user", "since": "<event id>"?}``, ``{"op": "unsubscribe", "channel": …}``,
+``{"op": "ping"}``. Server frames: ``{"op": "event", "channel", "id",
+"type", "data"}``, ``{"op": "ack", "for", "channel"?}``, ``{"op": "error",
+"code", "detail"}``. The token comes in the ``Authorization`` header or, from
+browsers, as the subprotocol pair ``bearer, <token>``; it is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from typing import Any
+
+import grpc
+import orjson
+import redis.asyncio as aioredis
+from social.posts.v1 import posts_pb2, posts_pb2_grpc
+from social_common.ids import parse_uuid
+from social_common.logging import get_logger
+from social_common.redis import as_text
+from social_common.tokens import InvalidToken, TokenVerifier
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from realtime.config import RealtimeConfig
+from realtime.hub import CONNECTIONS, TOO_SLOW, Client, Hub, Watch, stream_position
+from realtime.router import stream_key
+
+log = get_logger(__name__)
+
+PEER_TIMEOUT = 5.0
+BEARER_PROTOCOL = "bearer"
+
+
+class Refused(Exception):
+    """A command the server answers with an error frame."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class RealtimeEndpoint:
+    def __init__(
+        self,
+        hub: Hub,
+        redis_client: aioredis.Redis,
+        verifier: TokenVerifier,
+        posts: grpc.aio.Channel,
+        config: RealtimeConfig,
+    ) -> None:
+        self.hub = hub
+        self.redis = redis_client
+        self.verifier = verifier
+        self.posts = posts_pb2_grpc.PostsServiceStub(posts)
+        self.config = config
+        self.connections_per_user: Counter[str] = Counter()
+
+    async def _authenticate(self, websocket: WebSocket) -> tuple[str, str | None] | None:
+        """The user id, and the subprotocol to accept (browsers send the token
+        as the second of ``bearer, <token>``); None when there is no valid token."""
+        header = websocket.headers.get("authorization", "")
+        subprotocol = None
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        offered = [
+            p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")
+        ]
+        if not token and len(offered) == 2 and offered[0] == BEARER_PROTOCOL:
+            token, subprotocol = offered[1], BEARER_PROTOCOL
+        if not token:
+            return None
+        try:
+            claims = await self.verifier.verify(token)
+        except InvalidToken:
+            return None
+        return claims.subject, subprotocol
+
+    async def handle(self, websocket: WebSocket) -> None:
+        identity = await self._authenticate(websocket)
+        if identity is None:
+            await websocket.close(code=1008, reason="a valid access token is required")
+            return
+        user_id, subprotocol = identity
+        if self.connections_per_user[user_id] >= self.config.max_connections_per_user:
+            await websocket.close(code=1008, reason="too many connections")
+            return
+        await websocket.accept(subprotocol=subprotocol)
+        self.connections_per_user[user_id] += 1
+        CONNECTIONS.inc()
+        cut = asyncio.Event()
+        client = Client(user_id, self.config.send_queue, cut.set)
+        sender = asyncio.create_task(self._send(websocket, client))
+        receiver = asyncio.create_task(self._receive(websocket, client))
+        cut_off = asyncio.create_task(cut.wait())
+        try:
+            await asyncio.wait({sender, receiver, cut_off}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver, cut_off):
+                task.cancel()
+            for key in list(client.watches):
+                await self.hub.unwatch(key, client)
+            self.connections_per_user[user_id] -= 1
+            if not self.connections_per_user[user_id]:
+                del self.connections_per_user[user_id]
+            CONNECTIONS.dec()
+            if cut.is_set():
+                with contextlib.suppress(Exception):
+                    await websocket.close(code=TOO_SLOW, reason="too slow: reconnect with since")
+
+    async def _send(self, websocket: WebSocket, client: Client) -> None:
+        while True:
+            frame = await client.queue.get()
+            await websocket.send_text(frame.decode())
+
+    async def _receive(self, websocket: WebSocket, client: Client) -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                text = await websocket.receive_text()
+                if len(text) > self.config.max_frame_bytes:
+                    await websocket.close(code=1009, reason="frame too large")
+                    return
+                try:
+                    await self._command(client, text)
+                except Refused as refused:
+                    client.send({"op": "error", "code": refused.code, "detail": refused.detail})
+
+    async def _command(self, client: Client, text: str) -> None:
+        try:
+            command = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise Refused("invalid_frame", "frames are JSON objects") from None
+        if not isinstance(command, dict):
+            raise Refused("invalid_frame", "frames are JSON objects")
+        op = command.get("op")
+        if op == "ping":
+            client.send({"op": "ack", "for": "ping"})
+        elif op == "subscribe":
+            await self._subscribe(client, command.get("channel"), command.get("since"))
+        elif op == "unsubscribe":
+            channel = command.get("channel")
+            key = stream_key(self._own(client, channel)) if isinstance(channel, str) else ""
+            if key in client.watches:
+                del client.watches[key]
+                await self.hub.unwatch(key, client)
+            client.send({"op": "ack", "for": "unsubscribe", "channel": channel})
+        else:
+            raise Refused("unknown_op", "op is subscribe, unsubscribe or ping")
+
+    @staticmethod
+    def _own(client: Client, channel: Any) -> str:
+        """The internal name of a channel a client names (``user`` is its own)."""
+        return f"user:{client.user_id}" if channel == "user" else str(channel)
+
+    async def _subscribe(self, client: Client, channel: Any, since: Any) -> None:
+        if not isinstance(channel, str):
+            raise Refused("invalid_channel", "channel is post:<id> or user")
+        if since is not None and (not isinstance(since, str) or not _is_event_id(since)):
+            raise Refused("invalid_since", "since is the id of an event you received")
+        await self._authorize(channel)
+        key = stream_key(self._own(client, channel))
+        if key in client.watches:
+            client.send({"op": "ack", "for": "subscribe", "channel": channel})
+            return
+        if len(client.watches) >= self.config.max_channels_per_connection:
+            raise Refused("too_many_channels", "unsubscribe from a channel first")
+        client.watches[key] = Watch(channel)
+        await self.hub.watch(key, client)
+        client.send({"op": "ack", "for": "subscribe", "channel": channel})
+        # Live events now wait in the watch's buffer while the past is read.
+        gap = False
+        if since is None:
+            tip: Any = await self.redis.xrevrange(key, count=1)
+            start = as_text(tip[0][0]) if tip else "0-0"
+            client.watches[key].last = stream_position(start)
+            self.hub.note(key, start)
+        elif not await self.redis.xrange(key, min=since, max=since):
+            # The event named is no longer kept: what followed may be lost.
+            gap = True
+            tip = await self.redis.xrevrange(key, count=1)
+            start = as_text(tip[0][0]) if tip else "0-0"
+            client.watches[key].last = stream_position(start)
+            self.hub.note(key, start)
+        else:
+            client.watches[key].last = stream_position(since)
+            missed: Any = await self.redis.xrange(key, min=f"({since}", max="+")
+            for entry_id, fields in missed:
+                event_id = as_text(entry_id)
+                client.deliver(key, event_id, as_text(fields[b"type"]), fields[b"data"], live=False)
+                self.hub.note(key, event_id)
+        if gap:
+            client.send(
+                {
+                    "op": "error",
+                    "code": "gap",
+                    "detail": "events since then are no longer kept: fetch the state over REST",
+                    "channel": channel,
+                }
+            )
+        client.go_live(key)
+
+    async def _authorize(self, channel: str) -> None:
+        """``post:<id>`` for a post that exists (every post is public); ``user`` is
+        the caller's own notifications; nothing else."""
+        if channel == "user":
+            return
+        kind, _, raw_id = channel.partition(":")
+        post_id = parse_uuid(raw_id) if kind == "post" else None
+        if post_id is None:
+            raise Refused("invalid_channel", "channel is post:<id> or user")
+        reply = await self.posts.GetPosts(
+            posts_pb2.GetPostsRequest(ids=[str(post_id)]), timeout=PEER_TIMEOUT
+        )
+        if not reply.posts:
+            raise Refused("not_found", "no such post")
+
+
+def _is_event_id(value: str) -> bool:
+    millis, dash, seq = value.partition("-")
+    return millis.isdigit() and bool(dash) and seq.isdigit()

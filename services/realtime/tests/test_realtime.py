@@ -1,0 +1,268 @@
+"""WebSockets through Envoy: messages delivered live, missed ones replayed."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from social.messages.v1.events_pb2 import MessageCreated
+from social_common.events import make_envelope
+from social_common.ids import uuid7
+from social_common.stack.local import Endpoints, Ports
+from social_common.stack.testing import (
+    Account,
+    answers,
+    client,
+    create_account,
+    create_post,
+    wait_until,
+)
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+
+@pytest.fixture
+def account(stack: Endpoints) -> Account:
+    return create_account(stack.gateway_url)
+
+
+def _ws_url(base: str) -> str:
+    return base.replace("http://", "ws://") + "/ws"
+
+
+def _connect(base: str, account: Account, **options: Any) -> ClientConnection:
+    connection: ClientConnection = connect(
+        _ws_url(base), additional_headers=account.auth, open_timeout=10, **options
+    )
+    return connection
+
+
+def _frame(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(ws.recv(timeout=timeout))
+    return frame
+
+
+def _subscribe(ws: ClientConnection, channel: str, since: str | None = None) -> None:
+    ws.send(
+        json.dumps({"op": "subscribe", "channel": channel, **({"since": since} if since else {})})
+    )
+    assert _frame(ws) == {"op": "ack", "for": "subscribe", "channel": channel}
+
+
+def _say(stack: Endpoints, account: Account, post_id: str, text: str) -> str:
+    with client(stack.gateway_url) as http:
+        sent = http.post(
+            f"/api/v1/posts/{post_id}/messages", headers=account.auth, json={"message": text}
+        )
+    assert sent.status_code == 201, sent.text
+    message_id: str = sent.json()["id"]
+    return message_id
+
+
+def _events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    frames = [_frame(ws) for _ in range(count)]
+    assert all(f["op"] == "event" for f in frames), frames
+    return frames
+
+
+def test_a_message_is_delivered_live_through_the_gateway(
+    stack: Endpoints, account: Account
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, f"post:{post['id']}")
+        _subscribe(ws, "user")
+        ws.send(json.dumps({"op": "ping"}))
+        assert _frame(ws) == {"op": "ack", "for": "ping"}
+        message_id = _say(stack, account, post["id"], "live")
+        frames = _events(ws, 2)
+    by_channel = {f["channel"]: f for f in frames}
+    assert set(by_channel) == {f"post:{post['id']}", "user"}
+    event = by_channel[f"post:{post['id']}"]
+    assert event["type"] == "message.created"
+    assert event["data"]["message_id"] == message_id
+    assert event["data"]["text"] == "live"
+
+
+def test_browsers_send_the_token_as_a_subprotocol_and_no_token_is_refused(
+    stack: Endpoints, account: Account
+) -> None:
+    with connect(
+        _ws_url(stack.gateway_url),
+        subprotocols=["bearer", account.access_token],  # type: ignore[list-item]
+        open_timeout=10,
+    ) as ws:
+        assert ws.subprotocol == "bearer"
+        ws.send(json.dumps({"op": "ping"}))
+        assert _frame(ws)["op"] == "ack"
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        with pytest.raises(InvalidStatus):
+            connect(_ws_url(stack.gateway_url), additional_headers=headers, open_timeout=10)
+
+
+def test_only_existing_posts_and_ones_own_notifications(stack: Endpoints, account: Account) -> None:
+    other = create_account(stack.gateway_url)
+    with _connect(stack.gateway_url, account) as ws:
+        for channel, code in (
+            (f"post:{uuid7()}", "not_found"),
+            (f"user:{other.id}", "invalid_channel"),
+            ("everything", "invalid_channel"),
+        ):
+            ws.send(json.dumps({"op": "subscribe", "channel": channel}))
+            frame = _frame(ws)
+            assert (frame["op"], frame["code"]) == ("error", code), channel
+        ws.send("not json")
+        assert _frame(ws)["code"] == "invalid_frame"
+
+
+def test_reconnecting_with_since_gets_exactly_what_was_missed(
+    stack: Endpoints, account: Account
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, channel)
+        _say(stack, account, post["id"], "seen")
+        [seen] = _events(ws, 1)
+    missed = [_say(stack, account, post["id"], f"missed {i}") for i in range(3)]
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, channel, since=seen["id"])
+        replayed = _events(ws, 3)
+        assert [f["data"]["message_id"] for f in replayed] == missed
+        ids = [seen["id"], *(f["id"] for f in replayed)]
+        assert ids == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
+        after = _say(stack, account, post["id"], "live again")
+        assert _events(ws, 1)[0]["data"]["message_id"] == after
+        # Too far back: the server says so, and the client refetches over REST.
+        ws.send(json.dumps({"op": "unsubscribe", "channel": channel}))
+        assert _frame(ws)["for"] == "unsubscribe"
+        ws.send(json.dumps({"op": "subscribe", "channel": channel, "since": "1-0"}))
+        assert _frame(ws)["op"] == "ack"
+        assert _frame(ws)["code"] == "gap"
+
+
+@contextlib.contextmanager
+def _client_reading_nothing(
+    host: str, port: int, account: Account, channel: str
+) -> Iterator[socket.socket]:
+    """A WebSocket client that subscribes and then reads nothing: a raw socket
+    with a 4 KiB receive buffer, straight to the service (Envoy would buffer
+    megabytes more), doing the handshake by hand."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {account.access_token}\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    payload = json.dumps({"op": "subscribe", "channel": channel}).encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def second_realtime(stack: Endpoints) -> Iterator[str]:
+    """Another realtime process of the same stack, on ports of its own."""
+    http_port, grpc_port = Ports.free().services["realtime"]
+    env = {
+        **os.environ,
+        **stack.service_env("realtime"),
+        "HTTP_PORT": str(http_port),
+        "GRPC_PORT": str(grpc_port),
+        "JWKS_CACHE_SECONDS": "1",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "realtime"], env=env)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_until(answers(f"{base}/readyz", 200), what="a second realtime process")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_subscribers_on_two_processes_both_get_the_event(
+    stack: Endpoints, account: Account, second_realtime: str
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    with (
+        _connect(stack.gateway_url, account) as first,
+        _connect(second_realtime, account) as second,
+    ):
+        _subscribe(first, channel)
+        _subscribe(second, channel)
+        message_id = _say(stack, account, post["id"], "to both")
+        [a], [b] = _events(first, 1), _events(second, 1)
+    assert a == b
+    assert a["data"]["message_id"] == message_id
+
+
+def test_a_slow_client_is_cut_off_without_delaying_the_others(
+    stack: Endpoints, account: Account
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    # ~8 MB of frames: more than the kernel buffers between the service and
+    # a client that reads nothing (a 4 KiB receive buffer, straight to the
+    # service: Envoy would buffer megabytes more in between).
+    count = 4000
+    big = "x" * 2000
+    host, port = stack.services_http["realtime"].split(":")
+    with (
+        _client_reading_nothing(host, int(port), account, channel) as slow,
+        _connect(stack.gateway_url, account) as fast,
+        redis.Redis.from_url(stack.redis_url) as events,
+    ):
+        _subscribe(fast, channel)
+        # Published as the messages service would, faster than its rate limit allows.
+        with events.pipeline(transaction=False) as pipe:
+            for _ in range(count):
+                message_id = str(uuid7())
+                payload = MessageCreated(
+                    message_id=message_id,
+                    post_id=post["id"],
+                    sender_id=account.id,
+                    text=big,
+                    post_author_id=account.id,
+                )
+                envelope = make_envelope("messages", "message.created", post["id"], payload)
+                pipe.xadd("events:message.created", {"envelope": envelope.SerializeToString()})
+            pipe.execute()
+        started = time.monotonic()
+        received = _events(fast, count)
+        took = time.monotonic() - started
+        assert len({f["id"] for f in received}) == count
+        # The slow one was closed for being too slow: it reads its backlog and
+        # finds the close frame (code 1013) at the end of it.
+        slow.settimeout(30)
+        backlog = b""
+        while chunk := slow.recv(1 << 20):
+            backlog += chunk
+    assert b"\x88" in backlog[-64:]  # a close frame last
+    assert struct.pack(">H", 1013) in backlog[-64:]
+    assert took < 30
