@@ -10,8 +10,10 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -28,7 +30,7 @@ from social_common.stack.testing import (
     create_post,
     wait_until,
 )
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 
@@ -184,35 +186,50 @@ def _client_reading_nothing(
         sock.close()
 
 
-@pytest.fixture
-def second_realtime(stack: Endpoints) -> Iterator[str]:
+class RealtimeProcess:
     """Another realtime process of the same stack, on ports of its own."""
-    http_port, grpc_port = Ports.free().services["realtime"]
-    env = {
-        **os.environ,
-        **stack.service_env("realtime"),
-        "HTTP_PORT": str(http_port),
-        "GRPC_PORT": str(grpc_port),
-        "JWKS_CACHE_SECONDS": "1",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "realtime"], env=env)
-    base = f"http://127.0.0.1:{http_port}"
+
+    def __init__(self, stack: Endpoints) -> None:
+        http_port, grpc_port = Ports.free().services["realtime"]
+        self.env = {
+            **os.environ,
+            **stack.service_env("realtime"),
+            "HTTP_PORT": str(http_port),
+            "GRPC_PORT": str(grpc_port),
+            "JWKS_CACHE_SECONDS": "1",
+        }
+        self.base = f"http://127.0.0.1:{http_port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "realtime"], env=self.env)
+        wait_until(answers(f"{self.base}/readyz", 200), what="a second realtime process")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # SIGTERM: a drain, as Kubernetes does it
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def second_realtime(stack: Endpoints) -> Iterator[RealtimeProcess]:
+    process = RealtimeProcess(stack)
+    process.start()
     try:
-        wait_until(answers(f"{base}/readyz", 200), what="a second realtime process")
-        yield base
+        yield process
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        process.stop()
 
 
 def test_subscribers_on_two_processes_both_get_the_event(
-    stack: Endpoints, account: Account, second_realtime: str
+    stack: Endpoints, account: Account, second_realtime: RealtimeProcess
 ) -> None:
     post = create_post(stack.gateway_url, account)
     channel = f"post:{post['id']}"
     with (
         _connect(stack.gateway_url, account) as first,
-        _connect(second_realtime, account) as second,
+        _connect(second_realtime.base, account) as second,
     ):
         _subscribe(first, channel)
         _subscribe(second, channel)
@@ -266,3 +283,75 @@ def test_a_slow_client_is_cut_off_without_delaying_the_others(
     assert b"\x88" in backlog[-64:]  # a close frame last
     assert struct.pack(">H", 1013) in backlog[-64:]
     assert took < 30
+
+
+def test_a_restart_during_a_thousand_messages_loses_none(
+    stack: Endpoints, account: Account, second_realtime: RealtimeProcess
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    # 60 messages a minute each: 20 senders share the thousand.
+    senders = [create_account(stack.gateway_url) for _ in range(20)]
+    received: dict[str, dict[str, Any]] = {}
+    arrival: list[str] = []
+    close_codes: list[int | None] = []
+    last_id: str | None = None
+
+    def listen(ws: ClientConnection, until: float) -> None:
+        nonlocal last_id
+        while time.monotonic() < until and len(received) < 1000:
+            try:
+                frame = _frame(ws, timeout=until - time.monotonic())
+            except TimeoutError:
+                return
+            if frame["op"] == "event":
+                arrival.append(frame["id"])
+                received.setdefault(frame["id"], frame)
+                last_id = frame["id"]
+
+    def post_all() -> None:
+        def send(i: int) -> None:
+            _say(stack, senders[i % 20], post["id"], f"m{i}")
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, range(1000)))
+
+    writer = threading.Thread(target=post_all)
+    with _connect(second_realtime.base, account) as ws:
+        _subscribe(ws, channel)
+        writer.start()
+        listen(ws, time.monotonic() + 2.0)
+        second_realtime.stop()  # SIGTERM mid-stream: sockets close with 1012
+        try:
+            while True:
+                ws.recv(timeout=10)
+        except ConnectionClosed as closed:
+            close_codes.append(closed.rcvd.code if closed.rcvd else None)
+    second_realtime.start()
+    with _connect(second_realtime.base, account) as ws:
+        _subscribe(ws, channel, since=last_id)
+        writer.join()
+        # Events a stopped process had read but not routed are routed by
+        # another once their claim lapses (EventConsumer: 10 s).
+        listen(ws, time.monotonic() + 30.0)
+    assert close_codes == [1012]
+    with client(stack.gateway_url) as http:
+        stored: list[str] = []
+        cursor = None
+        while True:
+            page = http.get(
+                f"/api/v1/posts/{post['id']}/messages",
+                params={"limit": 40, **({"cursor": cursor} if cursor else {})},
+            ).json()
+            stored += [m["id"] for m in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    assert len(stored) == 1000
+    # Every stored message arrived, once (after de-duplication by event id),
+    # and in the channel's order: event ids only ever increase.
+    messages = [received[i]["data"]["message_id"] for i in dict.fromkeys(arrival)]
+    assert len(messages) == len(set(messages))
+    assert set(messages) == set(stored)
+    positions = [tuple(int(p) for p in i.split("-")) for i in dict.fromkeys(arrival)]
+    assert positions == sorted(positions)

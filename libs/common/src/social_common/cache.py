@@ -27,6 +27,7 @@ import redis.exceptions
 from prometheus_client import Counter
 
 from social_common.logging import get_logger
+from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
 
@@ -200,11 +201,13 @@ class Broadcast:
         """Calls ``on_message`` with each message, forever (a background task);
         ``on_reset`` whenever a subscription starts, since whatever was
         published while there was none is lost."""
-        while True:
+        while not cancel_requested():
             try:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
                     async for message in pubsub.listen():
+                        if cancel_requested():
+                            return
                         if message["type"] == "subscribe":
                             on_reset()
                         elif message["type"] == "message":

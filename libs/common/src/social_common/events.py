@@ -33,6 +33,7 @@ from social.events.v1.events_pb2 import Envelope
 from social_common.ids import uuid7
 from social_common.logging import get_logger
 from social_common.redis import as_text
+from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
 
@@ -154,14 +155,14 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self) -> None:
-        """Relays forever (a background task of the producing service)."""
-        while True:
+        """Relays until cancelled (a background task of the producing service)."""
+        while not cancel_requested():
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True
                 ) as listener:
                     await listener.execute(sql.SQL("LISTEN {}").format(_channel(self.producer)))
-                    while True:
+                    while not cancel_requested():
                         while await self.publish_pending() == self.batch:
                             pass  # a backlog: drain it before waiting
                         async for _ in listener.notifies(timeout=self.idle_poll, stop_after=1):
@@ -183,7 +184,7 @@ class EventConsumer:
         *,
         block_ms: int = 1000,
         count: int = 100,
-        claim_idle_ms: int = 30_000,
+        claim_idle_ms: int = 10_000,
         max_deliveries: int = 5,
     ) -> None:
         self.redis = redis_client
@@ -274,11 +275,11 @@ class EventConsumer:
         await self.redis.xack(stream, self.group, entry_id)
         log.error("event_dead_lettered", stream=stream, entry_id=as_text(entry_id))
 
-    async def run(self, reclaim_every: float = 10.0) -> None:
-        """Consumes forever (a background task of the consuming service)."""
+    async def run(self, reclaim_every: float = 2.0) -> None:
+        """Consumes until cancelled (a background task of the consuming service)."""
         await self.ensure_groups()
         last_reclaim = time.monotonic()
-        while True:
+        while not cancel_requested():
             try:
                 await self.poll_once()
                 if time.monotonic() - last_reclaim >= reclaim_every:

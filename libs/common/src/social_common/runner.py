@@ -166,7 +166,7 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
 
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
-    tasks = [asyncio.create_task(run()) for run in background]
+    tasks = [asyncio.create_task(run(), name=run.__qualname__) for run in background]
     for task in tasks:
         task.add_done_callback(_log_crash)
     log.info(
@@ -190,7 +190,11 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     await asyncio.gather(http_task, grpc_server.stop(settings.shutdown_grace))
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks:
+        # A background task stuck in its cleanup must not hold the process.
+        _, stuck = await asyncio.wait(tasks, timeout=settings.shutdown_grace)
+        for task in stuck:
+            log.warning("background_task_stuck", task=task.get_name())
     if wiring.close is not None:
         await wiring.close()
     if db is not None:

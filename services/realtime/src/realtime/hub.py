@@ -26,6 +26,7 @@ import redis.exceptions
 from prometheus_client import Counter, Gauge
 from social_common.logging import get_logger
 from social_common.redis import as_text
+from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
 
@@ -55,9 +56,13 @@ class Watch:
 
 
 class Client:
-    def __init__(self, user_id: str, queue_size: int, cut: Callable[[], None]) -> None:
+    def __init__(
+        self, user_id: str, queue_size: int, pending_limit: int, cut: Callable[[], None]
+    ) -> None:
         self.user_id = user_id
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
+        # Live events held while a replay runs, at most (beyond: cut off).
+        self.pending_limit = pending_limit
         self.watches: dict[str, Watch] = {}
         self._cut = cut
         self.cut_off = False
@@ -65,24 +70,39 @@ class Client:
     def send(self, frame: dict[str, Any]) -> None:
         self._put(orjson.dumps(frame))
 
-    def deliver(
-        self, key: str, event_id: str, event_type: str, data: bytes, *, live: bool = True
-    ) -> None:
-        """Queues an event for the client (live ones wait while it replays)."""
+    def deliver(self, key: str, event_id: str, event_type: str, data: bytes) -> None:
+        """Queues a live event for the client (held while it replays)."""
         watch = self.watches.get(key)
         if watch is None:
             return
-        if live and watch.pending is not None:
+        if watch.pending is not None:
+            if len(watch.pending) >= self.pending_limit:
+                self._cut_off()
             watch.pending.append((event_id, event_type, data))
             return
+        frame = self._frame(watch, event_id, event_type, data)
+        if frame is not None:
+            self._put(frame)
+
+    async def replay(self, key: str, event_id: str, event_type: str, data: bytes) -> None:
+        """Queues a past event, waiting for room: a replay goes at the
+        client's pace (live events wait meanwhile, up to ``pending_limit``)."""
+        frame = self._frame(self.watches[key], event_id, event_type, data)
+        if frame is not None and not self.cut_off:
+            await self.queue.put(frame)
+
+    @staticmethod
+    def _frame(watch: Watch, event_id: str, event_type: str, data: bytes) -> bytes | None:
         position = stream_position(event_id)
         if position <= watch.last:
-            return  # had it already (a replay and the live stream overlap)
+            return None  # had it already (a replay and the live stream overlap)
         watch.last = position
         DELIVERED.inc()
-        self._put(
-            b'{"op":"event","channel":%s,"id":"%s","type":"%s","data":%s}'
-            % (orjson.dumps(watch.channel), event_id.encode(), event_type.encode(), data)
+        return b'{"op":"event","channel":%s,"id":"%s","type":"%s","data":%s}' % (
+            orjson.dumps(watch.channel),
+            event_id.encode(),
+            event_type.encode(),
+            data,
         )
 
     def go_live(self, key: str) -> None:
@@ -98,6 +118,10 @@ class Client:
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
+            self._cut_off()
+
+    def _cut_off(self) -> None:
+        if not self.cut_off:
             self.cut_off = True
             CUT.inc()
             self._cut()
@@ -159,8 +183,8 @@ class Hub:
                 self._dispatch(key, event)
 
     async def run(self) -> None:
-        """Keeps the subscription and dispatches events, forever (a background task)."""
-        while True:
+        """Keeps the subscription and dispatches events until cancelled (a background task)."""
+        while not cancel_requested():
             try:
                 async with self.redis.pubsub() as pubsub:
                     self._pubsub = pubsub
@@ -168,6 +192,8 @@ class Hub:
                     self._live.set()
                     await self._catch_up()
                     async for message in pubsub.listen():
+                        if cancel_requested():
+                            return
                         kind, key = message["type"], as_text(message["channel"])
                         if kind == "subscribe" and key in self._confirmed:
                             self._confirmed[key].set()

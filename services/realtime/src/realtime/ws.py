@@ -93,7 +93,7 @@ class RealtimeEndpoint:
         self.connections_per_user[user_id] += 1
         CONNECTIONS.inc()
         cut = asyncio.Event()
-        client = Client(user_id, self.config.send_queue, cut.set)
+        client = Client(user_id, self.config.send_queue, self.config.retention, cut.set)
         sender = asyncio.create_task(self._send(websocket, client))
         receiver = asyncio.create_task(self._receive(websocket, client))
         cut_off = asyncio.create_task(cut.wait())
@@ -190,7 +190,7 @@ class RealtimeEndpoint:
             missed: Any = await self.redis.xrange(key, min=f"({since}", max="+")
             for entry_id, fields in missed:
                 event_id = as_text(entry_id)
-                client.deliver(key, event_id, as_text(fields[b"type"]), fields[b"data"], live=False)
+                await client.replay(key, event_id, as_text(fields[b"type"]), fields[b"data"])
                 self.hub.note(key, event_id)
         if gap:
             client.send(
