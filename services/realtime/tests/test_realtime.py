@@ -113,6 +113,36 @@ def test_browsers_send_the_token_as_a_subprotocol_and_no_token_is_refused(
             connect(_ws_url(stack.gateway_url), additional_headers=headers, open_timeout=10)
 
 
+def test_the_feed_brings_new_posts_of_whom_one_follows(stack: Endpoints, account: Account) -> None:
+    author, stranger = create_account(stack.gateway_url), create_account(stack.gateway_url)
+    with client(stack.gateway_url) as http:
+        followed = http.post(f"/api/v1/users/{author.username}/follow", headers=account.auth)
+    assert followed.status_code in (200, 201, 204)
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, "feed")
+        create_post(stack.gateway_url, stranger, "not followed")
+        post = create_post(stack.gateway_url, author, "followed")
+        [event] = _events(ws, 1)
+    assert (event["channel"], event["type"]) == ("feed", "post.created")
+    assert event["data"]["post_id"] == post["id"]
+
+
+def test_limits_on_frames_and_channels(stack: Endpoints, account: Account) -> None:
+    posts = [create_post(stack.gateway_url, account) for _ in range(2)]
+    with _connect(stack.gateway_url, account) as ws:
+        ws.send(json.dumps({"op": "ping", "pad": "x" * 5000}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009
+    # The test stack allows two channels per connection.
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, f"post:{posts[0]['id']}")
+        _subscribe(ws, f"post:{posts[1]['id']}")
+        ws.send(json.dumps({"op": "subscribe", "channel": "user"}))
+        assert _frame(ws)["code"] == "too_many_channels"
+
+
 def test_only_existing_posts_and_ones_own_notifications(stack: Endpoints, account: Account) -> None:
     other = create_account(stack.gateway_url)
     with _connect(stack.gateway_url, account) as ws:

@@ -19,7 +19,7 @@ def wire(resources: Resources) -> Wiring:
     auth, posts = channel(settings.peers["auth"]), channel(settings.peers["posts"])
     hub = Hub(resources.redis)
     endpoint = RealtimeEndpoint(hub, resources.redis, token_verifier(settings, auth), posts, config)
-    router = Router(resources.redis, config.retention)
+    router = Router(resources.redis, auth, config.retention)
     consumer = EventConsumer(resources.redis, "realtime", consumer_name(), router.handlers())
 
     async def close() -> None:

@@ -2,7 +2,8 @@
 
 The realtime service consumes the events it delivers (one consumer group:
 each event is routed by one process) and appends each to the Redis stream
-of every channel it concerns (``rt:post:<id>``, ``rt:user:<id>``), trimmed
+of every channel it concerns (``rt:post:<id>``, ``rt:user:<id>``, and for a
+new post ``rt:feed:<id>`` of each of its author's followers), trimmed
 to ``retention`` entries, publishing it on the pub/sub channel of the same
 name in the same Lua call. A stream entry's id is the event's id on that
 channel: monotonic, and what a client sends back as ``since``. A redelivered
@@ -15,17 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import orjson
 import redis.asyncio as aioredis
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
-from social.posts.v1.events_pb2 import PostLiked
+from social.posts.v1.events_pb2 import PostCreated, PostLiked
 from social_common.events import Handler
 
 # How long a routed envelope id is remembered against redelivery.
 SEEN_SECONDS = 24 * 3600
+# Followers' feeds written per Lua call.
+FEED_BATCH = 500
+PEER_TIMEOUT = 5.0
 
 _ROUTE = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
@@ -50,15 +56,41 @@ def _data(payload: Message) -> bytes:
 
 
 class Router:
-    def __init__(self, redis_client: aioredis.Redis, retention: int) -> None:
+    def __init__(
+        self, redis_client: aioredis.Redis, auth: grpc.aio.Channel, retention: int
+    ) -> None:
         self.retention = retention
+        self.auth = auth_pb2_grpc.AuthServiceStub(auth)
         self._route = redis_client.register_script(_ROUTE)
 
-    async def route(self, envelope: Envelope, channels: list[str], data: bytes) -> None:
+    async def route(
+        self, envelope: Envelope, channels: list[str], data: bytes, part: int = 0
+    ) -> None:
+        """Routes an event to ``channels`` once (``part``: which batch of a
+        large routing this is; each is remembered on its own)."""
         await self._route(
-            keys=[f"rt:seen:{envelope.id}", *(stream_key(c) for c in channels)],
+            keys=[f"rt:seen:{envelope.id}:{part}", *(stream_key(c) for c in channels)],
             args=[SEEN_SECONDS, self.retention, envelope.type, data],
         )
+
+    async def _on_post_created(self, envelope: Envelope) -> None:
+        """A new post goes to the ``feed`` of each of its author's followers,
+        a page of followers (one Lua call) at a time."""
+        event = PostCreated.FromString(envelope.payload)
+        data = _data(event)
+        token, part = "", 0
+        while True:
+            reply = await self.auth.GetFollowers(
+                auth_pb2.GetFollowersRequest(
+                    user_id=event.author_id, page_size=FEED_BATCH, page_token=token
+                ),
+                timeout=PEER_TIMEOUT,
+            )
+            if reply.user_ids:
+                await self.route(envelope, [f"feed:{u}" for u in reply.user_ids], data, part)
+            token, part = reply.next_page_token, part + 1
+            if not token:
+                return
 
     def handlers(self) -> dict[str, Handler]:
         def on(kind: type[Message], channels: Callable[[Any], list[str]]) -> Handler:
@@ -73,6 +105,7 @@ class Router:
             return [f"post:{event.post_id}", f"user:{event.post_author_id}"]
 
         return {
+            "post.created": self._on_post_created,
             "message.created": on(MessageCreated, message_channels),
             "message.deleted": on(MessageDeleted, message_channels),
             "post.liked": on(PostLiked, lambda e: [f"post:{e.post_id}", f"user:{e.author_id}"]),

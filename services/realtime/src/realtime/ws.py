@@ -34,6 +34,8 @@ log = get_logger(__name__)
 
 PEER_TIMEOUT = 5.0
 BEARER_PROTOCOL = "bearer"
+# Channels named without an id: the caller's own.
+OWN_CHANNELS = frozenset({"user", "feed"})
 
 
 class Refused(Exception):
@@ -153,12 +155,13 @@ class RealtimeEndpoint:
 
     @staticmethod
     def _own(client: Client, channel: Any) -> str:
-        """The internal name of a channel a client names (``user`` is its own)."""
-        return f"user:{client.user_id}" if channel == "user" else str(channel)
+        """The internal name of a channel a client names (``user`` and ``feed``
+        are the client's own)."""
+        return f"{channel}:{client.user_id}" if channel in OWN_CHANNELS else str(channel)
 
     async def _subscribe(self, client: Client, channel: Any, since: Any) -> None:
         if not isinstance(channel, str):
-            raise Refused("invalid_channel", "channel is post:<id> or user")
+            raise Refused("invalid_channel", "channel is post:<id>, user or feed")
         if since is not None and (not isinstance(since, str) or not _is_event_id(since)):
             raise Refused("invalid_since", "since is the id of an event you received")
         await self._authorize(channel)
@@ -204,14 +207,15 @@ class RealtimeEndpoint:
         client.go_live(key)
 
     async def _authorize(self, channel: str) -> None:
-        """``post:<id>`` for a post that exists (every post is public); ``user`` is
-        the caller's own notifications; nothing else."""
-        if channel == "user":
+        """``post:<id>`` for a post that exists (every post is public); ``user``
+        (notifications) and ``feed`` (new posts of whom one follows) are the
+        caller's own; nothing else."""
+        if channel in OWN_CHANNELS:
             return
         kind, _, raw_id = channel.partition(":")
         post_id = parse_uuid(raw_id) if kind == "post" else None
         if post_id is None:
-            raise Refused("invalid_channel", "channel is post:<id> or user")
+            raise Refused("invalid_channel", "channel is post:<id>, user or feed")
         reply = await self.posts.GetPosts(
             posts_pb2.GetPostsRequest(ids=[str(post_id)]), timeout=PEER_TIMEOUT
         )

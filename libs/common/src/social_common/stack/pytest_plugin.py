@@ -39,8 +39,9 @@ def stack() -> Iterator[Endpoints]:
             # Hybrid timelines show with a handful of followers, and the
             # paths past a full timeline with a few dozen posts.
             "posts": {"POSTS_CELEBRITY_FOLLOWERS": "3", "POSTS_TIMELINE_SIZE": "40"},
-            # A few dozen frames behind is too slow: easy to reach.
-            "realtime": {"REALTIME_SEND_QUEUE": "32"},
+            # A few dozen frames behind is too slow, and a third channel too
+            # many: limits easy to reach.
+            "realtime": {"REALTIME_SEND_QUEUE": "32", "REALTIME_MAX_CHANNELS": "2"},
             # The sweeper runs every second; one worker and one queued upload
             # make a saturated pool easy to reach.
             "media": {
