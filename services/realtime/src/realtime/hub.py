@@ -16,6 +16,7 @@ again. Clients drop what they already had by id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,7 +160,9 @@ class Hub:
             self._confirmed.pop(key, None)
             self.last_seen.pop(key, None)
             if self._live.is_set():
-                await self._pubsub.unsubscribe(key)
+                # If the subscription is being lost, the next one leaves the key out.
+                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                    await self._pubsub.unsubscribe(key)
 
     def note(self, key: str, event_id: str) -> None:
         """Records that the stream ``key`` reached ``event_id`` (for catching up)."""
