@@ -12,8 +12,7 @@ import redis.asyncio as aioredis
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from social_common.cache import Entry, TieredCache
-
-GET_USERS_TIMEOUT = 2.0
+from social_common.peers import PEER_TIMEOUT
 
 
 class AuthorDirectory:
@@ -52,9 +51,7 @@ class AuthorDirectory:
         return found.get(key)
 
     async def _load_ids(self, ids: Sequence[str]) -> Mapping[str, Entry]:
-        reply = await self.stub.GetUsers(
-            auth_pb2.GetUsersRequest(ids=ids), timeout=GET_USERS_TIMEOUT
-        )
+        reply = await self.stub.GetUsers(auth_pb2.GetUsersRequest(ids=ids), timeout=PEER_TIMEOUT)
         # Unknown ids are cached as absent too, so a stream of them stays cheap.
         found: dict[str, Entry] = {i: (0, None) for i in ids}
         found.update((u.id, (0, _profile(u))) for u in reply.users)
@@ -62,7 +59,7 @@ class AuthorDirectory:
 
     async def _load_names(self, names: Sequence[str]) -> Mapping[str, Entry]:
         reply = await self.stub.GetUsers(
-            auth_pb2.GetUsersRequest(usernames=names), timeout=GET_USERS_TIMEOUT
+            auth_pb2.GetUsersRequest(usernames=names), timeout=PEER_TIMEOUT
         )
         # Unknown names are not remembered: one may be registered a moment later.
         return {u.username.lower(): (0, _profile(u)) for u in reply.users}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 from starlette.datastructures import URL
 
 from social_common.errors import Problem
+from social_common.ids import parse_uuid
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 40
@@ -56,13 +58,33 @@ def decode_cursor(raw: str | None, shape: Sequence[type]) -> list[Any] | None:
         or len(decoded) != len(shape)
         or not all(isinstance(v, t) for v, t in zip(decoded, shape, strict=True))
     ):
-        raise Problem(
-            422,
-            "invalid_cursor",
-            "The cursor is not one this API issued.",
-            errors=[{"field": "cursor", "message": "use next_cursor from a previous page"}],
-        )
+        raise _foreign_cursor()
     return decoded
+
+
+def _foreign_cursor() -> Problem:
+    return Problem(
+        422,
+        "invalid_cursor",
+        "The cursor is not one this API issued.",
+        errors=[{"field": "cursor", "message": "use next_cursor from a previous page"}],
+    )
+
+
+def decode_id_cursor(raw: str | None) -> uuid.UUID | None:
+    """A cursor holding the id of the last item seen (None for the first page);
+    422 like any cursor this API did not issue."""
+    decoded = decode_cursor(raw, [str])
+    if decoded is None:
+        return None
+    after = parse_uuid(decoded[0])
+    if after is None:
+        raise _foreign_cursor()
+    return after
+
+
+def encode_id_cursor(item_id: object) -> str:
+    return encode_cursor([str(item_id)])
 
 
 def next_link(url: URL, cursor: str | None) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
 
 import grpc
 import orjson
@@ -11,6 +11,9 @@ from social.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from social_common.settings import Settings
 from social_common.tokens import JwksSource, TokenVerifier
+
+# How long one call to a peer may take.
+PEER_TIMEOUT = 5.0
 
 
 def channel(target: str) -> grpc.aio.Channel:
@@ -41,3 +44,33 @@ def token_verifier(settings: Settings, auth: grpc.aio.Channel) -> TokenVerifier:
         jwks_max_age=settings.jwks_cache_seconds,
         unknown_kid_refresh_interval=min(30.0, settings.jwks_cache_seconds),
     )
+
+
+async def follow_pages(
+    auth: auth_pb2_grpc.AuthServiceAsyncStub,
+    direction: Literal["followers", "following"],
+    user_id: str,
+    page_size: int,
+) -> AsyncIterator[list[str]]:
+    """The ids of a user's followers (or of whom they follow), from auth, a page at a time."""
+    token = ""
+    while True:
+        reply: auth_pb2.GetFollowersResponse | auth_pb2.GetFollowingResponse
+        if direction == "followers":
+            reply = await auth.GetFollowers(
+                auth_pb2.GetFollowersRequest(
+                    user_id=user_id, page_size=page_size, page_token=token
+                ),
+                timeout=PEER_TIMEOUT,
+            )
+        else:
+            reply = await auth.GetFollowing(
+                auth_pb2.GetFollowingRequest(
+                    user_id=user_id, page_size=page_size, page_token=token
+                ),
+                timeout=PEER_TIMEOUT,
+            )
+        yield list(reply.user_ids)
+        token = reply.next_page_token
+        if not token:
+            return

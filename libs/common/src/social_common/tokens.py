@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from joserfc.util import urlsafe_b64decode
 from starlette.requests import Request
 
 from social_common.errors import Problem
+from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 
 # S105: names with "TOKEN" in them, not secrets
@@ -51,6 +53,11 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     raw: Mapping[str, Any]
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        """The subject as the user's id (verify() refuses a sub that is no UUID)."""
+        return uuid.UUID(self.subject)
 
 
 class InvalidToken(Exception):
@@ -117,6 +124,8 @@ class TokenVerifier:
         # typ is compared here, exactly.
         if claims.get("typ") != ACCESS_TOKEN_TYPE:
             raise InvalidToken(f"typ claim is {claims.get('typ')!r}, not {ACCESS_TOKEN_TYPE!r}")
+        if not isinstance(claims.get("sub"), str) or parse_uuid(claims["sub"]) is None:
+            raise InvalidToken("sub claim is not a user id")
 
         result = AccessClaims(
             subject=claims["sub"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -140,13 +139,13 @@ class AuthApi:
             required=("current_password", "new_password"),
         )
         await self.service.change_password(
-            uuid.UUID(claims.subject), body["current_password"], body["new_password"]
+            claims.user_id, body["current_password"], body["new_password"]
         )
         return Response(status_code=204, headers=limited.headers())
 
     async def profile(self, request: Request) -> Response:
         claims = await authenticate(request, self.verifier)
-        user_id = uuid.UUID(claims.subject)
+        user_id = claims.user_id
         if request.method == "GET":
             return json_response(own_user(await self.service.me(user_id)))
         body = await json_object(request, {"display_name": str, "bio": str})
@@ -157,15 +156,13 @@ class AuthApi:
         user = await self.service.by_username(request.path_params["username"])
         document = public_user(user)
         if viewer is not None:
-            document["followed_by_me"] = await self.service.is_following(
-                uuid.UUID(viewer.subject), user.id
-            )
+            document["followed_by_me"] = await self.service.is_following(viewer.user_id, user.id)
         return json_response(document)
 
     async def follow(self, request: Request) -> Response:
         claims = await authenticate(request, self.verifier)
         await self.service.follow(
-            uuid.UUID(claims.subject),
+            claims.user_id,
             request.path_params["username"],
             on=request.method == "POST",
         )

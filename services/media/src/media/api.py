@@ -59,7 +59,7 @@ class MediaApi:
         ]
 
     async def _owner(self, request: Request) -> uuid.UUID:
-        return uuid.UUID((await authenticate(request, self.verifier)).subject)
+        return (await authenticate(request, self.verifier)).user_id
 
     async def _spend_upload(self, owner: uuid.UUID) -> dict[str, str]:
         result = await self.limiter.hit(Limit("upload_user", str(owner), self.config.upload_rate))

@@ -9,7 +9,7 @@ import orjson
 from social_common.errors import Problem
 from social_common.idempotency import Idempotency
 from social_common.ids import parse_uuid
-from social_common.pagination import decode_cursor, next_link, page_limit
+from social_common.pagination import decode_id_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
 from social_common.rest import (
     conditional_json,
@@ -60,7 +60,7 @@ class MessagesApi:
         ]
 
     async def _user(self, request: Request) -> uuid.UUID:
-        return uuid.UUID((await authenticate(request, self.verifier)).subject)
+        return (await authenticate(request, self.verifier)).user_id
 
     async def send(self, request: Request) -> Response:
         sender = await self._user(request)
@@ -87,10 +87,7 @@ class MessagesApi:
         order = request.query_params.get("order", "asc")
         if order not in ("asc", "desc"):
             raise field_error("order", "asc (oldest first) or desc (newest first)")
-        decoded = decode_cursor(request.query_params.get("cursor"), [str])
-        after = None if decoded is None else parse_uuid(decoded[0])
-        if decoded is not None and after is None:
-            decode_cursor("!", [str])  # the same 422 as any cursor we did not issue
+        after = decode_id_cursor(request.query_params.get("cursor"))
         messages, next_cursor = await self.service.page(
             post_id, after, limit, newest_first=order == "desc"
         )

@@ -8,7 +8,7 @@ import grpc
 from social.messages.v1 import messages_pb2, messages_pb2_grpc
 from social_common.errors import Problem
 from social_common.ids import parse_uuid
-from social_common.pagination import decode_cursor, encode_cursor
+from social_common.pagination import decode_id_cursor, encode_id_cursor
 
 from messages.service import MessagesService
 
@@ -39,11 +39,10 @@ class MessagesRpc(messages_pb2_grpc.MessagesServiceServicer):
     ) -> messages_pb2.GetMessagesResponse:
         post_id = parse_uuid(request.post_id)
         try:
-            decoded = decode_cursor(request.page_token, [str])
+            after = decode_id_cursor(request.page_token)
         except Problem:
-            decoded = [""]
-        after = None if decoded is None else parse_uuid(decoded[0])
-        if post_id is None or (decoded is not None and after is None):
+            post_id = None
+        if post_id is None:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "post_id must be a UUID, page_token ours"
             )
@@ -51,7 +50,7 @@ class MessagesRpc(messages_pb2_grpc.MessagesServiceServicer):
         size = max(1, min(request.page_size or DEFAULT_PAGE, MAX_PAGE))
         found = await self.service.rpc_page(post_id, after, size + 1)
         reply = messages_pb2.GetMessagesResponse(
-            next_page_token=encode_cursor([str(found[size - 1].id)]) if len(found) > size else ""
+            next_page_token=encode_id_cursor(found[size - 1].id) if len(found) > size else ""
         )
         for message in found[:size]:
             item = messages_pb2.Message(

@@ -18,14 +18,14 @@ from social_common.errors import Problem
 from social_common.events import Handler, emit
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
-from social_common.pagination import encode_cursor
+from social_common.pagination import encode_id_cursor
+from social_common.peers import PEER_TIMEOUT
 
 from messages import store
 
 log = get_logger(__name__)
 
 PRODUCER = "messages"
-PEER_TIMEOUT = 5.0
 
 
 def post_not_found() -> Problem:
@@ -77,7 +77,7 @@ class MessagesService:
         async with self.db.connection() as conn:
             found = await store.page(conn, post_id, after, limit + 1, newest_first=newest_first)
         shown = found[:limit]
-        next_cursor = encode_cursor([str(shown[-1].id)]) if len(found) > limit else None
+        next_cursor = encode_id_cursor(shown[-1].id) if len(found) > limit else None
         return await self.render(shown), next_cursor
 
     async def delete(self, post_id: uuid.UUID, message_id: uuid.UUID, user: uuid.UUID) -> None:

@@ -10,7 +10,7 @@ import orjson
 from social_common.errors import Problem
 from social_common.idempotency import Idempotency
 from social_common.ids import parse_uuid
-from social_common.pagination import decode_cursor, next_link, page_limit
+from social_common.pagination import decode_id_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
 from social_common.response_cache import ResponseCache
 from social_common.rest import (
@@ -43,13 +43,7 @@ def _post_id(request: Request) -> uuid.UUID:
 
 
 def _cursor(request: Request) -> uuid.UUID | None:
-    decoded = decode_cursor(request.query_params.get("cursor"), [str])
-    if decoded is None:
-        return None
-    before = parse_uuid(decoded[0])
-    if before is None:
-        decode_cursor("!", [str])  # the same 422 as any other cursor we did not issue
-    return before
+    return decode_id_cursor(request.query_params.get("cursor"))
 
 
 class PostsApi:
@@ -82,11 +76,11 @@ class PostsApi:
         ]
 
     async def _user(self, request: Request) -> uuid.UUID:
-        return uuid.UUID((await authenticate(request, self.verifier)).subject)
+        return (await authenticate(request, self.verifier)).user_id
 
     async def _viewer(self, request: Request) -> uuid.UUID | None:
         claims = await authenticate_optional(request, self.verifier)
-        return None if claims is None else uuid.UUID(claims.subject)
+        return None if claims is None else claims.user_id
 
     # -- writing -------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,8 @@ from social_common.errors import Problem
 from social_common.events import emit
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
-from social_common.pagination import encode_cursor
+from social_common.pagination import encode_id_cursor
+from social_common.peers import PEER_TIMEOUT, follow_pages
 
 from posts import store
 from posts.config import PostsConfig
@@ -52,7 +53,6 @@ FANNED_OUT = Counter("posts_fanout_timelines_total", "Home timelines a new post 
 PRODUCER = "posts"
 CELEBRITY_CHECK_MS = 60_000
 GLOBAL = "global"
-PEER_TIMEOUT = 5.0
 # How long a deleted message is remembered, against a late (re)delivery of its creation.
 COUNTED_MESSAGES_KEEP_SECONDS = 7 * 24 * 3600
 
@@ -419,7 +419,7 @@ class PostsService:
                     limit=limit + 1,
                 )
             ids = [str(i) for i in found[:limit]]
-            cached = (ids, encode_cursor([ids[-1]]) if len(found) > limit else None)
+            cached = (ids, encode_id_cursor(ids[-1]) if len(found) > limit else None)
             self.pages.put(name, key, generation, cached)
         return await self._page_of(cached[0], cached[1], viewer)
 
@@ -449,7 +449,7 @@ class PostsService:
                     limit=limit + 1,
                 )
             ids = sorted(set(ids) | {str(i) for i in older}, reverse=True)[: limit + 1]
-        next_cursor = encode_cursor([ids[limit - 1]]) if len(ids) > limit else None
+        next_cursor = encode_id_cursor(ids[limit - 1]) if len(ids) > limit else None
         shown = ids[:limit]
         # What the reader likes came with the page, unless other ids were merged in.
         liked_answer = (
@@ -461,7 +461,11 @@ class PostsService:
         """Rebuilds a home timeline from auth (whom the user follows) and
         Postgres (their newest posts); returns the followees."""
         await self.timelines.start_rebuild(user_id)
-        followees = [u async for page in self._follow_pages("following", user_id) for u in page]
+        followees = [
+            u
+            async for page in follow_pages(self.auth, "following", user_id, self.config.fanout_page)
+            for u in page
+        ]
         size = self.config.timeline_size
         async with self.db.connection() as conn:
             recent = await store.page_ids(
@@ -474,30 +478,6 @@ class PostsService:
             user_id, followees, [str(i) for i in recent[:size]], more=len(recent) > size
         )
         return followees
-
-    async def _follow_pages(self, direction: str, user_id: str) -> AsyncIterator[list[str]]:
-        """Pages of a user's followers or followings, from auth."""
-        token = ""
-        while True:
-            reply: auth_pb2.GetFollowersResponse | auth_pb2.GetFollowingResponse
-            if direction == "followers":
-                reply = await self.auth.GetFollowers(
-                    auth_pb2.GetFollowersRequest(
-                        user_id=user_id, page_size=self.config.fanout_page, page_token=token
-                    ),
-                    timeout=PEER_TIMEOUT,
-                )
-            else:
-                reply = await self.auth.GetFollowing(
-                    auth_pb2.GetFollowingRequest(
-                        user_id=user_id, page_size=self.config.fanout_page, page_token=token
-                    ),
-                    timeout=PEER_TIMEOUT,
-                )
-            yield list(reply.user_ids)
-            token = reply.next_page_token
-            if not token:
-                return
 
     # -- events --------------------------------------------------------------
 
@@ -519,7 +499,7 @@ class PostsService:
         await change([author_id], [post_id])
         if celebrity:
             return
-        async for page in self._follow_pages("followers", author_id):
+        async for page in follow_pages(self.auth, "followers", author_id, self.config.fanout_page):
             written = await change(page, [post_id])
             if add:
                 FANNED_OUT.inc(written or 0)

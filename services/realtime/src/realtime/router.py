@@ -21,17 +21,17 @@ import orjson
 import redis.asyncio as aioredis
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from social.auth.v1 import auth_pb2, auth_pb2_grpc
+from social.auth.v1 import auth_pb2_grpc
 from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1.events_pb2 import PostCreated, PostLiked
 from social_common.events import Handler
+from social_common.peers import follow_pages
 
 # How long a routed envelope id is remembered against redelivery.
 SEEN_SECONDS = 24 * 3600
 # Followers' feeds written per Lua call.
 FEED_BATCH = 500
-PEER_TIMEOUT = 5.0
 
 _ROUTE = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
@@ -78,19 +78,12 @@ class Router:
         a page of followers (one Lua call) at a time."""
         event = PostCreated.FromString(envelope.payload)
         data = _data(event)
-        token, part = "", 0
-        while True:
-            reply = await self.auth.GetFollowers(
-                auth_pb2.GetFollowersRequest(
-                    user_id=event.author_id, page_size=FEED_BATCH, page_token=token
-                ),
-                timeout=PEER_TIMEOUT,
-            )
-            if reply.user_ids:
-                await self.route(envelope, [f"feed:{u}" for u in reply.user_ids], data, part)
-            token, part = reply.next_page_token, part + 1
-            if not token:
-                return
+        pages = follow_pages(self.auth, "followers", event.author_id, FEED_BATCH)
+        part = 0
+        async for followers in pages:
+            if followers:
+                await self.route(envelope, [f"feed:{u}" for u in followers], data, part)
+            part += 1
 
     def handlers(self) -> dict[str, Handler]:
         def on(kind: type[Message], channels: Callable[[Any], list[str]]) -> Handler:

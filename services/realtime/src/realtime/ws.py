@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
 from social_common.ids import parse_uuid
 from social_common.logging import get_logger
+from social_common.peers import PEER_TIMEOUT
 from social_common.redis import as_text
 from social_common.tokens import InvalidToken, TokenVerifier
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -32,7 +33,6 @@ from realtime.router import stream_key
 
 log = get_logger(__name__)
 
-PEER_TIMEOUT = 5.0
 BEARER_PROTOCOL = "bearer"
 # Channels named without an id: the caller's own.
 OWN_CHANNELS = frozenset({"user", "feed"})
