@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import httpx
 import pytest
-import redis
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
-from social.events.v1.events_pb2 import Envelope
-from social_common.events import stream_for
 from social_common.stack.local import Endpoints
-from social_common.stack.testing import Account, client, create_account, wait_until
+from social_common.stack.testing import (
+    Account,
+    client,
+    create_account,
+    published_events,
+    wait_until,
+)
 
 
 def _follow(stack: Endpoints, who: Account, whom: str, *, on: bool = True) -> httpx.Response:
@@ -206,28 +207,15 @@ def test_grpc_jwks_matches_the_published_one(stack: Endpoints) -> None:
     assert httpx.Response(200, content=reply.jwks_json).json() == published
 
 
-@pytest.fixture
-def events(stack: Endpoints) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(stack.redis_url) as events_client:
-        yield events_client
-
-
-def _published(events: redis.Redis, event_type: str, follower: Account) -> list[Envelope]:
-    """The envelopes of ``event_type`` on its stream whose key is ``follower``, oldest first."""
-    entries: Any = events.xrange(stream_for(event_type))
-    envelopes = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
-    return [e for e in envelopes if e.key == follower.id]
-
-
-def test_follow_changes_are_published_once_each(stack: Endpoints, events: redis.Redis) -> None:
+def test_follow_changes_are_published_once_each(stack: Endpoints) -> None:
     alice, bob = create_account(stack.gateway_url), create_account(stack.gateway_url)
 
     def arrived(event_type: str, count: int) -> bool:
-        return len(_published(events, event_type, alice)) == count
+        return len(published_events(stack.redis_url, event_type, alice.id)) == count
 
     assert _follow(stack, alice, bob.username).status_code == 204
     wait_until(lambda: arrived("user.followed", 1), what="user.followed published")
-    (followed,) = _published(events, "user.followed", alice)
+    (followed,) = published_events(stack.redis_url, "user.followed", alice.id)
     assert (followed.type, followed.producer) == ("user.followed", "auth")
     assert UserFollowed.FromString(followed.payload) == UserFollowed(
         follower_id=alice.id, followee_id=bob.id
@@ -239,7 +227,7 @@ def test_follow_changes_are_published_once_each(stack: Endpoints, events: redis.
     assert _follow(stack, alice, bob.username, on=False).status_code == 204
     wait_until(lambda: arrived("user.unfollowed", 1), what="user.unfollowed published")
     assert arrived("user.followed", 1)
-    (unfollowed,) = _published(events, "user.unfollowed", alice)
+    (unfollowed,) = published_events(stack.redis_url, "user.unfollowed", alice.id)
     assert UserUnfollowed.FromString(unfollowed.payload) == UserUnfollowed(
         follower_id=alice.id, followee_id=bob.id
     )

@@ -25,7 +25,14 @@ from social.media.v1 import media_pb2, media_pb2_grpc
 from social.posts.v1.events_pb2 import PostDeleted
 from social_common.ids import uuid7
 from social_common.stack.local import Endpoints, Ports
-from social_common.stack.testing import Account, answers, client, create_account, wait_until
+from social_common.stack.testing import (
+    Account,
+    answers,
+    client,
+    create_account,
+    event_handled,
+    wait_until,
+)
 
 
 def _jpeg(width: int = 300, height: int = 200, *, exif: bool = False, quality: int = 90) -> bytes:
@@ -76,11 +83,6 @@ def _upload(
 def _fetch(url: str) -> httpx.Response:
     with httpx.Client(trust_env=False, timeout=15) as http:
         return http.get(url)
-
-
-@pytest.fixture
-def account(stack: Endpoints) -> Account:
-    return create_account(stack.gateway_url)
 
 
 def test_upload_is_upright_clean_and_served_with_safe_headers(
@@ -449,20 +451,7 @@ def _publish(events: redis.Redis, envelope: bytes) -> str:
 
 
 def _acknowledged(events: redis.Redis, entry_id: str) -> Callable[[], bool]:
-    """A condition: the media group has read the entry and acknowledged it
-    (its handler succeeded; a failure would leave it pending)."""
-
-    def position(stream_id: str) -> tuple[int, ...]:
-        return tuple(int(part) for part in stream_id.split("-"))
-
-    def check() -> bool:
-        groups: Any = events.xinfo_groups(POST_DELETED)
-        group = next((g for g in groups if g["name"] == "media"), None)
-        if group is None or position(group["last-delivered-id"]) < position(entry_id):
-            return False
-        return not events.xpending_range(POST_DELETED, "media", entry_id, entry_id, 1)
-
-    return check
+    return event_handled(events, POST_DELETED, "media", entry_id)
 
 
 def _attach(stack: Endpoints, ids: list[str], post_id: str, owner_id: str) -> None:

@@ -9,18 +9,18 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-import redis
-from social.events.v1.events_pb2 import Envelope
 from social.messages.v1 import messages_pb2, messages_pb2_grpc
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social_common.ids import uuid7
 from social_common.stack.local import Endpoints
-from social_common.stack.testing import Account, client, create_account, create_post, wait_until
-
-
-@pytest.fixture
-def account(stack: Endpoints) -> Account:
-    return create_account(stack.gateway_url)
+from social_common.stack.testing import (
+    Account,
+    client,
+    create_account,
+    create_post,
+    published_events,
+    wait_until,
+)
 
 
 def _send(
@@ -189,18 +189,24 @@ def test_events_in_the_transaction_and_a_deleted_post_takes_its_messages(
     assert _delete(stack, account, post["id"], message["id"]).status_code == 204
     kept = _send(stack, account, post["id"], {"message": "kept"}).json()
 
-    def published(event_type: str) -> list[Envelope]:
-        with redis.Redis.from_url(stack.redis_url) as raw:
-            entries: Any = raw.xrevrange(f"events:{event_type}", count=500)
-        found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
-        return [e for e in found if e.key == post["id"]]
-
-    wait_until(lambda: len(published("message.created")) == 2, what="two message.created")
-    wait_until(lambda: len(published("message.deleted")) == 1, what="one message.deleted")
-    created = [MessageCreated.FromString(e.payload) for e in published("message.created")]
+    wait_until(
+        lambda: len(published_events(stack.redis_url, "message.created", post["id"])) == 2,
+        what="two message.created",
+    )
+    wait_until(
+        lambda: len(published_events(stack.redis_url, "message.deleted", post["id"])) == 1,
+        what="one message.deleted",
+    )
+    created = [
+        MessageCreated.FromString(e.payload)
+        for e in published_events(stack.redis_url, "message.created", post["id"])
+    ]
     assert {c.message_id for c in created} == {message["id"], kept["id"]}
     assert {c.text for c in created} == {"hi", "kept"}
-    [deleted] = [MessageDeleted.FromString(e.payload) for e in published("message.deleted")]
+    [deleted] = [
+        MessageDeleted.FromString(e.payload)
+        for e in published_events(stack.redis_url, "message.deleted", post["id"])
+    ]
     assert (deleted.message_id, deleted.sender_id) == (message["id"], account.id)
 
     with client(stack.gateway_url) as http:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,14 +25,11 @@ from social_common.stack.testing import (
     client,
     create_account,
     create_post,
+    event_handled,
+    published_events,
     upload_image,
     wait_until,
 )
-
-
-@pytest.fixture
-def account(stack: Endpoints) -> Account:
-    return create_account(stack.gateway_url)
 
 
 def _get(
@@ -239,6 +236,9 @@ def test_likes_are_idempotent_and_never_stale_after_the_write(
         assert unliked.status_code == 200
         assert (unliked.json()["like_count"], unliked.json()["liked_by_me"]) == (1, False)
     assert _get(stack, path).json()["like_count"] == 1
+    # The reader's cached likes follow: a read after the unlike says so.
+    assert _get(stack, path, fans[0]).json()["liked_by_me"] is False
+    assert _get(stack, path, fans[1]).json()["liked_by_me"] is True
 
 
 def test_concurrent_likes_all_count(stack: Endpoints, account: Account) -> None:
@@ -469,24 +469,16 @@ def test_message_events_move_the_count_once_each(
     last_deleted = events.xadd("events:message.deleted", {"envelope": late_deleted})
 
     # Nothing stuck: every event was acknowledged.
-    def handled(stream: str, entry_id: str) -> Callable[[], bool]:
-        """A condition: the posts group has read the entry and acknowledged it."""
-
-        def position(stream_id: str) -> tuple[int, ...]:
-            return tuple(int(part) for part in stream_id.split("-"))
-
-        def check() -> bool:
-            groups: Any = events.xinfo_groups(stream)
-            group = next(g for g in groups if g["name"] == "posts")
-            read = position(group["last-delivered-id"]) >= position(entry_id)
-            return read and events.xpending(stream, "posts")["pending"] == 0
-
-        return check
-
-    wait_until(handled("events:message.deleted", str(last_deleted)), what="the deletion handled")
+    wait_until(
+        event_handled(events, "events:message.deleted", "posts", str(last_deleted)),
+        what="the deletion handled",
+    )
     assert _get(stack, path).json()["message_count"] == 1  # it was never counted
     last_created = events.xadd("events:message.created", {"envelope": late_created})
-    wait_until(handled("events:message.created", str(last_created)), what="the creation handled")
+    wait_until(
+        event_handled(events, "events:message.created", "posts", str(last_created)),
+        what="the creation handled",
+    )
     assert _get(stack, path).json()["message_count"] == 1
 
 
@@ -498,22 +490,17 @@ def test_posts_publish_their_events(
     _like(stack, fan, post["id"])
     _like(stack, fan, post["id"])  # no second event: nothing changed
     assert _delete(stack, account, post["id"]).status_code == 204
-    wait_until(lambda: len(_published(stack, "post.deleted", post["id"])) == 1, what="post.deleted")
-    [created] = _published(stack, "post.created", post["id"])
+    wait_until(
+        lambda: len(published_events(stack.redis_url, "post.deleted", post["id"])) == 1,
+        what="post.deleted",
+    )
+    [created] = published_events(stack.redis_url, "post.created", post["id"])
     assert PostCreated.FromString(created.payload).author_id == account.id
     assert created.producer == "posts"
-    [liked] = _published(stack, "post.liked", post["id"])
+    [liked] = published_events(stack.redis_url, "post.liked", post["id"])
     assert PostLiked.FromString(liked.payload).user_id == fan.id
-    [deleted] = _published(stack, "post.deleted", post["id"])
+    [deleted] = published_events(stack.redis_url, "post.deleted", post["id"])
     assert list(PostDeleted.FromString(deleted.payload).media_ids) == [post["media"][0]["id"]]
-
-
-def _published(stack: Endpoints, event_type: str, post_id: str) -> list[Envelope]:
-    """The envelopes of ``event_type`` about ``post_id`` on the stream (the newest 200)."""
-    with redis.Redis.from_url(stack.redis_url) as raw_events:
-        entries: Any = raw_events.xrevrange(f"events:{event_type}", count=200)
-    found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
-    return [e for e in found if e.key == post_id]
 
 
 @pytest.fixture
@@ -553,7 +540,10 @@ def test_a_create_that_loses_its_media_race_rolls_back_and_publishes_nothing(
     [winner] = [r.json()["id"] for r in responses if r.status_code == 201]
     assert _ids(_get(stack, f"/api/v1/users/{account.username}/posts")) == [winner]
     # The losers' transactions (post row and outbox event) were rolled back.
-    wait_until(lambda: _published(stack, "post.created", winner) != [], what="the winner's event")
+    wait_until(
+        lambda: published_events(stack.redis_url, "post.created", winner) != [],
+        what="the winner's event",
+    )
     with redis.Redis.from_url(stack.redis_url) as raw:
         entries: Any = raw.xrange("events:post.created")
     created = [

@@ -34,11 +34,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 
-@pytest.fixture
-def account(stack: Endpoints) -> Account:
-    return create_account(stack.gateway_url)
-
-
 def _ws_url(base: str) -> str:
     return base.replace("http://", "ws://") + "/ws"
 

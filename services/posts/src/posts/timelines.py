@@ -32,8 +32,6 @@ from social_common.redis import as_text
 from posts.likes import LikedSets, liked_key
 
 BUILDING = "~b"
-READY = "~r"
-TRUNCATED = "~t"
 MARKERS = 3
 # The set of authors whose posts are merged at read time.
 CELEBRITIES = "timeline:celebrities"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from social_common.stack.local import Endpoints, Ports, Stack
+from social_common.stack.testing import Account, create_account
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,9 @@ def stack() -> Iterator[Endpoints]:
     finally:
         running.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def account(stack: Endpoints) -> Account:
+    """A new account, registered and logged in through the gateway."""
+    return create_account(stack.gateway_url)

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import redis
+from social.events.v1.events_pb2 import Envelope
+
+from social_common.events import stream_for
+from social_common.redis import as_text
 
 _addresses = itertools.count(1)
 
@@ -140,3 +145,33 @@ def create_post(gateway_url: str, account: Account, caption: str = "hello") -> d
     assert response.status_code == 201, response.text
     post: dict[str, Any] = response.json()
     return post
+
+
+def _stream_position(entry_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split("-"))
+
+
+def event_handled(
+    events: redis.Redis, stream: str, group: str, entry_id: str
+) -> Callable[[], bool]:
+    """A condition: ``group`` has read the stream entry and acknowledged it
+    (its handler succeeded; a failure would leave it pending)."""
+
+    def check() -> bool:
+        groups: Any = events.xinfo_groups(stream)
+        found = next((g for g in groups if as_text(g["name"]) == group), None)
+        if found is None:
+            return False
+        if _stream_position(as_text(found["last-delivered-id"])) < _stream_position(entry_id):
+            return False
+        return not events.xpending_range(stream, group, entry_id, entry_id, 1)
+
+    return check
+
+
+def published_events(redis_url: str, event_type: str, key: str) -> list[Envelope]:
+    """The envelopes of ``event_type`` on its stream whose key is ``key``, oldest first."""
+    with redis.Redis.from_url(redis_url) as client:
+        entries: Any = client.xrange(stream_for(event_type))
+    found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
+    return [e for e in found if e.key == key]
