@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -148,7 +148,13 @@ class PostsApi:
     async def _single(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> Page:
         return Page([await self.service.get(post_id, viewer)], None)
 
-    async def _read(self, request: Request, read: Any, *, paginated: bool = True) -> Response:
+    async def _read(
+        self,
+        request: Request,
+        read: Callable[[uuid.UUID | None], Awaitable[Page]],
+        *,
+        paginated: bool = True,
+    ) -> Response:
         """Answers a read by ``read(viewer)``; what an anonymous reader got is
         kept for the next (see social_common.response_cache)."""
         viewer = await self._viewer(request)
