@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import pwd
+import resource
 import signal
 import socket
 import subprocess
@@ -144,8 +145,31 @@ def ensure_ports_free(component: Component) -> None:
                 ) from None
 
 
+# Descriptors each started process may hold: every WebSocket costs one in the
+# realtime service and two in Envoy (downstream and upstream), so 10,000
+# sockets need more than a shell's usual 1,024 (or 20,000).
+OPEN_FILES = 1 << 16
+
+
+def raise_open_files_limit(wanted: int = OPEN_FILES) -> int:
+    """Raises this process's (so its children's) open-files limit to
+    ``wanted``, the hard limit too where privileged, else as far as the hard
+    limit allows; never lowers it. The soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    if hard != infinite and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+            hard = wanted
+    if soft != infinite and soft < wanted:
+        soft = wanted if hard == infinite else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
 def start(component: Component, *, tie_to_parent: bool) -> subprocess.Popen[bytes]:
     ensure_ports_free(component)
+    raise_open_files_limit()
     log = Path(component.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
