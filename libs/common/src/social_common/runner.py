@@ -149,6 +149,10 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         # down a connection we are closing.
         timeout_keep_alive=75,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace),
+        # WebSocket frames are small JSON events: compressing them costs a
+        # zlib context per direction on every socket for a few bytes saved
+        # (the realtime service held 92 KiB per socket with it, 36 without).
+        ws_per_message_deflate=False,
     )
     http_server = _Server(config)
 
