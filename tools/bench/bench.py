@@ -65,6 +65,13 @@ Settings come from the environment (defaults in brackets):
   BENCH_COMPOSE_MAX_RPS [400]     posts/s the create_post scenario budgets for
   BENCH_MIX_MAX_RPS     [2000]    requests/s the dsb_mix scenario budgets for
   BENCH_PROFILE         [0]       1: py-spy profiles global_feed and dsb_mix
+  BENCH_WS_SOCKETS      [10000]   sockets the ws_sockets scenario holds at once
+  BENCH_WS_CHANNELS     [100]     posts the ws_latency scenario's sockets watch
+  BENCH_WS_SUBSCRIBERS  [10]      sockets per post in ws_latency
+  BENCH_WS_RATE         [1000]    messages/s ws_latency posts
+
+The realtime scenarios (issue 6), ws_sockets and ws_latency, run last and
+print their own lines (ws_bench.py says what they measure).
 
 Results go to ``results/bench-<UTC timestamp>.json`` at the repo root and a table
 is printed on stdout; profiles to ``results/profile-<timestamp>-<scenario>.txt``.
@@ -103,14 +110,16 @@ from PIL import Image
 from social_common.stack.paths import REPO_ROOT, binary
 
 if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
-    from bench import observe, social_prep
+    from bench import observe, social_prep, ws_bench
     from bench.stackapi import JSON_HEADERS, BenchError, delete, login, multipart_body, register
 else:  # run as a script: tools/bench/ is on sys.path
     import observe
     import social_prep
+    import ws_bench
     from stackapi import JSON_HEADERS, BenchError, delete, login, multipart_body, register
 
 GENERATOR_NAMES = ("wrk", "k6")
+WS_SCENARIOS = ("ws_sockets", "ws_latency")
 
 
 @dataclass(frozen=True)
@@ -359,6 +368,10 @@ class Settings:
     compose_max_rps: int
     mix_max_rps: int
     profile: bool
+    ws_sockets: int
+    ws_channels: int
+    ws_subscribers: int
+    ws_rate: int
 
 
 @dataclass(frozen=True)
@@ -452,7 +465,7 @@ def _list_setting(
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read and validate the BENCH_* settings."""
-    scenario_names = tuple(s.name for s in SCENARIOS)
+    scenario_names = tuple(s.name for s in SCENARIOS) + WS_SCENARIOS
     settings = Settings(
         base_url=check_loopback(env.get("BENCH_BASE_URL", "").strip() or "http://127.0.0.1:8000"),
         duration_s=_int_setting(env, "BENCH_DURATION", 10, 1),
@@ -481,6 +494,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         compose_max_rps=_int_setting(env, "BENCH_COMPOSE_MAX_RPS", 400, 1),
         mix_max_rps=_int_setting(env, "BENCH_MIX_MAX_RPS", 2000, 1),
         profile=_int_setting(env, "BENCH_PROFILE", 0, 0, 1) == 1,
+        ws_sockets=_int_setting(env, "BENCH_WS_SOCKETS", 10_000, 1),
+        ws_channels=_int_setting(env, "BENCH_WS_CHANNELS", 100, 1),
+        ws_subscribers=_int_setting(env, "BENCH_WS_SUBSCRIBERS", 10, 1),
+        ws_rate=_int_setting(env, "BENCH_WS_RATE", 1_000, 1),
     )
     if settings.social_follows >= settings.social_users:
         raise BenchError("BENCH_SOCIAL_FOLLOWS must be below BENCH_SOCIAL_USERS")
@@ -1278,6 +1295,43 @@ def run_k6(
     )
 
 
+def realtime_scenarios(settings: Settings) -> list[str]:
+    """The realtime scenarios selected (ws_latency is k6's)."""
+    chosen = [name for name in WS_SCENARIOS if name in settings.scenarios]
+    if "ws_latency" in chosen and "k6" not in settings.generators:
+        print("bench: ws_latency runs with k6 only", file=sys.stderr)
+        chosen.remove("ws_latency")
+    return chosen
+
+
+def measure_realtime(
+    settings: Settings, chosen: list[str], block: AddressBlock, social: social_prep.Social
+) -> list[dict[str, Any]]:
+    """The realtime scenarios ``chosen``, one row each (see ws_bench.py)."""
+    if not chosen:
+        return []
+    realtime = observe.find_service("realtime")
+    if realtime is None:
+        raise BenchError("the realtime scenarios need the realtime service of `make up`")
+    if social.dataset is None:
+        social.prepare(settings.social_users, settings.social_follows, block.social)
+    assert social.dataset is not None
+    users = social.dataset.users
+    posts = social.posts_for("realtime channels", settings.ws_channels)
+
+    def plan() -> ws_bench.WsPlan:
+        social.fresh_tokens()
+        return ws_bench.WsPlan([user.access_token for user in users], posts)
+
+    rows = []
+    if "ws_sockets" in chosen:
+        envoy = observe.find_pid("envoy")
+        rows.append(ws_bench.sockets_scenario(settings, plan(), realtime, envoy))
+    if "ws_latency" in chosen:
+        rows.append(ws_bench.latency_scenario(settings, plan(), realtime, find_k6()))
+    return rows
+
+
 GENERATORS: dict[str, Callable[[Settings, Scenario, int, Plan | None], Measurement]] = {
     "wrk": run_wrk,
     "k6": run_k6,
@@ -1299,7 +1353,7 @@ def schedule(settings: Settings) -> list[tuple[str, list[Scenario]]]:
             print(f"bench: {generator} skips {', '.join(unable)} (not for it)", file=sys.stderr)
         if able:
             runs.append((generator, able))
-    if not runs:
+    if not runs and not realtime_scenarios(settings):
         raise BenchError(
             "nothing to measure: "
             + "; ".join(f"{s.name} runs with {', '.join(s.generators)} only" for s in chosen)
@@ -1380,7 +1434,7 @@ def measure_all(
     settings: Settings,
     runs: list[tuple[str, list[Scenario]]],
     prepared: Prepared,
-    posts: observe.PostsProcess | None = None,
+    posts: observe.ServiceProcess | None = None,
     stamp: str = "",
 ) -> list[dict[str, Any]]:
     """Per generator: the ceiling, then every scenario it runs. One row each.
@@ -1567,13 +1621,15 @@ def main() -> int:
         settings = load_settings(os.environ)
         started = dt.datetime.now(dt.UTC)
         runs = schedule(settings)
+        ws_chosen = realtime_scenarios(settings)
+        generators = tuple(generator for generator, _ in runs)
         # Also fails early if a tool is missing.
-        machine = machine_info(tuple(generator for generator, _ in runs))
+        machine = machine_info(generators + (("k6",) if "ws_latency" in ws_chosen else ()))
         chosen = [s for s in SCENARIOS if any(s in scenarios for _, scenarios in runs)]
         check_token_lifetime(settings, runs)
         # Reachable at all, before preparing anything.
         check_target(settings, [CEILING])
-        posts = observe.find_posts() if any(s.posts for s in chosen) else None
+        posts = observe.find_service("posts") if any(s.posts for s in chosen) else None
         if any(s.posts for s in chosen) and posts is None:
             print(
                 "bench: no posts service of `make up` found in .run/: its caches and "
@@ -1587,6 +1643,7 @@ def main() -> int:
                 prepared = prepare(settings, chosen, block, Path(tmp), social)
                 check_target(settings, [prepared.resolve(s) for s in chosen], prepared.photos)
                 rows = measure_all(settings, runs, prepared, posts, f"{started:%Y%m%dT%H%M%SZ}")
+                realtime_rows = measure_realtime(settings, ws_chosen, block, social)
             finally:
                 # What the posting scenarios made, even if a run failed.
                 cleaned = social.finish()
@@ -1602,11 +1659,15 @@ def main() -> int:
         "preparation": dict(prepared.info),
         "cleanup": cleaned,
         "results": rows,
+        "realtime": realtime_rows,
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(format_table(rows))
+    if rows:
+        print(format_table(rows))
     if notes := format_notes(rows):
         print(f"\n{notes}")
+    if realtime_rows:
+        print("\n" + "\n".join(ws_bench.describe(row) for row in realtime_rows))
     print(f"\nresults: {out.relative_to(REPO_ROOT)}")
     return 0
 

@@ -9,6 +9,7 @@ stack `make up` started (.run/stack.json, see social_common.stack.local).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +25,6 @@ from social_common.stack.local import load_state
 from social_common.stack.paths import DEFAULT_RUN_DIR, binary
 from social_common.stack.processes import StackError, is_running
 
-SERVICE = "posts"
 # Events are done when no more are handled for this long.
 SETTLE_QUIET_S = 1.0
 SETTLE_MAX_S = 120.0
@@ -33,17 +33,22 @@ PROFILE_TOP = 12
 
 
 @dataclass(frozen=True)
-class PostsProcess:
-    """The running posts service of the dev stack."""
+class ServiceProcess:
+    """A running service of the dev stack."""
 
     pid: int
-    metrics_url: str
+    # host:port of its HTTP server.
+    address: str
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.address}/metrics"
 
 
-def find_posts(run_dir: Path = DEFAULT_RUN_DIR) -> PostsProcess | None:
-    """The posts service `make up` started, or None (another stack, or none,
-    or several replicas: their /metrics share one port, so a scrape reads
-    whichever process the kernel picks and the counts mean nothing)."""
+def find_service(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> ServiceProcess | None:
+    """The service ``name`` that `make up` started, or None (another stack,
+    or none, or several replicas: their /metrics share one port, so a scrape
+    reads whichever process the kernel picks and the counts mean nothing)."""
     try:
         loaded = load_state(run_dir)
     except StackError:
@@ -51,14 +56,56 @@ def find_posts(run_dir: Path = DEFAULT_RUN_DIR) -> PostsProcess | None:
     if loaded is None:
         return None
     endpoints, components = loaded
-    component = next((c for c in components if c.name == SERVICE), None)
-    address = endpoints.services_http.get(SERVICE)
+    component = next((c for c in components if c.name == name), None)
+    address = endpoints.services_http.get(name)
     if component is None or address is None or not is_running(component):
         return None
-    if any(c.name.startswith(f"{SERVICE}-") for c in components):
-        print("bench: posts runs as replicas: no cache ratios or profile", file=sys.stderr)
+    if any(c.name.startswith(f"{name}-") for c in components):
+        print(f"bench: {name} runs as replicas: its process is not observed", file=sys.stderr)
         return None
-    return PostsProcess(component.pid, f"http://{address}/metrics")
+    return ServiceProcess(component.pid, address)
+
+
+def find_pid(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> int | None:
+    """The process id of the stack's component ``name`` (e.g. envoy), if running."""
+    try:
+        loaded = load_state(run_dir)
+    except StackError:
+        return None
+    component = next((c for c in loaded[1] if c.name == name), None) if loaded else None
+    return component.pid if component is not None and is_running(component) else None
+
+
+def resident_bytes(pid: int) -> int:
+    """The process's resident memory now (VmRSS)."""
+    return _status_kib(pid, "VmRSS") * 1024
+
+
+def peak_resident_bytes(pid: int) -> int:
+    """The most resident memory the process has had (VmHWM)."""
+    return _status_kib(pid, "VmHWM") * 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise ValueError(f"no {field} in /proc/{pid}/status")
+
+
+def open_files_limit(pid: int) -> int:
+    """The process's soft limit on open descriptors."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return 1 << 62 if soft == "unlimited" else int(soft)
+    raise ValueError(f"no open files limit in /proc/{pid}/limits")
 
 
 def scrape(metrics_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

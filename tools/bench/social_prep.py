@@ -611,6 +611,18 @@ class Social:
             self.dataset.save(self.cache_file)
         return chosen
 
+    def posts_for(self, what: str, count: int) -> list[str]:
+        """``count`` new posts, by writers of their own; finish() deletes them
+        (and with them what was said on them)."""
+        per_writer = min(POSTS_BURST, count)
+        pools = self.pools_for(what, math.ceil(count / per_writer), per_writer)
+        media = [(pool.user, media_id) for pool in pools for media_id in pool.media][:count]
+        return parallel(
+            f"{what}: posted",
+            media,
+            lambda m: stackapi.create_post(self.target, m[0].access_token, m[1], "bench channel"),
+        )
+
     def finish(self) -> dict[str, int]:
         """Delete what the run posted from the pools and the media it left
         unused; charge the writers' post budgets in the ledger. Returns counts."""

@@ -204,3 +204,17 @@ def delete(target: Target, path: str, authorization: str) -> int:
         target, "DELETE", path, "", {"Authorization": authorization}
     )
     return status
+
+
+def post_message(target: Target, token: str, post_id: str, text: str) -> None:
+    """Post a message on ``post_id`` as the token's user."""
+    status, retry_after, body = http_request(
+        target,
+        "POST",
+        f"{POSTS_PATH}/{post_id}/messages",
+        json.dumps({"message": text}),
+        {**bearer(token), **JSON_HEADERS},
+    )
+    if status == 429:
+        raise BenchError(f"messaging: 429 (retry after {retry_after}s): over the message limit")
+    _json("messaging", status, body, 201)
