@@ -63,9 +63,9 @@ def stream_for(event_type: str) -> str:
     return STREAM_PREFIX + event_type
 
 
-def _channel(producer: str) -> sql.Identifier:
+def _channel_name(producer: str) -> str:
     # One notification channel per producer: a service's relay wakes for its own events.
-    return sql.Identifier(f"outbox_{producer}")
+    return f"outbox_{producer}"
 
 
 def make_envelope(
@@ -94,13 +94,23 @@ async def emit(
 ) -> Envelope:
     """Writes an event to the outbox in the caller's transaction."""
     envelope = make_envelope(producer, event_type, key, payload, version)
+    # One statement; the notification is delivered when (and only if) the
+    # transaction commits.
     await conn.execute(
-        "INSERT INTO outbox (event_type, envelope) VALUES (%s, %s)",
-        (event_type, envelope.SerializeToString()),
+        "WITH queued AS (INSERT INTO outbox (event_type, envelope) VALUES (%s, %s))"
+        " SELECT pg_notify(%s, '')",
+        (event_type, envelope.SerializeToString(), _channel_name(producer)),
     )
-    # Delivered when (and only if) the transaction commits.
-    await conn.execute(sql.SQL("NOTIFY {}").format(_channel(producer)))
     return envelope
+
+
+# The oldest events, unless another relay of the producer holds its lock.
+_TAKE_BATCH = """
+WITH relay AS (SELECT pg_try_advisory_xact_lock(hashtext(%s)) AS alone)
+DELETE FROM outbox
+WHERE (SELECT alone FROM relay) AND id IN (SELECT id FROM outbox ORDER BY id LIMIT %s)
+RETURNING id, event_type, envelope
+"""
 
 
 class OutboxRelay:
@@ -124,18 +134,16 @@ class OutboxRelay:
         self.idle_poll = idle_poll
 
     async def publish_pending(self) -> int:
-        """Publishes one batch; returns how many events it moved."""
-        async with self.pool.connection() as conn, conn.transaction():
-            locked = await conn.execute(
-                "SELECT pg_try_advisory_xact_lock(hashtext(%s))", (f"outbox:{self.producer}",)
-            )
-            row = await locked.fetchone()
-            if not row or not row[0]:
-                return 0  # another pod's relay is at work
-            cursor = await conn.execute(
-                "SELECT id, event_type, envelope FROM outbox ORDER BY id LIMIT %s", (self.batch,)
-            )
-            rows = await cursor.fetchall()
+        """Publishes one batch; returns how many events it moved.
+
+        Two round trips to PostgreSQL: the batch is taken (deleted) in the
+        same statement that takes the producer's lock (none is taken while
+        another pod's relay holds it), and the deletion commits only after
+        Redis took the batch: a failure in between puts it back (published
+        again: at least once, never lost)."""
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            cursor = await conn.execute(_TAKE_BATCH, (f"outbox:{self.producer}", self.batch))
+            rows = sorted(await cursor.fetchall())
             if not rows:
                 return 0
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -147,9 +155,6 @@ class OutboxRelay:
                         approximate=True,
                     )
                 await pipe.execute()
-            # Deleted only after Redis took them: a crash in between publishes
-            # them again (at least once), never loses them.
-            await conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
         for _, event_type, _ in rows:
             RELAYED.labels(event_type).inc()
         return len(rows)
@@ -161,7 +166,8 @@ class OutboxRelay:
                 async with await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True
                 ) as listener:
-                    await listener.execute(sql.SQL("LISTEN {}").format(_channel(self.producer)))
+                    channel = sql.Identifier(_channel_name(self.producer))
+                    await listener.execute(sql.SQL("LISTEN {}").format(channel))
                     while not cancel_requested():
                         while await self.publish_pending() == self.batch:
                             pass  # a backlog: drain it before waiting
