@@ -6,13 +6,18 @@ import redis.asyncio as aioredis
 
 
 def create_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    # At most 256 connections per process; past that a command waits (up to
+    # 2 s) for one to be free instead of failing: a burst of requests queues
+    # briefly rather than answering 503.
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=256,
+        timeout=2.0,
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
         health_check_interval=30,
-        max_connections=256,
     )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 def as_text(value: bytes | str) -> str:
