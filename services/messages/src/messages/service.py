@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -51,8 +52,10 @@ class MessagesService:
 
     async def send(self, post_id: uuid.UUID, sender_id: uuid.UUID, body: str) -> dict[str, Any]:
         post = await self._post(post_id)
-        async with self.db.connection() as conn, conn.transaction():
-            message = await store.insert_message(conn, uuid7(), post_id, sender_id, body)
+        message = store.Message(uuid7(), post_id, sender_id, body, datetime.now(UTC))
+        # One round trip: BEGIN, the message, its event and COMMIT pipelined.
+        async with self.db.connection() as conn, conn.pipeline(), conn.transaction():
+            await store.insert_message(conn, message)
             created = MessageCreated(
                 message_id=str(message.id),
                 post_id=str(post_id),

@@ -25,18 +25,14 @@ class Message:
     created_at: datetime
 
 
-async def insert_message(
-    conn: Conn, message_id: uuid.UUID, post_id: uuid.UUID, sender_id: uuid.UUID, body: str
-) -> Message:
-    cursor = conn.cursor(row_factory=class_row(Message))
-    await cursor.execute(
-        f"INSERT INTO messages (id, post_id, sender_id, body) VALUES (%s, %s, %s, %s)"
-        f" RETURNING {_COLUMNS}",
-        (message_id, post_id, sender_id, body),
+async def insert_message(conn: Conn, message: Message) -> None:
+    """Queues the insert (nothing is read back, so that a pipeline sends
+    the whole transaction at once)."""
+    await conn.execute(
+        "INSERT INTO messages (id, post_id, sender_id, body, created_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (message.id, message.post_id, message.sender_id, message.body, message.created_at),
     )
-    row = await cursor.fetchone()
-    assert row is not None
-    return row
 
 
 async def page(
