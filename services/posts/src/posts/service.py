@@ -540,7 +540,8 @@ class PostsService:
         if message is None or post is None:
             log.warning("event_ignored", message_id=message_id, reason="not a UUID")
             return
-        async with self.db.connection() as conn, conn.transaction():
+        # BEGIN and the statement in one round trip, then COMMIT.
+        async with self.db.connection() as conn, conn.pipeline(), conn.transaction():
             row = await store.count_message(conn, message, post, deleted=deleted)
         if row is not None:
             await self._changed(str(row.id), row.version, row.document())

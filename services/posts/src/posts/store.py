@@ -118,7 +118,12 @@ async def set_like(
         )
     if changed.rowcount == 0:
         return post, False
-    return await _move_counter(conn, post_id, "like_count", 1 if on else -1), True
+    await cursor.execute(
+        "UPDATE posts SET like_count = GREATEST(like_count + %s, 0), version = version + 1"
+        f" WHERE id = %s RETURNING {_COLUMNS}",
+        (1 if on else -1, post_id),
+    )
+    return await cursor.fetchone(), True
 
 
 async def recent_likes(conn: Conn, user_id: uuid.UUID, limit: int) -> tuple[list[uuid.UUID], bool]:
@@ -147,40 +152,31 @@ async def count_message(
     """Counts a message created (or deleted) on a post, once, in whichever
     order the two are heard; the post after a change, or None when nothing
     changed (a redelivery, a deletion of a message never counted, a post
-    deleted since)."""
+    deleted since). One statement: the ledger's verdict moves the counter."""
     if not deleted:
-        cursor = await conn.execute(
+        ledger = (
             "INSERT INTO counted_messages (message_id, post_id, deleted)"
-            " SELECT %s, id, false FROM posts WHERE id = %s ON CONFLICT DO NOTHING",
-            (message_id, post_id),
+            " SELECT %s, id, false FROM posts WHERE id = %s ON CONFLICT DO NOTHING"
+            " RETURNING post_id, 1 AS delta"
         )
-        delta = 1
     else:
         # Inserted: never counted (its creation may still come, and is then
         # ignored). Updated from not deleted: counted, so uncounted now.
-        cursor = await conn.execute(
+        ledger = (
             "INSERT INTO counted_messages (message_id, post_id, deleted)"
             " SELECT %s, id, true FROM posts WHERE id = %s"
             " ON CONFLICT (message_id) DO UPDATE SET deleted = true, heard_at = now()"
-            " WHERE NOT counted_messages.deleted RETURNING xmax <> 0",
-            (message_id, post_id),
+            " WHERE NOT counted_messages.deleted"
+            " RETURNING post_id, CASE WHEN xmax <> 0 THEN -1 ELSE 0 END AS delta"
         )
-        row = await cursor.fetchone()
-        if row is None or not row[0]:
-            return None
-        delta = -1
-    if cursor.rowcount == 0:
-        return None
-    return await _move_counter(conn, post_id, "message_count", delta)
-
-
-async def _move_counter(conn: Conn, post_id: uuid.UUID, column: str, delta: int) -> PostRow | None:
     cursor = conn.cursor(row_factory=class_row(PostRow))
     await cursor.execute(
-        # column is one of two names fixed by the callers above.
-        f"UPDATE posts SET {column} = GREATEST({column} + %s, 0), version = version + 1"
-        f" WHERE id = %s RETURNING {_COLUMNS}",
-        (delta, post_id),
+        f"WITH counted AS ({ledger})"
+        " UPDATE posts SET message_count = GREATEST(message_count + counted.delta, 0),"
+        " version = version + 1"
+        " FROM counted WHERE posts.id = counted.post_id AND counted.delta <> 0"
+        f" RETURNING {_COLUMNS}",
+        (message_id, post_id),
     )
     return await cursor.fetchone()
 
