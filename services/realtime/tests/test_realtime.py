@@ -1,7 +1,9 @@
-"""WebSockets through Envoy: messages delivered live, missed ones replayed."""
+"""WebSockets through Envoy: messages delivered live, missed ones replayed;
+connections per user counted across realtime processes."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -12,15 +14,26 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import pytest
 import redis
+import redis.asyncio as aioredis
+from realtime.config import RealtimeConfig
+from realtime.hub import Hub
+from realtime.presence import LEASE_SECONDS, Presence, presence_key
+from realtime.router import stream_key
+from realtime.ws import RealtimeEndpoint
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from social.messages.v1.events_pb2 import MessageCreated
 from social_common.events import make_envelope
 from social_common.ids import uuid7
+from social_common.redis import as_text
 from social_common.stack.local import Endpoints, Ports
 from social_common.stack.testing import (
     Account,
@@ -30,8 +43,17 @@ from social_common.stack.testing import (
     create_post,
     wait_until,
 )
+from social_common.tokens import AccessClaims, TokenVerifier
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+
+# The services run with the test process's environment plus the plugin's
+# settings, which leave this limit alone: what this process reads is theirs.
+LIMIT = RealtimeConfig.from_env().max_connections_per_user
 
 
 def _ws_url(base: str) -> str:
@@ -65,6 +87,31 @@ def _say(stack: Endpoints, account: Account, post_id: str, text: str) -> str:
     assert sent.status_code == 201, sent.text
     message_id: str = sent.json()["id"]
     return message_id
+
+
+def _pings(ws: ClientConnection) -> bool:
+    ws.send(json.dumps({"op": "ping"}))
+    return _frame(ws) == {"op": "ack", "for": "ping"}
+
+
+def _refused(base: str, account: Account) -> int:
+    """The HTTP status a refused handshake got (a close before accepting:
+    the server answers the upgrade with 403)."""
+    with pytest.raises(InvalidStatus) as refused:
+        _connect(base, account).close()
+    return refused.value.response.status_code
+
+
+def _redis_now(events: redis.Redis) -> float:
+    """Redis' clock, the one leases are scored on."""
+    seconds, micros = events.time()
+    return seconds + micros / 1_000_000
+
+
+@pytest.fixture
+def events(stack: Endpoints) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(stack.redis_url) as connection:
+        yield connection
 
 
 def _events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
@@ -380,3 +427,152 @@ def test_a_restart_during_a_thousand_messages_loses_none(
     assert set(messages) == set(stored)
     positions = [tuple(int(p) for p in i.split("-")) for i in dict.fromkeys(arrival)]
     assert positions == sorted(positions)
+
+
+# -- connections per user, across processes
+
+
+def test_the_limit_holds_across_processes(
+    stack: Endpoints, account: Account, events: redis.Redis, second_realtime: RealtimeProcess
+) -> None:
+    key = presence_key(account.id)
+    # The user's places, spread over the gateway's process and the second one.
+    bases = [stack.gateway_url if i % 2 else second_realtime.base for i in range(LIMIT)]
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(_connect(base, account)) for base in bases]
+        assert events.zcard(key) == LIMIT
+        # One more is refused on either process, before the handshake completes.
+        assert _refused(stack.gateway_url, account) == 403
+        assert _refused(second_realtime.base, account) == 403
+        assert all(_pings(ws) for ws in sockets)
+        # A place freed on the gateway's process is taken on the other one.
+        sockets[1].close()
+        wait_until(lambda: events.zcard(key) < LIMIT, what="the closed socket's lease released")
+        with _connect(second_realtime.base, account) as ws:
+            assert _pings(ws)
+            assert events.zcard(key) == LIMIT
+            assert _refused(stack.gateway_url, account) == 403
+        # All at once: through Envoy, a client's close takes about a second.
+        with ThreadPoolExecutor(len(sockets)) as pool:
+            list(pool.map(ClientConnection.close, sockets))
+    wait_until(lambda: events.zcard(key) == 0, what="every lease released")
+
+
+def test_leases_of_a_dead_process_do_not_count_those_of_a_live_one_do(
+    stack: Endpoints, account: Account, events: redis.Redis
+) -> None:
+    key = presence_key(account.id)
+    now = _redis_now(events)
+    # A process that died holding all the user's places: its leases lapsed.
+    events.zadd(key, {f"dead-{i}": now - 1 for i in range(LIMIT)})
+    with _connect(stack.gateway_url, account) as first:
+        assert _pings(first)
+        assert events.zcard(key) == 1  # the lapsed leases were swept
+        # A live process holds all the places but one more.
+        live = {f"live-{i}": now + LEASE_SECONDS for i in range(LIMIT - 2)}
+        events.zadd(key, live)
+        try:
+            with _connect(stack.gateway_url, account) as second:
+                assert _pings(second)
+                assert _refused(stack.gateway_url, account) == 403
+        finally:
+            events.zrem(key, *live)
+
+
+class _AnyoneVerifier:
+    """Takes every token as a new user's."""
+
+    async def verify(self, token: str) -> AccessClaims:
+        return AccessClaims(
+            subject=str(uuid.uuid4()), token_id="t", issued_at=0, expires_at=0, raw={}
+        )
+
+
+def test_a_connection_that_cannot_be_counted_is_told_to_try_again_later() -> None:
+    """Without Redis nothing can be delivered either: the socket is accepted
+    only to be closed with 1013, which browsers see and retry after."""
+    with socket.socket() as closed_port:
+        closed_port.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        port = closed_port.getsockname()[1]
+        # Refused at once, and not retried.
+        unreachable = aioredis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+        posts = grpc.aio.insecure_channel(f"127.0.0.1:{port}")  # never called
+        endpoint = RealtimeEndpoint(
+            Hub(unreachable),
+            unreachable,
+            cast(TokenVerifier, _AnyoneVerifier()),
+            posts,
+            RealtimeConfig(),
+            Presence(unreachable, RealtimeConfig().max_connections_per_user),
+        )
+        app = Starlette(routes=[WebSocketRoute("/ws", endpoint.handle)])
+        with (
+            TestClient(app) as http,
+            http.websocket_connect("/ws", headers={"Authorization": "Bearer t"}) as ws,
+            pytest.raises(WebSocketDisconnect) as closed,
+        ):
+            ws.receive_text()
+    assert (closed.value.code, closed.value.reason) == (1013, "try again later")
+
+
+def test_renewal_pushes_a_live_lease_a_lease_ahead(stack: Endpoints, events: redis.Redis) -> None:
+    user_id = str(uuid.uuid4())
+    key = presence_key(user_id)
+
+    async def renewed() -> None:
+        connection = aioredis.Redis.from_url(stack.redis_url)
+        try:
+            presence = Presence(connection, limit=2)
+            lease = await presence.acquire(user_id)
+            assert lease is not None
+            # As if the last renewal were long ago: a second of the lease left.
+            await connection.zadd(key, {lease: _redis_now(events) + 1})
+            await presence.renew()
+            renewed = await connection.zscore(key, lease)
+            assert renewed is not None
+            assert renewed > _redis_now(events) + LEASE_SECONDS - 5
+            await presence.release(user_id, lease)
+            # A lease released is not brought back by a renewal (XX).
+            await presence.renew()
+            assert await connection.exists(key) == 0
+        finally:
+            await connection.aclose()
+
+    asyncio.run(renewed())
+
+
+def test_since_an_event_trimmed_from_the_stream_is_a_gap_and_one_kept_is_not(
+    stack: Endpoints, account: Account, events: redis.Redis
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    key = stream_key(channel)
+    # Entries as the router writes them, then trimmed exactly (the router's
+    # MAXLEN ~ trims only whole radix-tree nodes, so not reliably this small).
+    written, kept = 30, 10
+    with events.pipeline(transaction=False) as pipe:
+        for n in range(written):
+            pipe.xadd(key, {"type": "message.created", "data": json.dumps({"n": n})})
+        ids = [as_text(i) for i in pipe.execute()]
+    assert events.xtrim(key, maxlen=kept, approximate=False) == written - kept
+    entries: Any = events.xrange(key)
+    assert [as_text(i) for i, _ in entries] == ids[-kept:]
+    # The newest trimmed: only one event, and the very last lost, is missing.
+    trimmed, first_kept = ids[-kept - 1], ids[-kept]
+    with _connect(stack.gateway_url, account) as lost, _connect(stack.gateway_url, account) as ok:
+        _subscribe(lost, channel, since=trimmed)
+        gap = _frame(lost)
+        assert (gap["op"], gap["code"], gap["channel"]) == ("error", "gap", channel)
+        _subscribe(ok, channel, since=first_kept)
+        replayed = [_frame(ok) for _ in range(kept - 1)]
+        assert [(f["op"], f["channel"], f["id"]) for f in replayed] == [
+            ("event", channel, i) for i in ids[-kept + 1 :]
+        ]
+        assert [f["data"]["n"] for f in replayed] == list(range(written - kept + 1, written))
+        # Both are live now: the next frame of either is the new event (no
+        # replay after the gap, no gap after the replay).
+        message_id = _say(stack, account, post["id"], "live")
+        for ws in (lost, ok):
+            frame = _frame(ws)
+            assert (frame["op"], frame["channel"]) == ("event", channel)
+            assert frame["data"]["message_id"] == message_id

@@ -9,6 +9,7 @@ from starlette.routing import WebSocketRoute
 
 from realtime.config import RealtimeConfig
 from realtime.hub import Hub
+from realtime.presence import Presence
 from realtime.router import Router
 from realtime.ws import RealtimeEndpoint
 
@@ -18,7 +19,10 @@ def wire(resources: Resources) -> Wiring:
     config = RealtimeConfig.from_env()
     auth, posts = channel(settings.peers["auth"]), channel(settings.peers["posts"])
     hub = Hub(resources.redis)
-    endpoint = RealtimeEndpoint(hub, resources.redis, token_verifier(settings, auth), posts, config)
+    presence = Presence(resources.redis, config.max_connections_per_user)
+    endpoint = RealtimeEndpoint(
+        hub, resources.redis, token_verifier(settings, auth), posts, config, presence
+    )
     router = Router(resources.redis, auth, config.retention)
     consumer = EventConsumer(resources.redis, "realtime", consumer_name(), router.handlers())
 
@@ -28,7 +32,7 @@ def wire(resources: Resources) -> Wiring:
 
     return Wiring(
         routes=[WebSocketRoute("/ws", endpoint.handle)],
-        background=[hub.run, consumer.run],
+        background=[hub.run, consumer.run, presence.run],
         close=close,
     )
 

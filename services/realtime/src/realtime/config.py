@@ -14,7 +14,7 @@ class RealtimeConfig:
     # Frames waiting for one slow client before it is cut off (close 1013).
     send_queue: int = 256
     max_channels_per_connection: int = 100
-    # Per process: sockets are spread over processes by the load balancer.
+    # Across every realtime process (leases in Redis: realtime.presence).
     max_connections_per_user: int = 20
     # Client frames are small JSON commands.
     max_frame_bytes: int = 4096

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from typing import Any
 
 import grpc
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
 from social_common.ids import parse_uuid
 from social_common.logging import get_logger
@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime.config import RealtimeConfig
 from realtime.hub import CONNECTIONS, TOO_SLOW, Client, Hub, Watch, stream_position
+from realtime.presence import Presence
 from realtime.router import stream_key
 
 log = get_logger(__name__)
@@ -36,6 +37,8 @@ log = get_logger(__name__)
 BEARER_PROTOCOL = "bearer"
 # Channels named without an id: the caller's own.
 OWN_CHANNELS = frozenset({"user", "feed"})
+# Close code for a connection the server cannot take now (Redis is unreachable).
+TRY_AGAIN_LATER = 1013
 
 
 class Refused(Exception):
@@ -55,13 +58,15 @@ class RealtimeEndpoint:
         verifier: TokenVerifier,
         posts: grpc.aio.Channel,
         config: RealtimeConfig,
+        presence: Presence,
     ) -> None:
         self.hub = hub
         self.redis = redis_client
         self.verifier = verifier
         self.posts = posts_pb2_grpc.PostsServiceStub(posts)
         self.config = config
-        self.connections_per_user: Counter[str] = Counter()
+        # Connections per user are counted across the fleet.
+        self.presence = presence
 
     async def _authenticate(self, websocket: WebSocket) -> tuple[str, str | None] | None:
         """The user id, and the subprotocol to accept (browsers send the token
@@ -88,11 +93,28 @@ class RealtimeEndpoint:
             await websocket.close(code=1008, reason="a valid access token is required")
             return
         user_id, subprotocol = identity
-        if self.connections_per_user[user_id] >= self.config.max_connections_per_user:
+        try:
+            lease = await self.presence.acquire(user_id)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # Refused, not let in uncounted: without Redis this process can
+            # deliver nothing anyway. Accepted to be closed with 1013 (try
+            # again later), which browsers see, unlike a refused handshake's
+            # status; clients reconnect with backoff as after any 1013.
+            log.warning("presence_unavailable", error=str(exc))
+            await websocket.accept(subprotocol=subprotocol)
+            await websocket.close(code=TRY_AGAIN_LATER, reason="try again later")
+            return
+        if lease is None:
             await websocket.close(code=1008, reason="too many connections")
             return
-        await websocket.accept(subprotocol=subprotocol)
-        self.connections_per_user[user_id] += 1
+        try:
+            await websocket.accept(subprotocol=subprotocol)
+            await self._serve(websocket, user_id)
+        finally:
+            await self.presence.release(user_id, lease)
+
+    async def _serve(self, websocket: WebSocket, user_id: str) -> None:
+        """Runs an accepted connection until it ends."""
         CONNECTIONS.inc()
         cut = asyncio.Event()
         client = Client(user_id, self.config.send_queue, self.config.retention, cut.set)
@@ -106,9 +128,6 @@ class RealtimeEndpoint:
                 task.cancel()
             for key in list(client.watches):
                 await self.hub.unwatch(key, client)
-            self.connections_per_user[user_id] -= 1
-            if not self.connections_per_user[user_id]:
-                del self.connections_per_user[user_id]
             CONNECTIONS.dec()
             if cut.is_set():
                 with contextlib.suppress(Exception):
