@@ -109,6 +109,24 @@ def test_a_committed_event_reaches_a_consumer_group(
     _run(stack, url, scenario)
 
 
+def test_a_consumer_makes_its_group_again_when_redis_lost_it(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        consumer, seen = await _collecting(client, event_type, block_ms=100)
+        # As after a restart of a Redis that kept nothing: no stream, no group.
+        await client.delete(stream_for(event_type))
+        await _emit(pool, name, event_type, "after-the-loss")
+        assert await OutboxRelay(name, url, pool, client).publish_pending() == 1
+        await _until_received(consumer, seen)
+        assert [e.key for e in seen] == ["after-the-loss"]
+
+    _run(stack, url, scenario)
+
+
 def test_a_rolled_back_transaction_publishes_nothing(
     stack: Endpoints, producer: tuple[str, str]
 ) -> None:

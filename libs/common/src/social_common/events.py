@@ -215,14 +215,23 @@ class EventConsumer:
 
     async def poll_once(self) -> int:
         """Handles what arrives within ``block_ms``; returns how many it read."""
-        # redis-py types stream replies loosely: [(stream, [(id, {field: value})])].
-        reply: Any = await self.redis.xreadgroup(
-            self.group,
-            self.consumer,
-            {stream: ">" for stream in self.streams},
-            count=self.count,
-            block=self.block_ms,
-        )
+        try:
+            # redis-py types stream replies loosely: [(stream, [(id, {field: value})])].
+            reply: Any = await self.redis.xreadgroup(
+                self.group,
+                self.consumer,
+                {stream: ">" for stream in self.streams},
+                count=self.count,
+                block=self.block_ms,
+            )
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the group (restarted without its data, flushed): made
+            # again, it reads what the stream holds from its start.
+            log.warning("event_group_recreated", group=self.group, error=str(exc))
+            await self.ensure_groups()
+            return 0
         read = 0
         for stream, entries in reply or []:
             for entry_id, fields in entries:
