@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from social_common.cache import REQUESTS, Broadcast, Entry, LocalCache, TieredCache
 from social_common.stack.local import Endpoints
 
@@ -68,6 +71,23 @@ def test_reads_go_l1_then_redis_then_the_loader(stack: Endpoints) -> None:
         assert _count(name, "l2", "miss") == 4
 
     _run(stack, scenario)
+
+
+def test_without_redis_reads_come_from_the_source() -> None:
+    async def scenario() -> None:
+        with socket.socket() as closed_port:
+            closed_port.bind(("127.0.0.1", 0))  # bound, never listening: refused
+            port = closed_port.getsockname()[1]
+            unreachable = aioredis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+            source = Source({"a": (1, {"v": "a"})})
+            cache = _cache(unreachable, f"c{uuid.uuid4().hex[:8]}")
+            assert await cache.get_many(["a", "b"], source.load) == {"a": {"v": "a"}}
+            # Held in L1 meanwhile.
+            assert await cache.get_many(["a"], source.load) == {"a": {"v": "a"}}
+            assert source.asked == [["a", "b"]]
+            await unreachable.aclose()
+
+    asyncio.run(scenario())
 
 
 def test_an_older_version_never_replaces_a_newer_one(stack: Endpoints) -> None:

@@ -9,6 +9,7 @@ version right after their commit; the same process reads its own write at
 once. Other processes learn of it through a :class:`Broadcast` (Redis
 pub/sub, milliseconds) and drop their L1 copies; the L1 lifetime bounds
 staleness if a broadcast is lost, and each (re)subscription clears L1.
+While Redis cannot be reached, reads go to the source (through L1).
 
 Hits and misses per layer are exported as ``cache_requests_total``.
 """
@@ -150,7 +151,16 @@ class TieredCache:
         if not wanted:
             return found
         self._l1_miss.inc(len(wanted))
-        stored: list[Any] = await self.redis.mget([self._redis_key(k) for k in wanted])
+        try:
+            stored: list[Any] = await self.redis.mget([self._redis_key(k) for k in wanted])
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # Without Redis, from the source (L1 still spares it repeats).
+            log.warning("cache_unavailable", cache=self.name, error=str(exc))
+            loaded = await load(wanted)
+            for key, (version, value) in loaded.items():
+                self.local.put(key, version, value)
+            found.update((k, v) for k, (_, v) in loaded.items() if v is not None)
+            return found
         missing: list[str] = []
         for key, raw in zip(wanted, stored, strict=True):
             if raw is None:
