@@ -480,6 +480,16 @@ class Stack:
 
     # -- state --------------------------------------------------------------
 
+    def restart(self, name: str, timeout: float = 90.0) -> None:
+        """Stops the component ``name`` if it still runs (SIGTERM, as an
+        orchestrator would) and starts it again as it was; waits until it is
+        healthy. Clients of it must reconnect on their own (tests of that)."""
+        component = next(c for c in self.components if c.name == name)
+        processes.stop([component])
+        self.processes[name] = processes.start(component, tie_to_parent=self.tie_to_parent)
+        self._save()
+        processes.wait_healthy([component], self.processes, timeout)
+
     def _save(self) -> None:
         state: dict[str, Any] = {
             "endpoints": asdict(self.endpoints),

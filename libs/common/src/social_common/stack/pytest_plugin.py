@@ -20,8 +20,9 @@ from social_common.stack.testing import Account, create_account
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Endpoints]:
-    """The running stack's endpoints; everything stops when the session ends."""
+def stack_runner() -> Iterator[Stack]:
+    """The running stack (to restart a part of it); everything stops when
+    the session ends."""
     # Not pytest's tmp_path: its directories are private to us, and PostgreSQL
     # may run as another user (as root, we run it as nobody).
     run_dir = Path(tempfile.mkdtemp(prefix="social-stack-"))
@@ -53,10 +54,17 @@ def stack() -> Iterator[Endpoints]:
         },
     )
     try:
-        yield running.start()
+        running.start()
+        yield running
     finally:
         running.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_runner: Stack) -> Endpoints:
+    """The running stack's endpoints."""
+    return stack_runner.endpoints
 
 
 @pytest.fixture
