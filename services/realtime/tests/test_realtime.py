@@ -12,11 +12,10 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import grpc
@@ -34,7 +33,7 @@ from social.messages.v1.events_pb2 import MessageCreated
 from social_common.events import make_envelope
 from social_common.ids import uuid7
 from social_common.redis import as_text
-from social_common.stack.local import Endpoints, Ports
+from social_common.stack.local import Endpoints, Ports, Stack
 from social_common.stack.testing import (
     Account,
     answers,
@@ -357,42 +356,97 @@ def test_a_slow_client_is_cut_off_without_delaying_the_others(
     assert took < 30
 
 
-def test_a_restart_during_a_thousand_messages_loses_none(
-    stack: Endpoints, account: Account, second_realtime: RealtimeProcess
-) -> None:
-    post = create_post(stack.gateway_url, account)
-    channel = f"post:{post['id']}"
-    # 60 messages a minute each: 20 senders share the thousand.
-    senders = [create_account(stack.gateway_url) for _ in range(20)]
-    received: dict[str, dict[str, Any]] = {}
-    arrival: list[str] = []
-    close_codes: list[int | None] = []
-    last_id: str | None = None
+class ThousandMessages:
+    """1,000 messages posted on one post by 20 users (60 a minute each), and
+    what one subscriber receives of them, by event id in arrival order."""
 
-    def listen(ws: ClientConnection, until: float) -> None:
-        nonlocal last_id
-        while time.monotonic() < until and len(received) < 1000:
+    def __init__(self, stack: Endpoints, account: Account) -> None:
+        self.stack = stack
+        self.post = create_post(stack.gateway_url, account)
+        self.channel = f"post:{self.post['id']}"
+        self.senders = [create_account(stack.gateway_url) for _ in range(20)]
+        self.received: dict[str, dict[str, Any]] = {}
+        self.arrival: list[str] = []
+        self._posting = ThreadPoolExecutor(1)
+        self._posted: Future[None] | None = None
+
+    def start(self) -> None:
+        self._posted = self._posting.submit(self._post_all)
+
+    def join(self) -> None:
+        """Waits until all are posted (raises what posting raised)."""
+        assert self._posted is not None
+        self._posted.result()
+        self._posting.shutdown()
+
+    def _post_all(self) -> None:
+        def send(i: int) -> None:
+            # Until acknowledged: a 503 (a dependency restarting) is retried,
+            # as a client would.
+            with client(self.stack.gateway_url) as http:
+                for _ in range(100):
+                    sent = http.post(
+                        f"/api/v1/posts/{self.post['id']}/messages",
+                        headers=self.senders[i % 20].auth,
+                        json={"message": f"m{i}"},
+                    )
+                    if sent.status_code != 503:
+                        break
+                    time.sleep(0.1)
+            assert sent.status_code == 201, sent.text
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, range(1000)))
+
+    @property
+    def last_id(self) -> str | None:
+        return self.arrival[-1] if self.arrival else None
+
+    def listen(self, ws: ClientConnection, seconds: float) -> None:
+        """Receives for ``seconds``, or until all 1,000 have come."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until and len(self.received) < 1000:
             try:
                 frame = _frame(ws, timeout=until - time.monotonic())
             except TimeoutError:
                 return
             if frame["op"] == "event":
-                arrival.append(frame["id"])
-                received.setdefault(frame["id"], frame)
-                last_id = frame["id"]
+                self.arrival.append(frame["id"])
+                self.received.setdefault(frame["id"], frame)
 
-    def post_all() -> None:
-        def send(i: int) -> None:
-            _say(stack, senders[i % 20], post["id"], f"m{i}")
+    def check_none_lost(self) -> None:
+        """Every stored message arrived, once after de-duplication by event
+        id, and in the channel's order: event ids only ever increase."""
+        with client(self.stack.gateway_url) as http:
+            stored: list[str] = []
+            cursor = None
+            while True:
+                page = http.get(
+                    f"/api/v1/posts/{self.post['id']}/messages",
+                    params={"limit": 40, **({"cursor": cursor} if cursor else {})},
+                ).json()
+                stored += [m["id"] for m in page["items"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+        assert len(stored) == 1000
+        unique = list(dict.fromkeys(self.arrival))
+        messages = [self.received[i]["data"]["message_id"] for i in unique]
+        assert len(messages) == len(set(messages))
+        assert set(messages) == set(stored)
+        positions = [tuple(int(p) for p in i.split("-")) for i in unique]
+        assert positions == sorted(positions)
 
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(send, range(1000)))
 
-    writer = threading.Thread(target=post_all)
+def test_a_realtime_restart_during_a_thousand_messages_loses_none(
+    stack: Endpoints, account: Account, second_realtime: RealtimeProcess
+) -> None:
+    run = ThousandMessages(stack, account)
+    close_codes: list[int | None] = []
     with _connect(second_realtime.base, account) as ws:
-        _subscribe(ws, channel)
-        writer.start()
-        listen(ws, time.monotonic() + 2.0)
+        _subscribe(ws, run.channel)
+        run.start()
+        run.listen(ws, 2.0)
         second_realtime.stop()  # SIGTERM mid-stream: sockets close with 1012
         try:
             while True:
@@ -401,32 +455,38 @@ def test_a_restart_during_a_thousand_messages_loses_none(
             close_codes.append(closed.rcvd.code if closed.rcvd else None)
     second_realtime.start()
     with _connect(second_realtime.base, account) as ws:
-        _subscribe(ws, channel, since=last_id)
-        writer.join()
+        _subscribe(ws, run.channel, since=run.last_id)
+        run.join()
         # Events a stopped process had read but not routed are routed by
         # another once their claim lapses (EventConsumer: 10 s).
-        listen(ws, time.monotonic() + 30.0)
+        run.listen(ws, 30.0)
     assert close_codes == [1012]
-    with client(stack.gateway_url) as http:
-        stored: list[str] = []
-        cursor = None
-        while True:
-            page = http.get(
-                f"/api/v1/posts/{post['id']}/messages",
-                params={"limit": 40, **({"cursor": cursor} if cursor else {})},
-            ).json()
-            stored += [m["id"] for m in page["items"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
-    assert len(stored) == 1000
-    # Every stored message arrived, once (after de-duplication by event id),
-    # and in the channel's order: event ids only ever increase.
-    messages = [received[i]["data"]["message_id"] for i in dict.fromkeys(arrival)]
-    assert len(messages) == len(set(messages))
-    assert set(messages) == set(stored)
-    positions = [tuple(int(p) for p in i.split("-")) for i in dict.fromkeys(arrival)]
-    assert positions == sorted(positions)
+    run.check_none_lost()
+
+
+def test_a_redis_restart_during_a_thousand_messages_loses_none(
+    stack: Endpoints, stack_runner: Stack, account: Account
+) -> None:
+    run = ThousandMessages(stack, account)
+    with _connect(stack.gateway_url, account) as ws, redis.Redis.from_url(stack.redis_url) as db:
+        _subscribe(ws, run.channel)
+        run.start()
+        run.listen(ws, 2.0)
+        assert 0 < len(run.received) < 1000
+        before: Any = db.info("server")
+        # Redis goes away mid-stream and comes back with its data (saved on
+        # the way down: the test stack's Redis keeps nothing otherwise), as a
+        # Redis with an append-only file does.
+        with contextlib.suppress(redis.ConnectionError):
+            db.shutdown(save=True)
+        stack_runner.restart("redis")
+        after: Any = db.info("server")
+        assert after["run_id"] != before["run_id"]
+        # The socket stays open: the process re-subscribes and replays what
+        # its channels got meanwhile.
+        run.join()
+        run.listen(ws, 30.0)
+    run.check_none_lost()
 
 
 # -- connections per user, across processes
