@@ -551,11 +551,11 @@ class _AnyoneVerifier:
 def test_a_connection_that_cannot_be_counted_is_told_to_try_again_later() -> None:
     """Without Redis nothing can be delivered either: the socket is accepted
     only to be closed with 1013, which browsers see and retry after."""
-    with socket.socket() as closed_port:
-        closed_port.bind(("127.0.0.1", 0))  # bound, never listening: refused
-        port = closed_port.getsockname()[1]
+
+    async def closed_with(port: int) -> tuple[int, str]:
         # Refused at once, and not retried.
         unreachable = aioredis.Redis(port=port, retry=Retry(NoBackoff(), 0))
+        # (A gRPC channel needs an event loop to be made in: this one.)
         posts = grpc.aio.insecure_channel(f"127.0.0.1:{port}")  # never called
         endpoint = RealtimeEndpoint(
             Hub(unreachable),
@@ -566,13 +566,20 @@ def test_a_connection_that_cannot_be_counted_is_told_to_try_again_later() -> Non
             Presence(unreachable, RealtimeConfig().max_connections_per_user),
         )
         app = Starlette(routes=[WebSocketRoute("/ws", endpoint.handle)])
+        # The app runs on the test client's own thread and loop.
         with (
             TestClient(app) as http,
             http.websocket_connect("/ws", headers={"Authorization": "Bearer t"}) as ws,
             pytest.raises(WebSocketDisconnect) as closed,
         ):
             ws.receive_text()
-    assert (closed.value.code, closed.value.reason) == (1013, "try again later")
+        await posts.close()
+        return closed.value.code, closed.value.reason
+
+    with socket.socket() as closed_port:
+        closed_port.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        code = asyncio.run(closed_with(closed_port.getsockname()[1]))
+    assert code == (1013, "try again later")
 
 
 def test_renewal_pushes_a_live_lease_a_lease_ahead(stack: Endpoints, events: redis.Redis) -> None:
