@@ -1,10 +1,12 @@
 """What bench.py looks at inside the posts service while it loads it: its
 cache counters (Prometheus ``cache_requests_total{cache,layer,outcome}`` on
 its /metrics), whether it has finished the work events left it (fan-out,
-timelines), and where its time goes (py-spy, with BENCH_PROFILE=1).
+timelines), and where its time goes (py-spy, with BENCH_PROFILE=1); and
+what the realtime scenarios read of a process: its resident memory, CPU
+time and open-files limit (/proc).
 
-The service's process and metrics address come from the state file of the
-stack `make up` started (.run/stack.json, see social_common.stack.local).
+Processes and metrics addresses come from the state file of the stack
+`make up` started (.run/stack.json, see social_common.stack.local).
 """
 
 from __future__ import annotations
