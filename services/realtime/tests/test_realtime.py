@@ -260,7 +260,7 @@ def _client_reading_nothing(
 class RealtimeProcess:
     """Another realtime process of the same stack, on ports of its own."""
 
-    def __init__(self, stack: Endpoints) -> None:
+    def __init__(self, stack: Endpoints, **settings: str) -> None:
         http_port, grpc_port = Ports.free().services["realtime"]
         self.env = {
             **os.environ,
@@ -268,6 +268,7 @@ class RealtimeProcess:
             "HTTP_PORT": str(http_port),
             "GRPC_PORT": str(grpc_port),
             "JWKS_CACHE_SECONDS": "1",
+            **settings,
         }
         self.base = f"http://127.0.0.1:{http_port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -289,6 +290,28 @@ def second_realtime(stack: Endpoints) -> Iterator[RealtimeProcess]:
     process.start()
     try:
         yield process
+    finally:
+        process.stop()
+
+
+def test_heartbeats_find_a_dead_peer(
+    stack: Endpoints, account: Account, events: redis.Redis
+) -> None:
+    # Pings every half second: a peer silent for as long again is dead.
+    process = RealtimeProcess(stack, WS_PING_SECONDS="0.5")
+    process.start()
+    key = presence_key(account.id)
+    try:
+        host, port = process.base.removeprefix("http://").split(":")
+        with (
+            _connect(process.base, account) as alive,
+            _client_reading_nothing(host, int(port), account, "user"),
+        ):
+            wait_until(lambda: events.zcard(key) == 2, what="both connections counted")
+            # The silent one is closed (its place freed), the one answering
+            # pings (the client library does) stays.
+            wait_until(lambda: events.zcard(key) == 1, timeout=10, what="the dead peer cut off")
+            assert _pings(alive)
     finally:
         process.stop()
 

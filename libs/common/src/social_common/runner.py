@@ -153,6 +153,8 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
         # zlib context per direction on every socket for a few bytes saved
         # (the realtime service held 92 KiB per socket with it, 36 without).
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.ws_ping_seconds,
+        ws_ping_timeout=settings.ws_ping_seconds,
     )
     http_server = _Server(config)
 

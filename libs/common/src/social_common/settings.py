@@ -90,6 +90,9 @@ class Settings:
     shutdown_delay: float = 0.0
     # Seconds in-flight requests and RPCs get to finish after listeners close.
     shutdown_grace: float = 20.0
+    # WebSockets: a ping this often; a peer that has not answered within as
+    # long again is taken for dead and its socket closed (1011).
+    ws_ping_seconds: float = 20.0
     peers: dict[str, str] = field(default_factory=dict)
     # Whether other processes of this service listen on the same ports
     # (SO_REUSEPORT; the kernel spreads connections): replicas on one machine,
@@ -146,6 +149,7 @@ class Settings:
             log_level=env_str("LOG_LEVEL", "info").lower(),
             shutdown_delay=env_float("SHUTDOWN_DELAY_SECONDS", 5.0 if production else 0.0),
             shutdown_grace=env_float("SHUTDOWN_GRACE_SECONDS", 20.0),
+            ws_ping_seconds=env_float("WS_PING_SECONDS", cls.ws_ping_seconds, minimum=0.1),
             peers=peers,
             share_ports=env_int("SHARE_PORTS", 0, maximum=1) == 1,
             jwt_issuer=env_str("JWT_ISSUER", cls.jwt_issuer),
