@@ -191,15 +191,23 @@ class Hub:
             try:
                 async with self.redis.pubsub() as pubsub:
                     self._pubsub = pubsub
-                    await pubsub.subscribe(_HUB_CHANNEL, *self.watchers)
+                    # Caught up once Redis confirms all of these: an event
+                    # published before then is in the stream when read, and
+                    # one published after reaches the subscription.
+                    unconfirmed = {_HUB_CHANNEL, *self.watchers}
+                    await pubsub.subscribe(*unconfirmed)
                     self._live.set()
-                    await self._catch_up()
                     async for message in pubsub.listen():
                         if cancel_requested():
                             return
                         kind, key = message["type"], as_text(message["channel"])
-                        if kind == "subscribe" and key in self._confirmed:
-                            self._confirmed[key].set()
+                        if kind == "subscribe":
+                            if key in self._confirmed:
+                                self._confirmed[key].set()
+                            if unconfirmed:
+                                unconfirmed.discard(key)
+                                if not unconfirmed:
+                                    await self._catch_up()
                         elif kind == "message":
                             self._dispatch(key, message["data"])
             except (redis.exceptions.RedisError, OSError) as exc:
