@@ -10,7 +10,9 @@ Nothing is lost between the stream and a client: a client replays from the
 channel's stream what it missed (``since``) while live events wait in its
 buffer, and when the hub's own subscription breaks (Redis restarting), it
 replays every watched channel from the last event it saw before going live
-again. Clients drop what they already had by id.
+again. Each watch drops what its client already had (by position in the
+stream). An event's frame is built once per process, whatever the number
+of its watchers.
 """
 
 from __future__ import annotations
@@ -37,13 +39,33 @@ CUT = Counter("realtime_clients_cut_total", "Clients disconnected for falling be
 
 # Always subscribed, so the subscription is never empty while the hub runs.
 _HUB_CHANNEL = "rt:hub"
-# Close code for a client that fell too far behind: try again (with since).
-TOO_SLOW = 1013
+# Close code for "try again later": a client that fell too far behind (with
+# since), or one the server cannot take now.
+TRY_AGAIN_LATER = 1013
 
 
 def stream_position(event_id: str) -> tuple[int, int]:
     millis, _, seq = event_id.partition("-")
     return int(millis), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event of one channel, as every watcher of it is sent it."""
+
+    id: str
+    position: tuple[int, int]
+    frame: str
+
+    @classmethod
+    def of(cls, channel: str, event_id: str, event_type: bytes, data: bytes) -> Event:
+        frame = b'{"op":"event","channel":%s,"id":"%s","type":"%s","data":%s}' % (
+            orjson.dumps(channel),
+            event_id.encode(),
+            event_type,
+            data,
+        )
+        return cls(event_id, stream_position(event_id), frame.decode())
 
 
 @dataclass
@@ -53,7 +75,7 @@ class Watch:
     channel: str
     last: tuple[int, int] = (0, 0)
     # Live events that arrived while the client was replaying what it missed.
-    pending: list[tuple[str, str, bytes]] | None = field(default_factory=list)
+    pending: list[Event] | None = field(default_factory=list)
 
 
 class Client:
@@ -61,7 +83,7 @@ class Client:
         self, user_id: str, queue_size: int, pending_limit: int, cut: Callable[[], None]
     ) -> None:
         self.user_id = user_id
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         # Live events held while a replay runs, at most (beyond: cut off).
         self.pending_limit = pending_limit
         self.watches: dict[str, Watch] = {}
@@ -69,51 +91,45 @@ class Client:
         self.cut_off = False
 
     def send(self, frame: dict[str, Any]) -> None:
-        self._put(orjson.dumps(frame))
+        self._put(orjson.dumps(frame).decode())
 
-    def deliver(self, key: str, event_id: str, event_type: str, data: bytes) -> None:
+    def deliver(self, key: str, event: Event) -> None:
         """Queues a live event for the client (held while it replays)."""
         watch = self.watches.get(key)
-        if watch is None:
+        if watch is None or self.cut_off:
             return
         if watch.pending is not None:
             if len(watch.pending) >= self.pending_limit:
                 self._cut_off()
-            watch.pending.append((event_id, event_type, data))
-            return
-        frame = self._frame(watch, event_id, event_type, data)
-        if frame is not None:
-            self._put(frame)
+                return
+            watch.pending.append(event)
+        elif self._new(watch, event):
+            self._put(event.frame)
 
-    async def replay(self, key: str, event_id: str, event_type: str, data: bytes) -> None:
+    async def replay(self, key: str, event: Event) -> None:
         """Queues a past event, waiting for room: a replay goes at the
         client's pace (live events wait meanwhile, up to ``pending_limit``)."""
-        frame = self._frame(self.watches[key], event_id, event_type, data)
-        if frame is not None and not self.cut_off:
-            await self.queue.put(frame)
+        if self._new(self.watches[key], event) and not self.cut_off:
+            await self.queue.put(event.frame)
 
     @staticmethod
-    def _frame(watch: Watch, event_id: str, event_type: str, data: bytes) -> bytes | None:
-        position = stream_position(event_id)
-        if position <= watch.last:
-            return None  # had it already (a replay and the live stream overlap)
-        watch.last = position
+    def _new(watch: Watch, event: Event) -> bool:
+        """Whether the watch has not had ``event`` yet (a replay and the live
+        stream overlap); it has from now on."""
+        if event.position <= watch.last:
+            return False
+        watch.last = event.position
         DELIVERED.inc()
-        return b'{"op":"event","channel":%s,"id":"%s","type":"%s","data":%s}' % (
-            orjson.dumps(watch.channel),
-            event_id.encode(),
-            event_type.encode(),
-            data,
-        )
+        return True
 
     def go_live(self, key: str) -> None:
         """Ends a replay: what arrived live meanwhile follows, in order."""
         watch = self.watches[key]
         pending, watch.pending = watch.pending or [], None
         for event in pending:
-            self.deliver(key, *event)
+            self.deliver(key, event)
 
-    def _put(self, frame: bytes) -> None:
+    def _put(self, frame: str) -> None:
         if self.cut_off:
             return
         try:
@@ -132,16 +148,19 @@ class Hub:
     def __init__(self, redis_client: aioredis.Redis) -> None:
         self.redis = redis_client
         self.watchers: dict[str, set[Client]] = {}
+        # The name clients know each watched stream by (e.g. "user").
+        self.channels: dict[str, str] = {}
         # The last event id seen per watched stream: where a replay resumes.
         self.last_seen: dict[str, str] = {}
         self._pubsub: Any = None
         self._confirmed: dict[str, asyncio.Event] = {}
         self._live = asyncio.Event()
 
-    async def watch(self, key: str, client: Client) -> None:
-        """Adds ``client`` to the watchers of stream ``key``; returns once this
-        process's subscription to it is confirmed by Redis (so an event
-        published from now on reaches the client)."""
+    async def watch(self, key: str, channel: str, client: Client) -> None:
+        """Adds ``client`` to the watchers of stream ``key`` (its ``channel``);
+        returns once this process's subscription to it is confirmed by Redis
+        (so an event published from now on reaches the client)."""
+        self.channels[key] = channel
         watchers = self.watchers.setdefault(key, set())
         watchers.add(client)
         if key not in self._confirmed:
@@ -157,6 +176,7 @@ class Hub:
         watchers.discard(client)
         if not watchers:
             del self.watchers[key]
+            del self.channels[key]
             self._confirmed.pop(key, None)
             self.last_seen.pop(key, None)
             if self._live.is_set():
@@ -170,20 +190,24 @@ class Hub:
         if seen is None or stream_position(event_id) > stream_position(seen):
             self.last_seen[key] = event_id
 
-    def _dispatch(self, key: str, payload: bytes) -> None:
-        event_id, event_type, data = payload.split(b"|", 2)
-        text_id = event_id.decode()
-        self.note(key, text_id)
+    def event(self, key: str, event_id: str, event_type: bytes, data: bytes) -> Event:
+        """An event of the watched stream ``key``, framed for its watchers."""
+        return Event.of(self.channels[key], event_id, event_type, data)
+
+    def _dispatch(self, key: str, event_id: str, event_type: bytes, data: bytes) -> None:
+        if key not in self.channels:
+            return  # no longer watched here
+        event = self.event(key, event_id, event_type, data)
+        self.note(key, event_id)
         for client in list(self.watchers.get(key, ())):
-            client.deliver(key, text_id, event_type.decode(), data)
+            client.deliver(key, event)
 
     async def _catch_up(self) -> None:
         """After a new subscription: what the watched streams got meanwhile."""
         for key, seen in list(self.last_seen.items()):
             entries: Any = await self.redis.xrange(key, min=f"({seen}", max="+")
             for entry_id, fields in entries:
-                event = b"|".join((as_text(entry_id).encode(), fields[b"type"], fields[b"data"]))
-                self._dispatch(key, event)
+                self._dispatch(key, as_text(entry_id), fields[b"type"], fields[b"data"])
 
     async def run(self) -> None:
         """Keeps the subscription and dispatches events until cancelled (a background task)."""
@@ -209,7 +233,8 @@ class Hub:
                                 if not unconfirmed:
                                     await self._catch_up()
                         elif kind == "message":
-                            self._dispatch(key, message["data"])
+                            event_id, event_type, data = message["data"].split(b"|", 2)
+                            self._dispatch(key, event_id.decode(), event_type, data)
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("hub_subscription_lost", error=str(exc))
             self._live.clear()

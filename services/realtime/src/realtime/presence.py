@@ -58,7 +58,6 @@ for i = 2, #ARGV do
   redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return 1
 """
 
 
@@ -104,7 +103,7 @@ class Presence:
     async def renew(self) -> None:
         """Pushes the expiry of every live lease of this process a lease ahead
         (one pipeline, one script call per user)."""
-        live = [(user_id, sorted(held)) for user_id, held in self.leases.items()]
+        live = [(user_id, list(held)) for user_id, held in self.leases.items()]
         if not live:
             return
         async with self.redis.pipeline(transaction=False) as pipe:

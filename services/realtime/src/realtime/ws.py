@@ -2,10 +2,11 @@
 the frames it is sent.
 
 Client frames (JSON text): ``{"op": "subscribe", "channel": "post:<id>" |
-"user", "since": "<event id>"?}``, ``{"op": "unsubscribe", "channel": …}``,
-``{"op": "ping"}``. Server frames: ``{"op": "event", "channel", "id",
-"type", "data"}``, ``{"op": "ack", "for", "channel"?}``, ``{"op": "error",
-"code", "detail"}``. The token comes in the ``Authorization`` header or, from
+"user" | "feed", "since": "<event id>"?}``, ``{"op": "unsubscribe",
+"channel": …}``, ``{"op": "ping"}``. Server frames: ``{"op": "event",
+"channel", "id", "type", "data"}``, ``{"op": "ack", "for", "channel"?}``,
+``{"op": "error", "code", "detail", "channel"?}`` (``gap`` names its
+channel). The token comes in the ``Authorization`` header or, from
 browsers, as the subprotocol pair ``bearer, <token>``; it is never logged.
 """
 
@@ -24,11 +25,18 @@ from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.peers import PEER_TIMEOUT
 from social_common.redis import as_text
-from social_common.tokens import InvalidToken, TokenVerifier
+from social_common.tokens import InvalidToken, TokenVerifier, bearer_token
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime.config import RealtimeConfig
-from realtime.hub import CONNECTIONS, TOO_SLOW, Client, Hub, Watch, stream_position
+from realtime.hub import (
+    CONNECTIONS,
+    TRY_AGAIN_LATER,
+    Client,
+    Hub,
+    Watch,
+    stream_position,
+)
 from realtime.presence import Presence
 from realtime.router import stream_key
 
@@ -37,8 +45,6 @@ log = get_logger(__name__)
 BEARER_PROTOCOL = "bearer"
 # Channels named without an id: the caller's own.
 OWN_CHANNELS = frozenset({"user", "feed"})
-# Close code for a connection the server cannot take now (Redis is unreachable).
-TRY_AGAIN_LATER = 1013
 
 
 class Refused(Exception):
@@ -71,9 +77,8 @@ class RealtimeEndpoint:
     async def _authenticate(self, websocket: WebSocket) -> tuple[str, str | None] | None:
         """The user id, and the subprotocol to accept (browsers send the token
         as the second of ``bearer, <token>``); None when there is no valid token."""
-        header = websocket.headers.get("authorization", "")
         subprotocol = None
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        token = bearer_token(websocket)
         offered = [
             p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")
         ]
@@ -131,12 +136,14 @@ class RealtimeEndpoint:
             CONNECTIONS.dec()
             if cut.is_set():
                 with contextlib.suppress(Exception):
-                    await websocket.close(code=TOO_SLOW, reason="too slow: reconnect with since")
+                    await websocket.close(
+                        code=TRY_AGAIN_LATER, reason="too slow: reconnect with since"
+                    )
 
     async def _send(self, websocket: WebSocket, client: Client) -> None:
         while True:
             frame = await client.queue.get()
-            await websocket.send_text(frame.decode())
+            await websocket.send_text(frame)
 
     async def _receive(self, websocket: WebSocket, client: Client) -> None:
         with contextlib.suppress(WebSocketDisconnect):
@@ -191,39 +198,41 @@ class RealtimeEndpoint:
         if len(client.watches) >= self.config.max_channels_per_connection:
             raise Refused("too_many_channels", "unsubscribe from a channel first")
         client.watches[key] = Watch(channel)
-        await self.hub.watch(key, client)
+        await self.hub.watch(key, channel, client)
         client.send({"op": "ack", "for": "subscribe", "channel": channel})
         # Live events now wait in the watch's buffer while the past is read.
-        gap = False
+        watch = client.watches[key]
         if since is None:
-            tip: Any = await self.redis.xrevrange(key, count=1)
-            start = as_text(tip[0][0]) if tip else "0-0"
-            client.watches[key].last = stream_position(start)
-            self.hub.note(key, start)
-        elif not await self.redis.xrange(key, min=since, max=since):
-            # The event named is no longer kept: what followed may be lost.
-            gap = True
-            tip = await self.redis.xrevrange(key, count=1)
-            start = as_text(tip[0][0]) if tip else "0-0"
-            client.watches[key].last = stream_position(start)
-            self.hub.note(key, start)
+            tip = await self._tip(key)
+            watch.last = stream_position(tip)
         else:
-            client.watches[key].last = stream_position(since)
-            missed: Any = await self.redis.xrange(key, min=f"({since}", max="+")
-            for entry_id, fields in missed:
-                event_id = as_text(entry_id)
-                await client.replay(key, event_id, as_text(fields[b"type"]), fields[b"data"])
-                self.hub.note(key, event_id)
-        if gap:
-            client.send(
-                {
-                    "op": "error",
-                    "code": "gap",
-                    "detail": "events since then are no longer kept: fetch the state over REST",
-                    "channel": channel,
-                }
-            )
+            # From ``since`` on, ``since`` itself first if it is still kept.
+            kept: Any = await self.redis.xrange(key, min=since, max="+")
+            if kept and as_text(kept[0][0]) == since:
+                watch.last = stream_position(since)
+                for entry_id, fields in kept[1:]:
+                    event = self.hub.event(key, as_text(entry_id), fields[b"type"], fields[b"data"])
+                    await client.replay(key, event)
+                tip = as_text(kept[-1][0])
+            else:
+                # The event named is no longer kept: what followed may be lost.
+                tip = as_text(kept[-1][0]) if kept else await self._tip(key)
+                watch.last = stream_position(tip)
+                client.send(
+                    {
+                        "op": "error",
+                        "code": "gap",
+                        "detail": "events since then are no longer kept: fetch the state over REST",
+                        "channel": channel,
+                    }
+                )
+        self.hub.note(key, tip)
         client.go_live(key)
+
+    async def _tip(self, key: str) -> str:
+        """The id of the newest event the stream ``key`` keeps ("0-0": none)."""
+        newest: Any = await self.redis.xrevrange(key, count=1)
+        return as_text(newest[0][0]) if newest else "0-0"
 
     async def _authorize(self, channel: str) -> None:
         """``post:<id>`` for a post that exists (every post is public); ``user``
