@@ -25,7 +25,7 @@ from joserfc.errors import ClaimError
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 from joserfc.util import urlsafe_b64decode
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from social_common.errors import Problem
 from social_common.ids import parse_uuid
@@ -256,7 +256,7 @@ def _checked_header_kid(token: str) -> str:
     return kid
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: HTTPConnection) -> str | None:
     """The token of an ``Authorization: Bearer`` header, and only there.
 
     Never a query parameter or cookie: those leak into logs, caches and
