@@ -420,12 +420,6 @@ def test_s3_down_answers_503_and_leaves_no_row(
 POST_DELETED = "events:post.deleted"
 
 
-@pytest.fixture
-def events(stack: Endpoints) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(stack.redis_url, decode_responses=True) as client:
-        yield client
-
-
 def _post_deleted(post_id: str, author_id: str, media_ids: list[str]) -> bytes:
     """A serialized envelope as the posts service publishes it."""
     payload = PostDeleted(post_id=post_id, author_id=author_id, media_ids=media_ids)

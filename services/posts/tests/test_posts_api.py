@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -501,12 +500,6 @@ def test_posts_publish_their_events(
     assert PostLiked.FromString(liked.payload).user_id == fan.id
     [deleted] = published_events(stack.redis_url, "post.deleted", post["id"])
     assert list(PostDeleted.FromString(deleted.payload).media_ids) == [post["media"][0]["id"]]
-
-
-@pytest.fixture
-def events(stack: Endpoints) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(stack.redis_url, decode_responses=True) as connection:
-        yield connection
 
 
 def test_grpc_get_posts_answers_for_live_posts_only(stack: Endpoints, account: Account) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from social_common.stack.local import Endpoints, Ports, Stack
 from social_common.stack.testing import Account, create_account
@@ -65,6 +66,13 @@ def stack_runner() -> Iterator[Stack]:
 def stack(stack_runner: Stack) -> Endpoints:
     """The running stack's endpoints."""
     return stack_runner.endpoints
+
+
+@pytest.fixture
+def events(stack: Endpoints) -> Iterator[redis.Redis]:
+    """A client of the stack's Redis (event streams, caches, leases), replies as text."""
+    with redis.Redis.from_url(stack.redis_url, decode_responses=True) as connection:
+        yield connection
 
 
 @pytest.fixture

@@ -147,7 +147,8 @@ def create_post(gateway_url: str, account: Account, caption: str = "hello") -> d
     return post
 
 
-def _stream_position(entry_id: str) -> tuple[int, ...]:
+def stream_position(entry_id: str) -> tuple[int, ...]:
+    """Where a Redis stream entry (or realtime event) id sits: ids compare by it."""
     return tuple(int(part) for part in entry_id.split("-"))
 
 
@@ -162,7 +163,7 @@ def event_handled(
         found = next((g for g in groups if as_text(g["name"]) == group), None)
         if found is None:
             return False
-        if _stream_position(as_text(found["last-delivered-id"])) < _stream_position(entry_id):
+        if stream_position(as_text(found["last-delivered-id"])) < stream_position(entry_id):
             return False
         return not events.xpending_range(stream, group, entry_id, entry_id, 1)
 
