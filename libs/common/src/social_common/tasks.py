@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+
+from social_common.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def cancel_requested() -> bool:
@@ -14,3 +19,21 @@ def cancel_requested() -> bool:
     looks would then run on and hold the process at shutdown."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def every(
+    interval: float,
+    job: Callable[[], Awaitable[None]],
+    *,
+    what: str,
+    failures: tuple[type[Exception], ...] = (Exception,),
+) -> None:
+    """Runs ``job`` now and then every ``interval`` seconds until cancelled
+    (a background task). A failure of the kinds listed is logged as
+    ``<what>_failed`` and the next round tries again."""
+    while not cancel_requested():
+        try:
+            await job()
+        except failures as exc:
+            log.warning(f"{what}_failed", error=str(exc))
+        await asyncio.sleep(interval)

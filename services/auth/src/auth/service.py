@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -22,6 +21,7 @@ from social_common.events import emit
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.pagination import decode_cursor, encode_cursor
+from social_common.tasks import every
 from social_common.validation import clean_text, field_error
 
 from auth import store
@@ -306,14 +306,12 @@ class AuthService:
             return await store.purge_expired_refresh_tokens(conn)
 
     async def purge_forever(self, interval: float = 3600.0) -> None:
-        while True:
-            try:
-                purged = await self.purge_expired_sessions()
-                if purged:
-                    log.info("refresh_tokens_purged", count=purged)
-            except psycopg.Error as exc:
-                log.warning("refresh_token_purge_failed", error=str(exc))
-            await asyncio.sleep(interval)
+        async def purge() -> None:
+            purged = await self.purge_expired_sessions()
+            if purged:
+                log.info("refresh_tokens_purged", count=purged)
+
+        await every(interval, purge, what="refresh_token_purge", failures=(psycopg.Error,))
 
     async def users(self, ids: Sequence[uuid.UUID], usernames: Sequence[str]) -> list[store.User]:
         """The users named by id or by username (in any case); unknown ones are left out."""

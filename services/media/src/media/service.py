@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from social_common.errors import Problem
 from social_common.ids import uuid7
 from social_common.logging import get_logger
+from social_common.tasks import every
 from social_common.validation import clean_text
 
 from media import imaging, store
@@ -365,14 +366,17 @@ class MediaService:
                 return swept
 
     async def sweep_forever(self) -> None:
-        while True:
-            try:
-                swept = await self.sweep()
-                if swept:
-                    log.info("media_swept", count=swept)
-            except (psycopg.Error, *StorageError) as exc:
-                log.warning("media_sweep_failed", error=str(exc))
-            await asyncio.sleep(self.config.sweep_interval_seconds)
+        async def sweep() -> None:
+            swept = await self.sweep()
+            if swept:
+                log.info("media_swept", count=swept)
+
+        await every(
+            self.config.sweep_interval_seconds,
+            sweep,
+            what="media_sweep",
+            failures=(psycopg.Error, *StorageError),
+        )
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)

@@ -11,7 +11,6 @@ the service drops what it holds of it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +36,7 @@ from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.pagination import encode_id_cursor
 from social_common.peers import PEER_TIMEOUT, follow_pages
+from social_common.tasks import every
 
 from posts import store
 from posts.config import PostsConfig
@@ -154,8 +154,8 @@ class PostsService:
     ) -> None:
         """Called after a commit: this process sees the change at once (its
         L1 first, then Redis), the others when the broadcast reaches them.
-        Failures of Redis are logged: the change stands (see _after_commit)."""
-        self.posts.local.put(post_id, version, document)
+        Failures of Redis are logged: the change stands (see _after_commit);
+        put_many fills L1 before it awaits anything."""
         for name in lists:
             self.pages.changed(name)
         self.generation += 1
@@ -556,13 +556,12 @@ class PostsService:
 
     async def purge_forever(self, interval: float = 3600.0) -> None:
         """Forgets deleted messages old enough that no event of theirs is still coming."""
-        while True:
-            try:
-                async with self.db.connection() as conn:
-                    await store.purge_counted_messages(conn, COUNTED_MESSAGES_KEEP_SECONDS)
-            except Exception as exc:  # next round tries again
-                log.warning("purge_failed", error=str(exc))
-            await asyncio.sleep(interval)
+
+        async def purge() -> None:
+            async with self.db.connection() as conn:
+                await store.purge_counted_messages(conn, COUNTED_MESSAGES_KEEP_SECONDS)
+
+        await every(interval, purge, what="counted_messages_purge")
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ the only way from Redis 7 on).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 from social_common.logging import get_logger
-from social_common.tasks import cancel_requested
+from social_common.tasks import every
 
 log = get_logger(__name__)
 
@@ -116,9 +115,9 @@ class Presence:
     async def run(self) -> None:
         """Renews the leases until cancelled (a background task). A failed
         round is logged: the next one still comes before a lease lapses."""
-        while not cancel_requested():
-            await asyncio.sleep(RENEW_SECONDS)
-            try:
-                await self.renew()
-            except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("presence_renewal_failed", error=str(exc))
+        await every(
+            RENEW_SECONDS,
+            self.renew,
+            what="presence_renewal",
+            failures=(redis.exceptions.RedisError, OSError),
+        )
