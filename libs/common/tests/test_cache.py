@@ -90,6 +90,29 @@ def test_without_redis_reads_come_from_the_source() -> None:
     asyncio.run(scenario())
 
 
+def test_a_read_whose_write_back_fails_still_answers(stack: Endpoints) -> None:
+    """Redis answers the lookup, then refuses the write-back (here: a user
+    allowed to read only), as when it goes away in between."""
+    user, password = f"reader{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+
+    async def scenario(client: aioredis.Redis) -> None:
+        await client.acl_setuser(
+            user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+mget"]
+        )
+        reader = aioredis.Redis.from_url(stack.redis_url, username=user, password=password)
+        try:
+            source = Source({"a": (1, {"v": "a"})})
+            cache = _cache(reader, f"c{uuid.uuid4().hex[:8]}")
+            assert await cache.get_many(["a"], source.load) == {"a": {"v": "a"}}
+            assert await cache.get_many(["a"], source.load) == {"a": {"v": "a"}}
+            assert source.asked == [["a"]]
+        finally:
+            await reader.aclose()
+            await client.acl_deluser(user)
+
+    _run(stack, scenario)
+
+
 def test_an_older_version_never_replaces_a_newer_one(stack: Endpoints) -> None:
     name = f"c{uuid.uuid4().hex[:8]}"
 

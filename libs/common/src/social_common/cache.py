@@ -151,16 +151,13 @@ class TieredCache:
         if not wanted:
             return found
         self._l1_miss.inc(len(wanted))
+        reachable = True
         try:
             stored: list[Any] = await self.redis.mget([self._redis_key(k) for k in wanted])
         except (redis.exceptions.RedisError, OSError) as exc:
             # Without Redis, from the source (L1 still spares it repeats).
             log.warning("cache_unavailable", cache=self.name, error=str(exc))
-            loaded = await load(wanted)
-            for key, (version, value) in loaded.items():
-                self.local.put(key, version, value)
-            found.update((k, v) for k, (_, v) in loaded.items() if v is not None)
-            return found
+            stored, reachable = [None] * len(wanted), False
         missing: list[str] = []
         for key, raw in zip(wanted, stored, strict=True):
             if raw is None:
@@ -174,18 +171,31 @@ class TieredCache:
         if missing:
             self._l2_miss.inc(len(missing))
             loaded = await load(missing)
-            await self.put_many(loaded)
+            self._put_local(loaded)
+            if reachable:
+                try:
+                    await self._put_shared(loaded)
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    log.warning("cache_unavailable", cache=self.name, error=str(exc))
             found.update((k, v) for k, (_, v) in loaded.items() if v is not None)
         return found
 
     async def put_many(self, entries: Mapping[str, Entry]) -> None:
-        """Stores entries in both layers unless a newer version is there."""
+        """Stores entries in both layers unless a newer version is there
+        (L1 before anything is awaited)."""
+        self._put_local(entries)
+        await self._put_shared(entries)
+
+    def _put_local(self, entries: Mapping[str, Entry]) -> None:
+        for key, (version, value) in entries.items():
+            self.local.put(key, version, value)
+
+    async def _put_shared(self, entries: Mapping[str, Entry]) -> None:
         if not entries:
             return
         keys: list[str] = []
         args: list[bytes | int] = []
         for key, (version, value) in entries.items():
-            self.local.put(key, version, value)
             keys.append(self._redis_key(key))
             args += [_encode(version, value), self.shared_ttl]
         await self._put_script(keys=keys, args=args)
