@@ -251,6 +251,7 @@ class Stack:
         """Starts everything and waits until it is healthy; on failure stops
         what it started and raises :class:`StackError` with the log tail."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        processes.raise_open_files_limit()  # inherited by what is started
         try:
             backing = [
                 c for c in (self._postgres(), self._redis(), self._seaweedfs()) if c is not None

@@ -148,28 +148,26 @@ def ensure_ports_free(component: Component) -> None:
 # Descriptors each started process may hold: every WebSocket costs one in the
 # realtime service and two in Envoy (downstream and upstream), so 10,000
 # sockets need more than a shell's usual 1,024 (or 20,000).
-OPEN_FILES = 1 << 16
+_OPEN_FILES = 1 << 16
 
 
-def raise_open_files_limit(wanted: int = OPEN_FILES) -> int:
+def raise_open_files_limit() -> None:
     """Raises this process's (so its children's) open-files limit to
-    ``wanted``, the hard limit too where privileged, else as far as the hard
-    limit allows; never lowers it. The soft limit now in force."""
+    65,536, the hard limit too where privileged, else as far as the hard
+    limit allows; never lowers it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     infinite = resource.RLIM_INFINITY
-    if hard != infinite and hard < wanted:
+    if hard != infinite and hard < _OPEN_FILES:
         with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
-            hard = wanted
-    if soft != infinite and soft < wanted:
-        soft = wanted if hard == infinite else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, _OPEN_FILES))
+            hard = _OPEN_FILES
+    if soft != infinite and soft < _OPEN_FILES:
+        soft = _OPEN_FILES if hard == infinite else min(_OPEN_FILES, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return soft
 
 
 def start(component: Component, *, tie_to_parent: bool) -> subprocess.Popen[bytes]:
     ensure_ports_free(component)
-    raise_open_files_limit()
     log = Path(component.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
