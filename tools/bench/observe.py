@@ -2,8 +2,8 @@
 cache counters (Prometheus ``cache_requests_total{cache,layer,outcome}`` on
 its /metrics), whether it has finished the work events left it (fan-out,
 timelines), and where its time goes (py-spy, with BENCH_PROFILE=1); and
-what the realtime scenarios read of a process: its resident memory, CPU
-time and open-files limit (/proc).
+what the realtime scenarios read of a process: its resident memory and
+open-files limit (/proc).
 
 Processes and metrics addresses come from the state file of the stack
 `make up` started (.run/stack.json, see social_common.stack.local).
@@ -11,7 +11,6 @@ Processes and metrics addresses come from the state file of the stack
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -23,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from social_common.stack.local import load_state
+from social_common.stack.local import Endpoints, load_state
 from social_common.stack.paths import DEFAULT_RUN_DIR, binary
-from social_common.stack.processes import StackError, is_running
+from social_common.stack.processes import Component, StackError, is_running
 
 # Events are done when no more are handled for this long.
 SETTLE_QUIET_S = 1.0
@@ -47,10 +46,9 @@ class ServiceProcess:
         return f"http://{self.address}/metrics"
 
 
-def find_service(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> ServiceProcess | None:
-    """The service ``name`` that `make up` started, or None (another stack,
-    or none, or several replicas: their /metrics share one port, so a scrape
-    reads whichever process the kernel picks and the counts mean nothing)."""
+def _running(name: str, run_dir: Path) -> tuple[Endpoints, list[Component], Component] | None:
+    """The stack `make up` started (endpoints, components) and its running
+    component ``name``; None if there is no such stack or component."""
     try:
         loaded = load_state(run_dir)
     except StackError:
@@ -59,8 +57,21 @@ def find_service(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> ServiceProcess |
         return None
     endpoints, components = loaded
     component = next((c for c in components if c.name == name), None)
+    if component is None or not is_running(component):
+        return None
+    return endpoints, components, component
+
+
+def find_service(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> ServiceProcess | None:
+    """The service ``name`` that `make up` started, or None (another stack,
+    or none, or several replicas: their /metrics share one port, so a scrape
+    reads whichever process the kernel picks and the counts mean nothing)."""
+    found = _running(name, run_dir)
+    if found is None:
+        return None
+    endpoints, components, component = found
     address = endpoints.services_http.get(name)
-    if component is None or address is None or not is_running(component):
+    if address is None:
         return None
     if any(c.name.startswith(f"{name}-") for c in components):
         print(f"bench: {name} runs as replicas: its process is not observed", file=sys.stderr)
@@ -70,12 +81,8 @@ def find_service(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> ServiceProcess |
 
 def find_pid(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> int | None:
     """The process id of the stack's component ``name`` (e.g. envoy), if running."""
-    try:
-        loaded = load_state(run_dir)
-    except StackError:
-        return None
-    component = next((c for c in loaded[1] if c.name == name), None) if loaded else None
-    return component.pid if component is not None and is_running(component) else None
+    found = _running(name, run_dir)
+    return found[2].pid if found is not None else None
 
 
 def resident_bytes(pid: int) -> int:
@@ -86,12 +93,6 @@ def resident_bytes(pid: int) -> int:
 def peak_resident_bytes(pid: int) -> int:
     """The most resident memory the process has had (VmHWM)."""
     return _status_kib(pid, "VmHWM") * 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kib(pid: int, field: str) -> int:

@@ -5,7 +5,7 @@ Each request goes on a new connection from a chosen loopback source address,
 because the auth service rate-limits by client address (see
 bench.AddressBlock). ``target`` is anything with a ``base_url`` (bench.Settings).
 
-bench.py and social_prep.py import this module; it imports neither.
+The bench's other modules import this one; it imports none of them.
 """
 
 from __future__ import annotations

@@ -32,14 +32,13 @@ import gc
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +49,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
-    from bench import observe, stackapi
+    from bench import generators, observe, stackapi
     from bench.bench import Settings
 else:  # run from bench.py: tools/bench/ is on sys.path
+    import generators
     import observe
     import stackapi
 
@@ -91,6 +91,8 @@ class _Held:
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     refused: int = 0
+    # Sockets still open when the message is sent: arrivals awaited.
+    expected: int = 0
     everyone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -118,7 +120,7 @@ async def _subscribe(socket: ClientConnection, channel: str) -> None:
         raise WebSocketException(f"subscribing to {channel}: {reply}")
 
 
-async def _open(url: str, token: str, channel: str, held: _Held, expected: int) -> None:
+async def _open(url: str, token: str, channel: str, held: _Held) -> None:
     """One socket, subscribed to ``user`` and ``channel``, then read until
     closed; each event on ``channel`` is recorded as an arrival."""
     try:
@@ -138,7 +140,7 @@ async def _open(url: str, token: str, channel: str, held: _Held, expected: int) 
                 event = orjson.loads(frame)
                 if event.get("op") == "event" and event.get("channel") == channel:
                     held.arrivals.append(time.perf_counter())
-                    if len(held.arrivals) >= expected:
+                    if len(held.arrivals) >= held.expected:
                         held.everyone.set()
 
     held.readers.append(asyncio.create_task(read()))
@@ -162,7 +164,7 @@ async def _hold(
 
     async def open_one(n: int) -> None:
         async with opening:
-            await _open(url, plan.tokens[n % len(plan.tokens)], channel, held, count)
+            await _open(url, plan.tokens[n % len(plan.tokens)], channel, held)
 
     started = time.perf_counter()
     await asyncio.gather(*(open_one(n) for n in range(count)))
@@ -171,8 +173,9 @@ async def _hold(
     print(f"bench: ws_sockets: {opened} open in {open_s:.1f}s; holding", file=sys.stderr)
     await asyncio.sleep(settings.duration_s)
     gc.collect()
-    held_bytes = {name: observe.resident_bytes(pid) - before[name] for name, pid in pids.items()}
+    after = {name: observe.resident_bytes(pid) for name, pid in pids.items()}
     dropped = sum(reader.done() for reader in held.readers)
+    held.expected = opened - dropped
     # One message on the post they all watch: how long until each has it.
     sent_at = time.perf_counter()
     await asyncio.to_thread(
@@ -200,14 +203,15 @@ async def _hold(
         "held_s": settings.duration_s,
         "dropped_while_held": dropped,
         "realtime_rss_before_mib": round(before["realtime"] / 2**20, 1),
-        "realtime_rss_mib": round((before["realtime"] + held_bytes["realtime"]) / 2**20, 1),
+        "realtime_rss_mib": round(after["realtime"] / 2**20, 1),
         "fanout_delivered": len(fanout_ms),
         "fanout_p50_ms": round(percentile(fanout_ms, 0.50), 1),
         "fanout_p99_ms": round(percentile(fanout_ms, 0.99), 1),
         "fanout_max_ms": round(max(fanout_ms, default=0.0), 1),
     }
-    for name, grown in held_bytes.items():
-        row[f"{name}_bytes_per_socket"] = round(grown / opened) if opened else 0
+    for name in pids:
+        grown = after[name] - before[name]
+        row[f"{name}_bytes_per_socket"] = round(grown / held.expected) if held.expected else 0
     return row
 
 
@@ -238,17 +242,7 @@ def sockets_scenario(
 # --------------------------------------------------------------------------- ws_latency
 
 
-def _peak_rss(process: subprocess.Popen[str], peak: list[int]) -> None:
-    """Samples ``process``'s peak resident memory (VmHWM) until it exits."""
-    while process.poll() is None:
-        with contextlib.suppress(OSError, ValueError):
-            peak[0] = observe.peak_resident_bytes(process.pid)
-        time.sleep(0.5)
-
-
-def latency_scenario(
-    settings: Settings, plan: WsPlan, realtime: observe.ServiceProcess, k6: str
-) -> dict[str, Any]:
+def latency_scenario(settings: Settings, plan: WsPlan) -> dict[str, Any]:
     """ws_latency: the row of one k6 run (see the module's docstring)."""
     per_user = settings.ws_rate * (settings.warmup_s + settings.duration_s) / len(plan.tokens)
     if per_user > MESSAGES_BURST:
@@ -257,7 +251,7 @@ def latency_scenario(
             f"({MESSAGES_BURST}): lower BENCH_WS_RATE or raise BENCH_SOCIAL_USERS"
         )
     with tempfile.TemporaryDirectory(prefix="bench-ws-") as tmp:
-        data_file, summary_path = Path(tmp) / "ws.json", Path(tmp) / "summary.json"
+        data_file = Path(tmp) / "ws.json"
         data_file.write_text(json.dumps({"tokens": list(plan.tokens), "posts": list(plan.posts)}))
         variables = {
             "BENCH_BASE_URL": settings.base_url,
@@ -269,40 +263,10 @@ def latency_scenario(
             "BENCH_WARMUP_S": str(settings.warmup_s),
             "BENCH_DURATION_S": str(settings.duration_s),
             "BENCH_DRAIN_S": str(DRAIN_S),
-            "BENCH_SUMMARY": str(summary_path),
         }
-        argv = [k6, "run", "--quiet", "--no-color", "--no-usage-report"]
-        argv += ["--include-system-env-vars=false", "--address="]
-        for name, value in variables.items():
-            argv += ["-e", f"{name}={value}"]
-        argv.append(str(K6_SCRIPT))
-        cpu_before = observe.cpu_seconds(realtime.pid)
-        process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={"K6_NO_USAGE_REPORT": "true", "PATH": os.environ.get("PATH", "")},
-        )
-        peak = [0]
-        sampler = threading.Thread(target=_peak_rss, args=(process, peak), daemon=True)
-        sampler.start()
         limit_s = CONNECT_S + settings.warmup_s + settings.duration_s + DRAIN_S + 120
-        try:
-            stdout, stderr = process.communicate(timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise stackapi.BenchError(f"k6 did not finish within {limit_s}s") from None
-        sampler.join()
-        busy = observe.cpu_seconds(realtime.pid) - cpu_before
-        if process.returncode not in (0, 99) or not summary_path.is_file():
-            raise stackapi.BenchError(f"k6 failed (rc={process.returncode}):\n{stdout}\n{stderr}")
-        metrics: dict[str, Any] = json.loads(summary_path.read_text())["metrics"]
-    return _latency_row(settings, plan, metrics, peak[0], busy)
-
-
-def _count(metrics: dict[str, Any], name: str) -> int:
-    return int(metrics.get(name, {}).get("values", {}).get("count", 0))
+        done = generators.run_k6(K6_SCRIPT, variables, limit_s)
+    return _latency_row(settings, plan, done.metrics(), done.peak_rss_bytes)
 
 
 def _trend(metrics: dict[str, Any], name: str, stat: str) -> float:
@@ -310,11 +274,11 @@ def _trend(metrics: dict[str, Any], name: str, stat: str) -> float:
 
 
 def _latency_row(
-    settings: Settings, plan: WsPlan, metrics: dict[str, Any], k6_peak: int, busy_s: float
+    settings: Settings, plan: WsPlan, metrics: dict[str, Any], k6_peak: int
 ) -> dict[str, Any]:
+    count = partial(generators.counter, metrics)
     sockets = len(plan.posts) * settings.ws_subscribers
-    sent, delivered = _count(metrics, "bench_sent"), _count(metrics, "bench_delivered")
-    subscribed = _count(metrics, "bench_subscribed")
+    sent, delivered = count("bench_sent"), count("bench_delivered")
     expected = sent * settings.ws_subscribers
     p95 = _trend(metrics, "bench_delivery_ms", "p(95)")
     missed = []
@@ -322,19 +286,20 @@ def _latency_row(
         missed.append(f"p95 {p95} ms")
     if delivered < expected:
         missed.append(f"{expected - delivered} deliveries missing")
-    row: dict[str, Any] = {
+    return {
         "scenario": "ws_latency",
         "generator": "k6",
         "via": "gateway",
         "channels": len(plan.posts),
         "subscribers_per_channel": settings.ws_subscribers,
         "sockets": sockets,
-        "subscribed": subscribed,
+        "subscribed": count("bench_subscribed"),
         "target_messages_per_s": settings.ws_rate,
+        # All of the measured window's: sent, not sent (k6 out of VUs), failed.
         "messages_per_s": round(sent / settings.duration_s, 1),
         "messages": sent,
-        "not_sent": _count(metrics, "dropped_iterations"),
-        "send_failed": _count(metrics, "bench_send_failed"),
+        "not_sent": count("dropped_iterations{scenario:measure}"),
+        "send_failed": count("bench_send_failed"),
         "send_p50_ms": _trend(metrics, "bench_send_ms", "p(50)"),
         "send_p95_ms": _trend(metrics, "bench_send_ms", "p(95)"),
         "deliveries": delivered,
@@ -344,15 +309,10 @@ def _latency_row(
         "delivery_p95_ms": p95,
         "delivery_p99_ms": _trend(metrics, "bench_delivery_ms", "p(99)"),
         "delivery_max_ms": _trend(metrics, "bench_delivery_ms", "max"),
-        "socket_errors": _count(metrics, "bench_socket_errors"),
+        "socket_errors": count("bench_socket_errors"),
         "k6_peak_rss_mib": round(k6_peak / 2**20, 1),
         "goal": {"p95_ms": LATENCY_GOAL_P95_MS, "met": not missed, "missed": missed},
     }
-    frames = _count(metrics, "bench_frames")
-    if frames:
-        # Nearly all it does in the run: the realtime process's CPU per frame sent.
-        row["realtime_cpu_us_per_frame"] = round(busy_s * 1e6 / frames, 1)
-    return row
 
 
 def describe(row: dict[str, Any]) -> str:
@@ -375,7 +335,6 @@ def describe(row: dict[str, Any]) -> str:
         )
     goal = row["goal"]
     verdict = "met" if goal["met"] else "NOT met: " + ", ".join(goal["missed"])
-    cpu = row.get("realtime_cpu_us_per_frame")
     return (
         f"ws_latency (k6, via {row['via']}): {row['channels']} posts x "
         f"{row['subscribers_per_channel']} sockets ({row['subscribed']} subscribed); "
@@ -387,5 +346,4 @@ def describe(row: dict[str, Any]) -> str:
         f"{row['delivery_p95_ms']} ms, p99 {row['delivery_p99_ms']} ms, max "
         f"{row['delivery_max_ms']} ms; goal p95 <= {goal['p95_ms']:g} ms: {verdict}\n"
         f"  k6 peak RSS {row['k6_peak_rss_mib']} MiB"
-        + (f"; realtime {cpu} us of CPU per frame" if cpu is not None else "")
     )
