@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from social_common.errors import Problem, install_problem_handlers
+from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.metrics import RequestMiddleware, metrics_endpoint
 
@@ -240,3 +242,12 @@ def build_app(
     )
     install_problem_handlers(app)
     return app
+
+
+def path_uuid(request: Request, name: str, missing: Problem) -> uuid.UUID:
+    """The path parameter ``name`` as a UUID; raises ``missing`` (a 404)
+    when it is none, since nothing can have such an id."""
+    value = parse_uuid(request.path_params[name])
+    if value is None:
+        raise missing
+    return value

@@ -6,9 +6,8 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 
 from social_common.errors import Problem
-from social_common.ids import parse_uuid
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
-from social_common.rest import json_object, json_response, read_body
+from social_common.rest import json_object, json_response, path_uuid, read_body
 from social_common.tokens import TokenVerifier, authenticate
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -23,13 +22,6 @@ from media.views import media_document
 
 # Room for the multipart envelope and a description around a 10 MiB file.
 MAX_MULTIPART = imaging.MAX_BYTES + 64 * 1024
-
-
-def _media_id(request: Request, name: str = "media_id") -> uuid.UUID:
-    media_id = parse_uuid(request.path_params[name])
-    if media_id is None:
-        raise Problem(404, "media_not_found", "No such media.")
-    return media_id
 
 
 class MediaApi:
@@ -111,7 +103,7 @@ class MediaApi:
 
     async def one(self, request: Request) -> Response:
         owner = await self._owner(request)
-        media_id = _media_id(request)
+        media_id = path_uuid(request, "media_id", Problem(404, "media_not_found", "No such media."))
         if request.method == "GET":
             return json_response(self._document(await self.service.get(media_id, owner)))
         if request.method == "PATCH":
@@ -144,8 +136,10 @@ class MediaApi:
 
     async def complete_direct_upload(self, request: Request) -> Response:
         owner = await self._owner(request)
-        upload_id = parse_uuid(request.path_params["upload_id"])
-        if upload_id is None:
-            raise Problem(404, "upload_not_found", "No such upload, or it has expired.")
+        upload_id = path_uuid(
+            request,
+            "upload_id",
+            Problem(404, "upload_not_found", "No such upload, or it has expired."),
+        )
         media = await self.service.complete_direct_upload(upload_id, owner)
         return json_response(self._document(media), 201)

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import orjson
 from social_common.errors import Problem
 from social_common.idempotency import Idempotency
-from social_common.ids import parse_uuid
 from social_common.pagination import decode_id_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
 from social_common.rest import (
@@ -16,6 +15,7 @@ from social_common.rest import (
     etag_of,
     json_response,
     parse_json_object,
+    path_uuid,
     read_json_body,
 )
 from social_common.tokens import TokenVerifier, authenticate
@@ -28,13 +28,6 @@ from messages.config import MessagesConfig
 from messages.service import MessagesService, post_not_found
 
 MAX_MESSAGE = 2000
-
-
-def _uuid(request: Request, name: str, missing: Problem) -> uuid.UUID:
-    value = parse_uuid(request.path_params[name])
-    if value is None:
-        raise missing
-    return value
 
 
 class MessagesApi:
@@ -64,7 +57,7 @@ class MessagesApi:
 
     async def send(self, request: Request) -> Response:
         sender = await self._user(request)
-        post_id = _uuid(request, "post_id", post_not_found())
+        post_id = path_uuid(request, "post_id", post_not_found())
         raw = await read_json_body(request)
 
         async def handle() -> Response:
@@ -82,7 +75,7 @@ class MessagesApi:
         return await self.idempotency.run(request, str(sender), raw, handle)
 
     async def list(self, request: Request) -> Response:
-        post_id = _uuid(request, "post_id", post_not_found())
+        post_id = path_uuid(request, "post_id", post_not_found())
         limit = page_limit(request.query_params.get("limit"))
         order = request.query_params.get("order", "asc")
         if order not in ("asc", "desc"):
@@ -96,7 +89,7 @@ class MessagesApi:
 
     async def delete(self, request: Request) -> Response:
         user = await self._user(request)
-        post_id = _uuid(request, "post_id", post_not_found())
+        post_id = path_uuid(request, "post_id", post_not_found())
         missing = Problem(404, "message_not_found", "No such message.")
-        await self.service.delete(post_id, _uuid(request, "message_id", missing), user)
+        await self.service.delete(post_id, path_uuid(request, "message_id", missing), user)
         return Response(status_code=204)

@@ -18,6 +18,7 @@ from social_common.rest import (
     etag_of,
     json_response,
     parse_json_object,
+    path_uuid,
     read_json_body,
 )
 from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
@@ -33,13 +34,6 @@ MAX_CAPTION = 2200
 MAX_MEDIA = 4
 # Anonymous renderings kept, each valid for one generation of changes.
 RENDERED_ENTRIES = 2_000
-
-
-def _post_id(request: Request) -> uuid.UUID:
-    post_id = parse_uuid(request.path_params["post_id"])
-    if post_id is None:
-        raise not_found()
-    return post_id
 
 
 def _cursor(request: Request) -> uuid.UUID | None:
@@ -106,7 +100,7 @@ class PostsApi:
         return await self.idempotency.run(request, str(author), raw, handle)
 
     async def one(self, request: Request) -> Response:
-        post_id = _post_id(request)
+        post_id = path_uuid(request, "post_id", not_found())
         if request.method == "DELETE":
             await self.service.delete(post_id, await self._user(request))
             return Response(status_code=204)
@@ -116,7 +110,7 @@ class PostsApi:
 
     async def like(self, request: Request) -> Response:
         user = await self._user(request)
-        post_id = _post_id(request)
+        post_id = path_uuid(request, "post_id", not_found())
         result = await self.limiter.hit(Limit("posts_like", str(user), self.config.like_rate))
         raise_if_limited(result)
         post = await self.service.like(post_id, user, on=request.method == "POST")
