@@ -8,6 +8,7 @@ from typing import Any, Literal
 import grpc
 import orjson
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
+from social.posts.v1 import posts_pb2, posts_pb2_grpc
 
 from social_common.settings import Settings
 from social_common.tokens import JwksSource, TokenVerifier
@@ -74,3 +75,11 @@ async def follow_pages(
         token = reply.next_page_token
         if not token:
             return
+
+
+async def find_post(
+    posts: posts_pb2_grpc.PostsServiceAsyncStub, post_id: str
+) -> posts_pb2.Post | None:
+    """The post, from the posts service; None when there is none."""
+    reply = await posts.GetPosts(posts_pb2.GetPostsRequest(ids=[post_id]), timeout=PEER_TIMEOUT)
+    return reply.posts[0] if reply.posts else None

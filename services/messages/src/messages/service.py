@@ -20,7 +20,7 @@ from social_common.events import Handler, emit
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.pagination import encode_id_cursor
-from social_common.peers import PEER_TIMEOUT
+from social_common.peers import find_post
 
 from messages import store
 
@@ -43,12 +43,10 @@ class MessagesService:
 
     async def _post(self, post_id: uuid.UUID) -> posts_pb2.Post:
         """The post, from the posts service; 404 when there is none."""
-        reply = await self.posts.GetPosts(
-            posts_pb2.GetPostsRequest(ids=[str(post_id)]), timeout=PEER_TIMEOUT
-        )
-        if not reply.posts:
+        post = await find_post(self.posts, str(post_id))
+        if post is None:
             raise post_not_found()
-        return reply.posts[0]
+        return post
 
     async def send(self, post_id: uuid.UUID, sender_id: uuid.UUID, body: str) -> dict[str, Any]:
         post = await self._post(post_id)

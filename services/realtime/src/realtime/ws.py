@@ -20,10 +20,10 @@ import grpc
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
-from social.posts.v1 import posts_pb2, posts_pb2_grpc
+from social.posts.v1 import posts_pb2_grpc
 from social_common.ids import parse_uuid
 from social_common.logging import get_logger
-from social_common.peers import PEER_TIMEOUT
+from social_common.peers import find_post
 from social_common.redis import as_text
 from social_common.tokens import InvalidToken, TokenVerifier, bearer_token
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -244,10 +244,7 @@ class RealtimeEndpoint:
         post_id = parse_uuid(raw_id) if kind == "post" else None
         if post_id is None:
             raise Refused("invalid_channel", "channel is post:<id>, user or feed")
-        reply = await self.posts.GetPosts(
-            posts_pb2.GetPostsRequest(ids=[str(post_id)]), timeout=PEER_TIMEOUT
-        )
-        if not reply.posts:
+        if await find_post(self.posts, str(post_id)) is None:
             raise Refused("not_found", "no such post")
 
 
