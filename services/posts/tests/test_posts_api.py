@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,8 @@ import grpc
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
+from posts.likes import LikedSets, liked_key
 from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
@@ -543,3 +546,23 @@ def test_a_create_that_loses_its_media_race_rolls_back_and_publishes_nothing(
         PostCreated.FromString(Envelope.FromString(f[b"envelope"]).payload) for _, f in entries
     ]
     assert [c.post_id for c in created if media in c.media_ids] == [winner]
+
+
+def test_a_liked_set_whose_load_fails_expires(stack: Endpoints, events: redis.Redis) -> None:
+    user_id = str(uuid.uuid4())
+
+    async def load_fails() -> None:
+        connection = aioredis.Redis.from_url(stack.redis_url)
+        try:
+
+            async def broken(_user_id: str, _limit: int) -> tuple[list[str], bool]:
+                raise RuntimeError("PostgreSQL went away")
+
+            with pytest.raises(RuntimeError):
+                await LikedSets(connection, ttl_seconds=60).load(user_id, broken)
+        finally:
+            await connection.aclose()
+
+    asyncio.run(load_fails())
+    # The "loading" marker stays no longer than a loaded set would.
+    assert 0 < events.ttl(liked_key(user_id)) <= 60

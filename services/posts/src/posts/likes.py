@@ -78,7 +78,12 @@ class LikedSets:
 
     async def load(self, user_id: str, load: Loader) -> None:
         key = liked_key(user_id)
-        await self.redis.sadd(key, BUILDING)
+        # With a lifetime from the start: a load that dies leaves no
+        # marker behind for ever.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, BUILDING)
+            pipe.expire(key, self.ttl)
+            await pipe.execute()
         ids, more = await load(user_id, MAX_LOADED)
         await self._finish_load(
             keys=[key], args=[self.ttl, READY, *ids, *([PARTIAL] if more else [])]
