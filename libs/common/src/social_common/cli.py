@@ -36,7 +36,7 @@ def service_main(spec: ServiceSpec, argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env(spec.name, uses_database=spec.uses_database)
+        settings = Settings.from_env(spec.name)
     except SettingsError as exc:
         sys.exit(f"{spec.name}: {exc}")
     if args.command == "serve":

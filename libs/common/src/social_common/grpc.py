@@ -67,11 +67,23 @@ def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str
     return None
 
 
+# Clients balance over the pods they resolved (round robin over a headless
+# Service's addresses) and resolve again only when a connection closes: ending
+# each connection after a minute (with half a minute for the calls on it) lets
+# them find the pods an autoscaler added since.
+MAX_CONNECTION_AGE_MS = 60_000
+MAX_CONNECTION_AGE_GRACE_MS = 30_000
+
+
 def create_server(*, share_port: bool = False) -> grpc.aio.Server:
     return grpc.aio.server(
         interceptors=[MetricsInterceptor()],
-        # Unless replicas share it on purpose, a second process on the port fails.
-        options=[("grpc.so_reuseport", 1 if share_port else 0)],
+        options=[
+            # Unless replicas share it on purpose, a second process on the port fails.
+            ("grpc.so_reuseport", 1 if share_port else 0),
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+        ],
     )
 
 

@@ -18,9 +18,16 @@ PEER_TIMEOUT = 5.0
 
 
 def channel(target: str) -> grpc.aio.Channel:
-    """A channel to a peer; it connects on first use and reconnects by itself."""
+    """A channel to a peer; it connects on first use and reconnects by itself.
+    A target that resolves to many addresses (``dns:///<peer>-headless…``, every
+    pod of the peer) has its calls spread over all of them."""
     return grpc.aio.insecure_channel(
-        target, options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)]
+        target,
+        options=[
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 1),
+            ("grpc.lb_policy_name", "round_robin"),
+        ],
     )
 
 

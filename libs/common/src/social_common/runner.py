@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 
 from social_common.db import check_database, create_pool
 from social_common.events import OutboxRelay
+from social_common.fleet import roster
 from social_common.grpc import SERVING, add_health_and_reflection, create_server
 from social_common.logging import configure_logging, get_logger
 from social_common.redis import check_redis, create_redis
@@ -69,16 +70,25 @@ class Wiring:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A service: its name, whether it keeps state in PostgreSQL, its wiring,
-    and the extra commands of its command line (``python -m <name> <command>``)."""
+    """A service: its name, its wiring, and the extra commands of its command
+    line (``python -m <name> <command>``). What it owns comes from the roster."""
 
     name: str
     wire: Callable[[Resources], Wiring]
-    uses_database: bool = True
-    # Whether it writes events through the transactional outbox (which then
-    # gets its table from the platform's migrations).
-    publishes_events: bool = False
     commands: Mapping[str, Callable[[Settings], None]] = field(default_factory=dict)
+
+    @property
+    def uses_database(self) -> bool:
+        """Whether it keeps state in PostgreSQL (its own schema and role)."""
+        service = roster().services.get(self.name)
+        return service is not None and service.database
+
+    @property
+    def publishes_events(self) -> bool:
+        """Whether it writes events through the transactional outbox (which
+        then gets its table from the platform's migrations)."""
+        service = roster().services.get(self.name)
+        return service is not None and bool(service.publishes)
 
 
 class _Server(uvicorn.Server):
@@ -216,6 +226,6 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:
     """Entry point of ``python -m <service>``: configure, serve, drain."""
-    settings = settings or Settings.from_env(spec.name, uses_database=spec.uses_database)
+    settings = settings or Settings.from_env(spec.name)
     configure_logging(spec.name, settings.log_level)
     uvloop.run(serve(spec, settings))

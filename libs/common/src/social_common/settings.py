@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from social_common.fleet import roster
+
 Environment = Literal["dev", "test", "production"]
 _ENVIRONMENTS: tuple[Environment, ...] = ("dev", "test", "production")
 
@@ -51,17 +53,6 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     return value
 
 
-# Ports of the local stack (make dev): each service has an HTTP port for the
-# gateway and a gRPC port for its peers. The stack runner and a service started
-# alone agree through these defaults; every one can be overridden by env.
-DEV_PORTS: dict[str, tuple[int, int]] = {
-    "auth": (8101, 9111),
-    "posts": (8102, 9112),
-    "messages": (8103, 9113),
-    "media": (8104, 9114),
-    "realtime": (8105, 9115),
-}
-PRODUCTION_PORTS = (8080, 9090)
 DEV_POSTGRES_PORT = 54329
 DEV_REDIS_PORT = 63799
 
@@ -106,18 +97,19 @@ class Settings:
     jwks_cache_seconds: int = 300
 
     @classmethod
-    def from_env(cls, service: str, *, uses_database: bool = True) -> Settings:
+    def from_env(cls, service: str) -> Settings:
         environment = env_str("APP_ENV", "dev")
         if environment not in _ENVIRONMENTS:
             raise SettingsError(f"APP_ENV must be one of {', '.join(_ENVIRONMENTS)}")
         production = environment == "production"
         # In production every service listens on the same ports of its own pod,
-        # and finds a peer by its Kubernetes service name.
-        http_default, grpc_default = (
-            PRODUCTION_PORTS if production else DEV_PORTS.get(service, PRODUCTION_PORTS)
-        )
-        database_url: str | None = field(default=None, repr=False)  # holds a password
-        if uses_database:
+        # and finds a peer by its Kubernetes service name; locally, on the
+        # roster's ports of the machine.
+        fleet = roster()
+        entry = fleet.services.get(service)  # None: a service outside the roster (tests)
+        ports = entry.ports if entry and not production else fleet.pod_ports
+        database_url: str | None = None
+        if entry and entry.database:
             database_url = env_str(
                 "DATABASE_URL", None if production else dev_database_url(service)
             )
@@ -128,20 +120,22 @@ class Settings:
             for name, url in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
                 if url and ":dev-" in url:
                     raise SettingsError(f"{name} holds a dev placeholder password in production")
+        # Only the peers the roster gives it: a call to any other fails at start.
         peers = {
             name: os.environ.get(
                 f"{name.upper()}_GRPC_ADDR",
-                f"{name}:{PRODUCTION_PORTS[1]}" if production else f"127.0.0.1:{ports[1]}",
+                f"{name}:{fleet.pod_ports.grpc}"
+                if production
+                else f"127.0.0.1:{fleet.services[name].ports.grpc}",
             )
-            for name, ports in DEV_PORTS.items()
-            if name != service
+            for name in (entry.peers if entry else ())
         }
         return cls(
             service=service,
             environment=environment,
             bind_host=env_str("BIND_HOST", "0.0.0.0" if production else "127.0.0.1"),  # noqa: S104
-            http_port=env_int("HTTP_PORT", http_default, maximum=65535),
-            grpc_port=env_int("GRPC_PORT", grpc_default, maximum=65535),
+            http_port=env_int("HTTP_PORT", ports.http, maximum=65535),
+            grpc_port=env_int("GRPC_PORT", ports.grpc, maximum=65535),
             database_url=database_url,
             db_pool_min=env_int("DB_POOL_MIN", 2, minimum=1),
             db_pool_max=env_int("DB_POOL_MAX", 10, minimum=1),

@@ -77,6 +77,4 @@ def rotate(settings: Settings) -> None:
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(
-        name="auth", wire=wire, publishes_events=True, commands={"rotate-keys": rotate}
-    )
+    return ServiceSpec(name="auth", wire=wire, commands={"rotate-keys": rotate})

@@ -51,4 +51,4 @@ def wire(resources: Resources) -> Wiring:
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="messages", wire=wire, publishes_events=True)
+    return ServiceSpec(name="messages", wire=wire)

@@ -57,4 +57,4 @@ def wire(resources: Resources) -> Wiring:
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="posts", wire=wire, publishes_events=True)
+    return ServiceSpec(name="posts", wire=wire)

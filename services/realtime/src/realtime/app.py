@@ -38,4 +38,4 @@ def wire(resources: Resources) -> Wiring:
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="realtime", wire=wire, uses_database=False)
+    return ServiceSpec(name="realtime", wire=wire)

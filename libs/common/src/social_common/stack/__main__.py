@@ -7,6 +7,8 @@ down     stop what ``up`` started, and only that
 status   one line per component: healthy or not
 render-gateway --target k8s --out DIR
          write the Kubernetes gateway config and OpenAPI document
+render-chart
+         write the Helm chart's gateway config (deploy/helm/social/files/envoy.yaml)
 """
 
 from __future__ import annotations
@@ -19,9 +21,16 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from social_common.fleet import roster
 from social_common.stack import processes
-from social_common.stack.gateway import SERVICES, kubernetes_config, write_gateway
-from social_common.stack.local import Endpoints, Ports, Stack, load_state, stop_recorded
+from social_common.stack.gateway import (
+    CHART_ENVOY_YAML,
+    helm_config,
+    kubernetes_config,
+    render_envoy,
+    write_gateway,
+)
+from social_common.stack.local import BACKING, Endpoints, Ports, Stack, load_state, stop_recorded
 from social_common.stack.paths import DEFAULT_RUN_DIR
 from social_common.stack.processes import StackError
 
@@ -96,7 +105,7 @@ def cmd_run(run_dir: Path, ports: Ports, replicas: dict[str, int]) -> None:
 
 def _follow_logs(stack: Stack) -> None:
     """Prints the gateway's and services' new log lines until one of them exits."""
-    followed = [c for c in stack.components if c.name not in ("postgres", "redis", "seaweedfs")]
+    followed = [c for c in stack.components if c.name not in BACKING]
     offsets = {c.name: 0 for c in followed}
     while True:
         for component in followed:
@@ -147,7 +156,7 @@ def _replicas(text: str) -> dict[str, int]:
     replicas: dict[str, int] = {}
     for item in filter(None, text.split(",")):
         name, _, count = item.partition("=")
-        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+        if name not in roster().services or not count.isdigit() or int(count) < 1:
             raise argparse.ArgumentTypeError(f"{item!r}: expected SERVICE=N with N >= 1")
         replicas[name] = int(count)
     return replicas
@@ -183,11 +192,16 @@ def main() -> None:
         default=0,
         help="load balancers in front of Envoy that append the client to X-Forwarded-For",
     )
+    sub.add_parser("render-chart")
     args = parser.parse_args()
     run_dir = args.run_dir.resolve()
     if args.command == "render-gateway":
         config = kubernetes_config(args.namespace, xff_trusted_hops=args.xff_trusted_hops)
         print(write_gateway(config, args.out))
+        return
+    if args.command == "render-chart":
+        CHART_ENVOY_YAML.write_text(render_envoy(helm_config()))
+        print(CHART_ENVOY_YAML)
         return
     if args.command in ("run", "up"):
         ports = Ports.free() if args.free_ports else Ports.dev()

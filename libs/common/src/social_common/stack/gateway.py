@@ -1,4 +1,4 @@
-"""Renders the gateway's Envoy config and OpenAPI document from gateway/."""
+"""Renders the gateway's Envoy config and OpenAPI document from gateway/ and the roster."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from typing import Any
 import jinja2
 import yaml
 
+from social_common.fleet import Fleet, Route, roster
 from social_common.settings import Settings
-from social_common.stack.paths import GATEWAY_DIR
+from social_common.stack.paths import GATEWAY_DIR, REPO_ROOT
 
-SERVICES = ("auth", "posts", "messages", "media", "realtime")
+# The chart's copy of the Kubernetes config (`make chart`): Helm fills in the
+# namespace and the cluster's DNS domain when it renders the gateway's ConfigMap.
+CHART_ENVOY_YAML = REPO_ROOT / "deploy" / "helm" / "social" / "files" / "envoy.yaml"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def dev_config(
         listen_port=listen_port,
         admin_host="127.0.0.1",
         admin_port=admin_port,
-        upstreams={name: Upstream("127.0.0.1", service_ports[name]) for name in SERVICES},
+        upstreams={name: Upstream("127.0.0.1", service_ports[name]) for name in roster().names},
         openapi_path=str(openapi_path),
         bench_ceiling=True,
         ops_port=None,
@@ -71,19 +74,21 @@ def dev_config(
 
 
 def kubernetes_config(
-    namespace: str, service_http_port: int = 8080, xff_trusted_hops: int = 0
+    namespace: str, cluster_domain: str = "cluster.local", xff_trusted_hops: int = 0
 ) -> GatewayConfig:
     """The cluster's gateway: headless service names, so Envoy sees (and health
     checks) every pod rather than one virtual IP; admin stays on loopback and
     an ops listener exposes only /ready and /stats/prometheus."""
+    fleet = roster()
+    port = fleet.pod_ports.http
     return GatewayConfig(
         listen_host="0.0.0.0",  # noqa: S104  # the pod's listener
         listen_port=8000,
         admin_host="127.0.0.1",
         admin_port=9901,
         upstreams={
-            name: Upstream(f"{name}-headless.{namespace}.svc.cluster.local", service_http_port)
-            for name in SERVICES
+            name: Upstream(f"{name}-headless.{namespace}.svc.{cluster_domain}", port)
+            for name in fleet.names
         },
         openapi_path="/etc/envoy/openapi.json",
         bench_ceiling=False,
@@ -94,6 +99,39 @@ def kubernetes_config(
     )
 
 
+def helm_config() -> GatewayConfig:
+    """The chart's gateway: the Kubernetes one, with Helm's names for the
+    namespace and the cluster domain (the ConfigMap renders it with ``tpl``)."""
+    return kubernetes_config("{{ .Release.Namespace }}", "{{ .Values.clusterDomain }}")
+
+
+# Envoy's name for each kind of roster route.
+_ROUTE_MATCH = {
+    "regex": "safe_regex",
+    "websocket": "path",
+    "path": "path",
+    "prefix": "path_separated_prefix",
+}
+
+
+def _route_match(route: Route) -> dict[str, Any]:
+    key = _ROUTE_MATCH[route.kind]
+    return {key: {"regex": route.value} if key == "safe_regex" else route.value}
+
+
+def _routes(fleet: Fleet) -> list[dict[str, Any]]:
+    """The roster's public routes, in the order Envoy must try them."""
+    return [
+        {
+            "service": name,
+            "match": _route_match(route),
+            "websocket": route.kind == "websocket",
+            "timeout": fleet.services[name].timeout_seconds,
+        }
+        for name, route in fleet.routes()
+    ]
+
+
 def render_envoy(config: GatewayConfig) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(GATEWAY_DIR),
@@ -101,8 +139,11 @@ def render_envoy(config: GatewayConfig) -> str:
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701  # YAML, not HTML
     )
+    fleet = roster()
     return env.get_template("envoy.yaml.j2").render(
-        **{f.name: getattr(config, f.name) for f in fields(config)}
+        services=fleet.names,
+        routes=_routes(fleet),
+        **{f.name: getattr(config, f.name) for f in fields(config)},
     )
 
 

@@ -23,10 +23,11 @@ from botocore.exceptions import ClientError
 from psycopg import sql
 
 from social_common.cli import migrate
+from social_common.fleet import roster
 from social_common.migrations import ensure_service_schema
-from social_common.settings import DEV_PORTS, DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
+from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
 from social_common.stack import processes
-from social_common.stack.gateway import SERVICES, Upstream, dev_config, write_gateway
+from social_common.stack.gateway import Upstream, dev_config, write_gateway
 from social_common.stack.paths import binary, postgres_bin_dir
 from social_common.stack.processes import Component, Probe, StackError
 
@@ -36,8 +37,8 @@ S3_REGION = "us-east-1"
 DEV_S3_ACCESS_KEY = "social-dev"
 DEV_S3_SECRET_KEY = "dev-social-s3-secret"  # noqa: S105  # local stack only
 DEV_PG_ADMIN_PASSWORD = "dev-postgres"  # noqa: S105  # local stack only
-# Services that keep state in PostgreSQL (realtime keeps none).
-DATABASE_SERVICES = ("auth", "posts", "messages", "media")
+# What the services stand on: started first, stopped last.
+BACKING = ("postgres", "redis", "seaweedfs")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,13 @@ class Ports:
     weed_master: int = 9333
     weed_volume: int = 8380
     weed_filer: int = 8888
-    services: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEV_PORTS))
+    # Each service's HTTP and gRPC ports: the roster's.
+    services: dict[str, tuple[int, int]] = field(
+        default_factory=lambda: {
+            name: (service.ports.http, service.ports.grpc)
+            for name, service in roster().services.items()
+        }
+    )
 
     @classmethod
     def dev(cls) -> Ports:
@@ -76,10 +83,9 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Ports free now: for a stack beside the dev one (tests)."""
-        numbers = _free_ports(8 + 2 * len(SERVICES))
-        services = {
-            name: (numbers[8 + 2 * i], numbers[9 + 2 * i]) for i, name in enumerate(SERVICES)
-        }
+        names = roster().names
+        numbers = _free_ports(8 + 2 * len(names))
+        services = {name: (numbers[8 + 2 * i], numbers[9 + 2 * i]) for i, name in enumerate(names)}
         envoy, envoy_admin, postgres, redis, s3, master, volume, filer = numbers[:8]
         return cls(envoy, envoy_admin, postgres, redis, s3, master, volume, filer, services)
 
@@ -155,7 +161,7 @@ class Endpoints:
         env.update({f"{peer.upper()}_GRPC_ADDR": addr for peer, addr in self.services_grpc.items()})
         if name in self.database_urls:
             env["DATABASE_URL"] = self.database_urls[name]
-        if name == "media":
+        if roster().services[name].objects:
             env.update(
                 S3_ENDPOINT_URL=self.s3_endpoint_url,
                 S3_ACCESS_KEY_ID=self.s3_access_key,
@@ -208,7 +214,7 @@ class Stack:
         # Processes per service, as pods would be: they share the service's
         # ports and the kernel spreads connections among them.
         self.replicas = dict(replicas or {})
-        unknown = set(self.replicas) - set(SERVICES)
+        unknown = set(self.replicas) - set(roster().services)
         if unknown or any(n < 1 for n in self.replicas.values()):
             raise ValueError(f"replicas: unknown services {sorted(unknown)} or a count below 1")
 
@@ -234,7 +240,8 @@ class Stack:
             envoy_admin_url=f"http://127.0.0.1:{p.envoy_admin}",
             database_admin_url=admin_url,
             database_urls={
-                name: with_credentials(admin_url, name, f"dev-{name}") for name in DATABASE_SERVICES
+                name: with_credentials(admin_url, name, f"dev-{name}")
+                for name in roster().database_services
             },
             redis_url=self.external.get("REDIS_URL") or f"redis://127.0.0.1:{p.redis}/0",
             s3_endpoint_url=self.external.get("S3_ENDPOINT_URL") or f"http://127.0.0.1:{p.s3}",
@@ -261,7 +268,7 @@ class Stack:
             front = [
                 *(
                     self._service(name, replica)
-                    for name in SERVICES
+                    for name in roster().names
                     for replica in range(self.replicas.get(name, 1))
                 ),
                 self._envoy(),
@@ -427,7 +434,7 @@ class Stack:
             "postgres",
         )
         _ensure_database(server_admin, DATABASE)
-        for name in DATABASE_SERVICES:
+        for name in roster().database_services:
             ensure_service_schema(admin, name, f"dev-{name}")
             spec = importlib.import_module(f"{name}.app").spec()
             migrate(spec, Settings(service=name, database_url=self.endpoints.database_urls[name]))
@@ -545,7 +552,7 @@ def stop_recorded(run_dir: Path) -> list[str]:
 
 def _stop_in_order(components: list[Component]) -> None:
     """The front (services, Envoy) first, then what they depend on."""
-    front = [c for c in components if c.name in (*SERVICES, "envoy")]
+    front = [c for c in components if c.name not in BACKING]
     processes.stop(front)
     processes.stop([c for c in components if c not in front])
 
@@ -587,4 +594,4 @@ def _ensure_bucket(endpoints: Endpoints) -> None:
             raise
 
 
-__all__ = ["Endpoints", "Ports", "Stack", "StackError", "load_state", "stop_recorded"]
+__all__ = ["BACKING", "Endpoints", "Ports", "Stack", "StackError", "load_state", "stop_recorded"]

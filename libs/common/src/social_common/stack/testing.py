@@ -6,6 +6,7 @@ local), so the per-address rate limits of one test never spend another's.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import secrets
 import struct
@@ -17,10 +18,14 @@ from typing import Any
 
 import httpx
 import redis
+import redis.asyncio as aioredis
 from social.events.v1.events_pb2 import Envelope
 
+from social_common.db import create_pool
 from social_common.events import stream_for
 from social_common.redis import as_text
+from social_common.runner import Resources, ServiceSpec, Wiring
+from social_common.settings import Settings
 
 _addresses = itertools.count(1)
 
@@ -176,3 +181,17 @@ def published_events(redis_url: str, event_type: str, key: str) -> list[Envelope
         entries: Any = client.xrange(stream_for(event_type))
     found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
     return [e for e in found if e.key == key]
+
+
+async def wire_offline(service: str) -> Wiring:
+    """A service's wiring, as its runner makes it, with nothing reachable
+    behind it: wiring does no I/O (pools open and clients connect on first
+    use), so its routes, handlers and tasks can be inspected. Call it inside
+    an event loop: gRPC channels need one."""
+    spec: ServiceSpec = importlib.import_module(f"{service}.app").spec()
+    resources = Resources(
+        settings=Settings.from_env(service),
+        redis=aioredis.Redis(),
+        db=create_pool("postgresql://unused", min_size=1, max_size=1, name=service),
+    )
+    return spec.wire(resources)

@@ -1,0 +1,106 @@
+"""The roster (fleet.yaml) is the one list of the services, and what reads it agrees with it."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+
+import pytest
+from social.auth.v1.auth_pb2 import User
+from social_common.events import EventConsumer, make_envelope
+from social_common.fleet import RosterError, parse, roster
+from social_common.settings import Settings
+from social_common.stack.paths import REPO_ROOT
+from social_common.stack.testing import wire_offline
+
+
+def test_every_service_package_is_in_the_roster_and_every_roster_entry_has_one() -> None:
+    packages = {path.parent.name for path in (REPO_ROOT / "services").glob("*/pyproject.toml")}
+    assert packages == set(roster().names)
+
+
+def test_the_workspace_installs_every_service() -> None:
+    # uv needs the names written out; the roster decides which they are.
+    workspace = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    sources = workspace["tool"]["uv"]["sources"]
+    dev = set(workspace["dependency-groups"]["dev"])
+    for name in roster().names:
+        assert sources.get(name) == {"workspace": True}, name
+        assert name in dev, name
+
+
+def _consumed() -> dict[str, set[str]]:
+    """The event types each service's consumer group handles, read off its wiring."""
+
+    async def wired() -> dict[str, set[str]]:
+        consumed: dict[str, set[str]] = {}
+        for name in roster().names:
+            tasks = (await wire_offline(name)).background
+            owners = [getattr(task, "__self__", None) for task in tasks]
+            consumers = [owner for owner in owners if isinstance(owner, EventConsumer)]
+            consumed[name] = {event for consumer in consumers for event in consumer.handlers}
+        return consumed
+
+    return asyncio.run(wired())
+
+
+def test_each_service_consumes_exactly_the_events_the_roster_says() -> None:
+    assert _consumed() == {name: set(s.consumes) for name, s in roster().services.items()}
+
+
+def test_a_service_cannot_publish_an_event_the_roster_does_not_list() -> None:
+    make_envelope("posts", "post.created", "k", User())
+    with pytest.raises(ValueError, match="does not list"):
+        make_envelope("posts", "user.followed", "k", User())
+
+
+@pytest.mark.parametrize("environment", ["dev", "production"])
+def test_a_service_knows_exactly_its_roster_peers(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    monkeypatch.setenv("APP_ENV", environment)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db/social")
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    fleet = roster()
+    for name, service in fleet.services.items():
+        settings = Settings.from_env(name)
+        assert set(settings.peers) == set(service.peers)
+        ports = fleet.pod_ports if environment == "production" else service.ports
+        assert (settings.http_port, settings.grpc_port) == (ports.http, ports.grpc)
+        assert (settings.database_url is not None) == service.database
+
+
+_VALID = """
+pod_ports: {http: 8080, grpc: 9090}
+services:
+  one:
+    ports: {http: 8101, grpc: 9111}
+    database: true
+    publishes: [thing.made]
+    replicas: {min: 1, max: 2}
+  two:
+    ports: {http: 8102, grpc: 9112}
+    database: false
+    peers: [one]
+    consumes: [thing.made]
+    routes: [{prefix: /api/v1/two}]
+    replicas: {min: 1, max: 2}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("peers: [one]", "peers: [three]"), "not other services"),
+        (("peers: [one]", "peers: [two]"), "not other services"),
+        (("consumes: [thing.made]", "consumes: [thing.lost]"), "nobody publishes"),
+        (("http: 8102", "http: 8101"), "share a local port"),
+        (("{min: 1, max: 2}\n  two", "{min: 3, max: 2}\n  two"), "min <= max"),
+        (("{prefix: /api/v1/two}", "{glob: /api/*}"), "route kind"),
+        (("  two:", "  Two:"), "lower-case"),
+    ],
+)
+def test_a_roster_that_contradicts_itself_is_refused(change: tuple[str, str], message: str) -> None:
+    parse(_VALID)
+    with pytest.raises(RosterError, match=message):
+        parse(_VALID.replace(*change))
