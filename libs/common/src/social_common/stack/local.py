@@ -28,7 +28,8 @@ from social_common.migrations import ensure_service_schema
 from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
 from social_common.stack import processes
 from social_common.stack.gateway import Upstream, dev_config, write_gateway
-from social_common.stack.paths import binary, postgres_bin_dir
+from social_common.stack.paths import binary, postgres_install_dir
+from social_common.stack.postgres import data_home, install_for
 from social_common.stack.processes import Component, Probe, StackError
 
 DATABASE = "social"
@@ -288,17 +289,23 @@ class Stack:
             self._save()
         processes.wait_healthy(components, self.processes, timeout)
 
-    def _postgres(self) -> Component | None:
+    def _postgres(self, pginstall: Path | None = None) -> Component | None:
+        """PostgreSQL from ``pginstall`` (pgserver's by default), its data in the run
+        dir; as root it runs as nobody, and what nobody cannot reach is placed where
+        it can (see :mod:`social_common.stack.postgres`)."""
         if self.external.get("DATABASE_URL"):
             return None
-        bin_dir = postgres_bin_dir()
-        data = self.run_dir / "postgres"
+        pginstall = postgres_install_dir() if pginstall is None else pginstall
+        home = self.run_dir
         uid = processes.unprivileged_uid()
         if uid is not None:
-            _make_traversable(self.run_dir)
+            pginstall = install_for(pginstall, uid)
+            home = data_home(self.run_dir, uid)
+        bin_dir = pginstall / "bin"
+        data = home / "postgres"
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
-            password_file = self.run_dir / "pg-admin-password"
+            password_file = home / "pg-admin-password"
             password_file.write_text(DEV_PG_ADMIN_PASSWORD)
             if uid is not None:
                 os.chown(data, uid, -1)
@@ -512,17 +519,6 @@ class Stack:
         _stop_in_order(self.components)
         self.components = []
         self.state_file.unlink(missing_ok=True)
-
-
-def _make_traversable(run_dir: Path) -> None:
-    """PostgreSQL runs as another user here: it must be able to reach its data."""
-    run_dir.chmod(run_dir.stat().st_mode | 0o011)
-    for ancestor in run_dir.parents:
-        if not ancestor.stat().st_mode & 0o001:
-            raise StackError(
-                f"{ancestor} is not traversable by other users, so PostgreSQL (run as "
-                f"nobody, since we are root) cannot reach {run_dir}: chmod o+x {ancestor}"
-            )
 
 
 def load_state(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:

@@ -26,10 +26,10 @@ def binary(name: str) -> str:
     return found
 
 
-def postgres_bin_dir() -> Path:
-    """PostgreSQL 16's binaries, shipped inside the pgserver wheel."""
+def postgres_install_dir() -> Path:
+    """PostgreSQL 16 (bin, lib, share), shipped inside the pgserver wheel."""
     # Located, not imported: importing pgserver starts its own machinery.
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("pgserver is not installed: run `make install` (uv sync) first")
-    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    return Path(spec.submodule_search_locations[0]) / "pginstall"
