@@ -1,0 +1,323 @@
+{{/*
+The fleet's roster (fleet.yaml, a link to libs/common/src/social_common/fleet.yaml)
+as YAML: `include "social.fleet" . | fromYaml`. Every per-service template
+ranges over its services; nothing here lists them.
+*/}}
+{{- define "social.fleet" -}}
+{{- $fleet := .Files.Get "fleet.yaml" | fromYaml -}}
+{{- if or (hasKey $fleet "Error") (not $fleet.services) (not $fleet.pod_ports) -}}
+{{- fail "fleet.yaml (a link to libs/common/src/social_common/fleet.yaml) is missing or has no services" -}}
+{{- end -}}
+{{- toYaml $fleet -}}
+{{- end -}}
+
+{{/*
+Top-level values keys of the chart itself; every other key must be a roster
+service (its overrides), so that a typo such as `--set post.image.tag=X`
+fails instead of silently doing nothing.
+*/}}
+{{- define "social.chartKeys" -}}
+{{- list "global" "clusterDomain" "serviceDefaults" "gateway" "database" "redis" "objects" "networkPolicy" | toJson -}}
+{{- end -}}
+
+{{/* Fails on values sections that are neither chart keys nor roster services. */}}
+{{- define "social.checkValues" -}}
+{{- $fleet := include "social.fleet" . | fromYaml -}}
+{{- $chartKeys := include "social.chartKeys" . | fromJsonArray -}}
+{{- range $name, $_ := $fleet.services -}}
+{{- if has $name $chartKeys -}}
+{{- fail (printf "fleet.yaml: a service may not be named %q, a key of the chart's values" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $_ := .Values -}}
+{{- if not (or (has $key $chartKeys) (hasKey $fleet.services $key)) -}}
+{{- fail (printf "values: %q is neither a service of fleet.yaml (%s) nor a setting of the chart" $key (keys $fleet.services | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+One service's settings: serviceDefaults, overridden by the section named
+after it. Call with (dict "root" $ "name" $name); use with fromYaml.
+*/}}
+{{- define "social.serviceValues" -}}
+{{- $own := index .root.Values .name | default dict -}}
+{{- toYaml (mergeOverwrite (deepCopy .root.Values.serviceDefaults) (deepCopy $own)) -}}
+{{- end -}}
+
+{{- define "social.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Labels of one object. Call with (dict "root" $ "name" <app> "component"
+<server|migration|gateway> ["version" <image tag>]). Only workloads carry
+their image's tag as version: changing one service's tag then changes only
+that service's Deployment and migration Job.
+*/}}
+{{- define "social.labels" -}}
+{{ include "social.selectorLabels" . }}
+app.kubernetes.io/part-of: social
+app.kubernetes.io/version: {{ .version | default .root.Chart.AppVersion | toString | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ include "social.chart" .root }}
+{{- end -}}
+
+{{- define "social.selectorLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* An image's tag: its own, else global.image.tag (the fleet's release), else the chart's appVersion. Call with (dict "root" $ "image" <image values>). */}}
+{{- define "social.imageTag" -}}
+{{- .image.tag | default .root.Values.global.image.tag | default .root.Chart.AppVersion | toString -}}
+{{- end -}}
+
+{{/*
+An image reference: [<registry>/]<repository>:<tag>[@<digest>]. Call with
+(dict "root" $ "image" <image values> "repository" <default repository>).
+*/}}
+{{- define "social.image" -}}
+{{- $registry := .image.registry | default .root.Values.global.image.registry -}}
+{{- $repository := .image.repository | default .repository -}}
+{{- $ref := printf "%s:%s" $repository (include "social.imageTag" .) -}}
+{{- if $registry -}}{{- $ref = printf "%s/%s" (trimSuffix "/" $registry) $ref -}}{{- end -}}
+{{- if .image.digest -}}{{- $ref = printf "%s@%s" $ref .image.digest -}}{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{- define "social.imagePullPolicy" -}}
+{{- .image.pullPolicy | default .root.Values.global.image.pullPolicy -}}
+{{- end -}}
+
+{{/* An integer, or a percentage string: for maxUnavailable and the like. */}}
+{{- define "social.intOrString" -}}
+{{- if kindIs "string" . -}}{{ . | quote }}{{- else -}}{{ int . }}{{- end -}}
+{{- end -}}
+
+{{/* The pod's securityContext. Call with the section's securityContext values. */}}
+{{- define "social.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ int .runAsUser }}
+runAsGroup: {{ int .runAsGroup }}
+fsGroup: {{ int .fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- if eq (int .runAsUser) 0 }}
+{{- fail "securityContext.runAsUser: no container of this chart runs as root" }}
+{{- end }}
+{{- end -}}
+
+{{/* Every container's securityContext. */}}
+{{- define "social.containerSecurityContext" -}}
+runAsNonRoot: true
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+Spread over zones and nodes, both ScheduleAnyway: a preference the scheduler
+weighs, never a rule that leaves pods pending. DoNotSchedule on zones would
+stop scaling while a zone is down or full, and on nodes it counts every node
+the pod could land on, so one full or cordoned node holding none of the pods
+would block rollouts and scale-ups (and the cluster autoscaler's new, empty
+node makes that worse). matchLabelKeys spreads each rollout's ReplicaSet on
+its own. Call with (dict "root" $ "name" <app> "component" <c> "values" <section>).
+*/}}
+{{- define "social.topologySpread" -}}
+{{- if .values.topologySpread.enabled }}
+{{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+- topologyKey: {{ $key }}
+  maxSkew: {{ int $.values.topologySpread.maxSkew }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels: {{- include "social.selectorLabels" $ | nindent 6 }}
+  matchLabelKeys: [pod-template-hash]
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The shared pod-spec tail: scheduling constraints. Call like social.topologySpread. */}}
+{{- define "social.scheduling" -}}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .root.Values.global.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (include "social.topologySpread" .) }}
+topologySpreadConstraints: {{- . | trim | nindent 2 }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A service's environment, as `env:` entries sorted by name. The chart's own
+variables, then the section's `env` (which overrides them). Call with
+(dict "root" $ "name" <service> "service" <roster entry> "values" <section>
+"fleet" <roster>).
+*/}}
+{{- define "social.serviceEnv" -}}
+{{- $root := .root -}}
+{{- $svc := .service -}}
+{{- $cfg := .values -}}
+{{- $ports := .fleet.pod_ports -}}
+{{- $env := dict
+  "APP_ENV" "production"
+  "BIND_HOST" "0.0.0.0"
+  "HTTP_PORT" (toString (int $ports.http))
+  "GRPC_PORT" (toString (int $ports.grpc))
+  "LOG_LEVEL" $cfg.logLevel
+  "SHUTDOWN_DELAY_SECONDS" (toString $cfg.shutdown.delaySeconds)
+  "SHUTDOWN_GRACE_SECONDS" (toString $cfg.shutdown.graceSeconds)
+  "REDIS_URL" (dict "secretKeyRef" (dict "name" $root.Values.redis.existingSecret "key" $root.Values.redis.key))
+-}}
+{{- /* Exactly the roster's peers, each through its headless Service: the gRPC
+     client resolves every ready pod and balances round-robin over them. */ -}}
+{{- range $peer := $svc.peers -}}
+{{- $_ := set $env (printf "%s_GRPC_ADDR" (upper $peer)) (printf "dns:///%s-headless.%s.svc.%s:%d" $peer $root.Release.Namespace $root.Values.clusterDomain (int $ports.grpc)) -}}
+{{- end -}}
+{{- if $svc.database -}}
+{{- $secret := $cfg.databaseSecret.name | default $root.Values.database.existingSecret -}}
+{{- $key := $cfg.databaseSecret.key | default (printf "%s-url" .name) -}}
+{{- $_ := set $env "DATABASE_URL" (dict "secretKeyRef" (dict "name" $secret "key" $key)) -}}
+{{- $_ := set $env "DB_POOL_MIN" (toString (int $cfg.databasePool.min)) -}}
+{{- $_ := set $env "DB_POOL_MAX" (toString (int $cfg.databasePool.max)) -}}
+{{- end -}}
+{{- if $svc.objects -}}
+{{- $objects := $root.Values.objects -}}
+{{- with $objects.endpointUrl }}{{ $_ := set $env "S3_ENDPOINT_URL" . }}{{ end -}}
+{{- $_ := set $env "S3_REGION" (required "objects.region is required" $objects.region) -}}
+{{- $_ := set $env "S3_BUCKET" (required "objects.bucket is required" $objects.bucket) -}}
+{{- $_ := set $env "MEDIA_PUBLIC_BASE_URL" (required "objects.publicBaseUrl is required" $objects.publicBaseUrl) -}}
+{{- with $objects.existingSecret -}}
+{{- $_ := set $env "S3_ACCESS_KEY_ID" (dict "secretKeyRef" (dict "name" . "key" $objects.accessKeyIdKey)) -}}
+{{- $_ := set $env "S3_SECRET_ACCESS_KEY" (dict "secretKeyRef" (dict "name" . "key" $objects.secretAccessKeyKey)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $name, $value := $cfg.env -}}
+{{- $_ := set $env $name (ternary $value (toString $value) (kindIs "map" $value)) -}}
+{{- end -}}
+{{- range $name, $value := $env }}
+- name: {{ $name }}
+{{- if kindIs "map" $value }}
+  valueFrom: {{- toYaml $value | nindent 4 }}
+{{- else }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* A service's /tmp: the root filesystem is read-only. */}}
+{{- define "social.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .tmpSizeLimit }}
+{{- end -}}
+
+{{/* NetworkPolicy egress rule for DNS. */}}
+{{- define "social.dnsEgress" -}}
+{{- $dns := .Values.networkPolicy.dns -}}
+- to:
+    - namespaceSelector: {{- toYaml $dns.namespaceSelector | nindent 8 }}
+      podSelector: {{- toYaml $dns.podSelector | nindent 8 }}
+    {{- range $dns.cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end -}}
+
+{{/* NetworkPolicy egress rule to CIDRs on ports. Call with a networkPolicy section ({cidrs, ports}). */}}
+{{- define "social.cidrEgress" -}}
+{{- if and .cidrs .ports -}}
+- to:
+    {{- range .cidrs }}
+    - ipBlock: {cidr: {{ . | quote }}}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - {port: {{ int . }}, protocol: TCP}
+    {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* NetworkPolicy peer for the monitoring pods. */}}
+{{- define "social.monitoringPeer" -}}
+{{- $m := .Values.networkPolicy.monitoring -}}
+- namespaceSelector: {{- toYaml $m.namespaceSelector | nindent 4 }}
+  podSelector: {{- toYaml $m.podSelector | nindent 4 }}
+{{- end -}}
+
+{{/* An HPA's metrics. Call with the autoscaling values. */}}
+{{- define "social.hpaMetrics" -}}
+- type: Resource
+  resource:
+    name: cpu
+    target:
+      type: Utilization
+      averageUtilization: {{ int .targetCPUUtilizationPercentage }}
+{{- with .targetMemoryUtilizationPercentage }}
+- type: Resource
+  resource:
+    name: memory
+    target:
+      type: Utilization
+      averageUtilization: {{ int . }}
+{{- end }}
+{{- end -}}
+
+{{/* Fails when autoscaling cannot work: no CPU request, or min above max. */}}
+{{- define "social.checkAutoscaling" -}}
+{{- if .values.autoscaling.enabled -}}
+{{- if not (and .values.resources .values.resources.requests .values.resources.requests.cpu) -}}
+{{- fail (printf "%s: autoscaling on CPU needs resources.requests.cpu" .name) -}}
+{{- end -}}
+{{- if and .values.autoscaling.targetMemoryUtilizationPercentage (not .values.resources.requests.memory) -}}
+{{- fail (printf "%s: autoscaling on memory needs resources.requests.memory" .name) -}}
+{{- end -}}
+{{- if gt (int .min) (int .max) -}}
+{{- fail (printf "%s: autoscaling.minReplicas (%d) is above maxReplicas (%d)" .name (int .min) (int .max)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The gateway's ports, as files/envoy.yaml's listeners have them. */}}
+{{- define "social.gatewayPorts" -}}
+{{- dict "http" 8000 "ops" 9902 | toJson -}}
+{{- end -}}
+
+{{/*
+The OpenAPI document (files/openapi.yaml, a link to gateway/openapi.yaml) as
+JSON. Helm's YAML parser follows YAML 1.1, where a bare y, n, yes, no, on or
+off is a boolean (the project's PyYAML, and YAML 1.2, read a string): a name
+that reads as a boolean fails the render rather than serve a wrong document.
+*/}}
+{{- define "social.openapiJson" -}}
+{{- $text := .Files.Get "files/openapi.yaml" -}}
+{{- $openapi := $text | fromYaml -}}
+{{- if or (not $openapi) (hasKey $openapi "Error") -}}
+{{- fail "files/openapi.yaml (a link to gateway/openapi.yaml) is missing or not YAML" -}}
+{{- end -}}
+{{- $json := toJson $openapi -}}
+{{- if or (regexMatch `"(true|false)":` $json) (regexMatch `"required":\[[^\]]*\b(true|false)\b` $json) -}}
+{{- fail "files/openapi.yaml: a name reads as a boolean in YAML 1.1 (y/n/yes/no/on/off): quote it in gateway/openapi.yaml" -}}
+{{- end -}}
+{{- $json -}}
+{{- end -}}
