@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 from social_common.migrations import (
     MigrationError,
     apply_migrations,
@@ -124,3 +129,43 @@ def test_service_roles_own_only_their_schema(stack: Endpoints) -> None:
             " WHERE nspname IN ('auth', 'posts', 'messages', 'media') ORDER BY 1"
         ).fetchall()
     assert rows == [(name, name) for name in ("auth", "media", "messages", "posts")]
+
+
+def _run_migrate(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m <service> migrate`, as the chart's migration Job runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", service, "migrate"],
+        env={"PATH": os.environ["PATH"], "APP_ENV": "test", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_migrate_given_an_admin_url_makes_the_role_and_schema_of_a_fresh_database(
+    stack: Endpoints,
+) -> None:
+    database = f"fresh_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(stack.database_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    admin = with_credentials(
+        stack.database_admin_url,
+        urlsplit(stack.database_admin_url).username or "",
+        urlsplit(stack.database_admin_url).password or "",
+        database,
+    )
+    # The role exists already (roles belong to the server): same name, same password.
+    own = with_credentials(stack.database_urls["messages"], "messages", "dev-messages", database)
+    env = {"DATABASE_URL": own, "DATABASE_ADMIN_URL": admin}
+
+    result = _run_migrate("messages", env)
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(own) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'messages'")
+        assert {"messages", "outbox"} <= {row[0] for row in tables}
+
+    wrong = {**env, "DATABASE_URL": own.replace("messages:", "posts:", 1)}
+    refused = _run_migrate("messages", wrong)
+    assert refused.returncode != 0
+    assert "must name the role 'messages'" in refused.stderr

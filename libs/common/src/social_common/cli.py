@@ -5,17 +5,28 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
+from urllib.parse import unquote, urlsplit
 
 from social_common.logging import configure_logging, get_logger
-from social_common.migrations import apply_migrations, load_migrations
+from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
 from social_common.runner import ServiceSpec, run_service
 from social_common.settings import Settings, SettingsError
 
 
 def migrate(spec: ServiceSpec, settings: Settings) -> list[str]:
-    """Applies the service's pending migrations as its own role; returns their names."""
+    """Applies the service's pending migrations as its own role; returns their names.
+    Given an administrator's URL, first makes (or updates) that role, named after
+    the service, and its schema: a fresh database needs nothing done by hand."""
     if settings.database_url is None:
         raise SettingsError(f"{spec.name} has no database to migrate")
+    if settings.database_admin_url:
+        own = urlsplit(settings.database_url)
+        if own.username != spec.name or not own.password:
+            raise SettingsError(
+                f"DATABASE_URL must name the role {spec.name!r} with its password "
+                "for DATABASE_ADMIN_URL to make it"
+            )
+        ensure_service_schema(settings.database_admin_url, spec.name, unquote(own.password))
     migrations = load_migrations(resources.files(spec.name) / "migrations")
     applied = apply_migrations(settings.database_url, spec.name, migrations)
     if spec.publishes_events:
@@ -44,6 +55,10 @@ def service_main(spec: ServiceSpec, argv: list[str] | None = None) -> None:
         return
     configure_logging(spec.name, settings.log_level)
     if args.command == "migrate":
-        get_logger(__name__).info("migrated", applied=migrate(spec, settings))
+        try:
+            applied = migrate(spec, settings)
+        except SettingsError as exc:
+            sys.exit(f"{spec.name}: {exc}")
+        get_logger(__name__).info("migrated", applied=applied)
     else:
         spec.commands[args.command](settings)

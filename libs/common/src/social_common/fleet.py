@@ -124,3 +124,8 @@ def parse(text: str) -> Fleet:
 def roster() -> Fleet:
     """The fleet as ``fleet.yaml`` describes it."""
     return parse(resources.files("social_common").joinpath("fleet.yaml").read_text())
+
+
+if __name__ == "__main__":
+    # `python -m social_common.fleet`: the services' names, one a line (for scripts and CI).
+    print("\n".join(roster().names))

@@ -72,6 +72,9 @@ class Settings:
     http_port: int = 8000
     grpc_port: int = 9000
     database_url: str | None = field(default=None, repr=False)  # holds a password
+    # An administrator's URL of the same database, for `migrate` alone: then it
+    # first makes the service's role (DATABASE_URL's user and password) and schema.
+    database_admin_url: str | None = field(default=None, repr=False)
     db_pool_min: int = 2
     db_pool_max: int = 10
     redis_url: str = field(default=f"redis://127.0.0.1:{DEV_REDIS_PORT}/0", repr=False)
@@ -137,6 +140,7 @@ class Settings:
             http_port=env_int("HTTP_PORT", ports.http, maximum=65535),
             grpc_port=env_int("GRPC_PORT", ports.grpc, maximum=65535),
             database_url=database_url,
+            database_admin_url=os.environ.get("DATABASE_ADMIN_URL") or None,
             db_pool_min=env_int("DB_POOL_MIN", 2, minimum=1),
             db_pool_max=env_int("DB_POOL_MAX", 10, minimum=1),
             redis_url=redis_url,

@@ -24,7 +24,6 @@ from psycopg import sql
 
 from social_common.cli import migrate
 from social_common.fleet import roster
-from social_common.migrations import ensure_service_schema
 from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
 from social_common.stack import processes
 from social_common.stack.gateway import Upstream, dev_config, write_gateway
@@ -442,9 +441,15 @@ class Stack:
         )
         _ensure_database(server_admin, DATABASE)
         for name in roster().database_services:
-            ensure_service_schema(admin, name, f"dev-{name}")
             spec = importlib.import_module(f"{name}.app").spec()
-            migrate(spec, Settings(service=name, database_url=self.endpoints.database_urls[name]))
+            migrate(
+                spec,
+                Settings(
+                    service=name,
+                    database_url=self.endpoints.database_urls[name],
+                    database_admin_url=admin,
+                ),
+            )
         _ensure_bucket(self.endpoints)
 
     def _service(self, name: str, replica: int = 0) -> Component:
