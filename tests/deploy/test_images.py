@@ -886,7 +886,8 @@ def test_service_image_build_gives_a_working_service_with_only_its_runtime(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"usage: python -m {service}"), result.stdout
-    # Read-only root filesystem: starting writes nothing outside /tmp.
+    # The entry point imports the whole service: with the image's environment
+    # that writes nothing outside /tmp (its root filesystem is read-only).
     assert _files(image.root, image.host("/tmp")) == before
 
     venv = Path(argv[0]).parent.parent

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from psycopg import sql
+from social_common.fleet import roster
 from social_common.migrations import (
     MigrationError,
     apply_migrations,
@@ -123,12 +124,14 @@ def test_a_service_role_cannot_read_another_services_schema(stack: Endpoints) ->
 
 
 def test_service_roles_own_only_their_schema(stack: Endpoints) -> None:
+    services = sorted(roster().database_services)
     with psycopg.connect(stack.database_admin_url) as conn:
         rows = conn.execute(
             "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace"
-            " WHERE nspname IN ('auth', 'posts', 'messages', 'media') ORDER BY 1"
+            " WHERE nspname = ANY(%s) ORDER BY 1",
+            (services,),
         ).fetchall()
-    assert rows == [(name, name) for name in ("auth", "media", "messages", "posts")]
+    assert rows == [(name, name) for name in services]
 
 
 def _run_migrate(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -169,3 +172,29 @@ def test_migrate_given_an_admin_url_makes_the_role_and_schema_of_a_fresh_databas
     refused = _run_migrate("messages", wrong)
     assert refused.returncode != 0
     assert "must name the role 'messages'" in refused.stderr
+
+
+def test_an_administrator_that_is_no_superuser_makes_a_service_role_and_schema(
+    stack: Endpoints,
+) -> None:
+    # As a managed database has it (Cloud SQL): CREATEROLE, owner of the database.
+    admin, database, service = (f"{p}_{uuid.uuid4().hex[:8]}" for p in ("adm", "db", "svc"))
+    with psycopg.connect(stack.database_admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB PASSWORD 'adm-pw'").format(
+                sql.Identifier(admin)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(database), sql.Identifier(admin)
+            )
+        )
+    admin_url = with_credentials(stack.database_admin_url, admin, "adm-pw", database)
+    for password in ("first-pw", "second-pw"):  # made, then updated
+        ensure_service_schema(admin_url, service, password)
+    own = with_credentials(stack.database_admin_url, service, "second-pw", database)
+    with psycopg.connect(own) as conn:
+        conn.execute("CREATE TABLE things (id int)")
+        rows = conn.execute("SELECT schemaname FROM pg_tables WHERE tablename = 'things'")
+        assert rows.fetchall() == [(service,)]

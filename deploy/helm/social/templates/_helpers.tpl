@@ -63,6 +63,16 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ include "social.chart" .root }}
 {{- end -}}
 
+{{/*
+Labels of a pod template: no chart version, so a new chart rolls a pod only
+where the pod itself changes. Called as social.labels, with "version".
+*/}}
+{{- define "social.podLabels" -}}
+{{ include "social.selectorLabels" . }}
+app.kubernetes.io/part-of: social
+app.kubernetes.io/version: {{ .version | toString | trunc 63 | trimSuffix "-" | quote }}
+{{- end -}}
+
 {{- define "social.selectorLabels" -}}
 app.kubernetes.io/name: {{ .name }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
@@ -273,13 +283,8 @@ variables, then the section's `env` (which overrides them). Call with
     target:
       type: Utilization
       averageUtilization: {{ int .targetCPUUtilizationPercentage }}
-{{- with .targetMemoryUtilizationPercentage }}
-- type: Resource
-  resource:
-    name: memory
-    target:
-      type: Utilization
-      averageUtilization: {{ int . }}
+{{- with .metrics }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -289,18 +294,10 @@ variables, then the section's `env` (which overrides them). Call with
 {{- if not (and .values.resources .values.resources.requests .values.resources.requests.cpu) -}}
 {{- fail (printf "%s: autoscaling on CPU needs resources.requests.cpu" .name) -}}
 {{- end -}}
-{{- if and .values.autoscaling.targetMemoryUtilizationPercentage (not .values.resources.requests.memory) -}}
-{{- fail (printf "%s: autoscaling on memory needs resources.requests.memory" .name) -}}
-{{- end -}}
 {{- if gt (int .min) (int .max) -}}
 {{- fail (printf "%s: autoscaling.minReplicas (%d) is above maxReplicas (%d)" .name (int .min) (int .max)) -}}
 {{- end -}}
 {{- end -}}
-{{- end -}}
-
-{{/* The gateway's ports, as files/envoy.yaml's listeners have them. */}}
-{{- define "social.gatewayPorts" -}}
-{{- dict "http" 8000 "ops" 9902 | toJson -}}
 {{- end -}}
 
 {{/*
@@ -320,4 +317,51 @@ that reads as a boolean fails the render rather than serve a wrong document.
 {{- fail "files/openapi.yaml: a name reads as a boolean in YAML 1.1 (y/n/yes/no/on/off): quote it in gateway/openapi.yaml" -}}
 {{- end -}}
 {{- $json -}}
+{{- end -}}
+
+{{/*
+A HorizontalPodAutoscaler of a Deployment of the same name. Call with (dict
+"ctx" <labels context> "min" <n> "max" <n> "autoscaling" <autoscaling values>).
+*/}}
+{{- define "social.hpa" -}}
+{{- $root := .ctx.root -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ .ctx.name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels: {{- include "social.labels" .ctx | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ .ctx.name }}
+  minReplicas: {{ int .min }}
+  maxReplicas: {{ int .max }}
+  metrics: {{- include "social.hpaMetrics" .autoscaling | nindent 4 }}
+  {{- with .autoscaling.behavior }}
+  behavior: {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+A PodDisruptionBudget of the pods of a labels context: maxUnavailable, never
+0 (a drain would block). Call with (dict "ctx" <labels context> "budget"
+<podDisruptionBudget values>).
+*/}}
+{{- define "social.pdb" -}}
+{{- if has (toString .budget.maxUnavailable) (list "0" "0%" "<nil>" "") -}}
+{{- fail (printf "%s.podDisruptionBudget.maxUnavailable must let at least one pod go, or node drains block" .ctx.name) -}}
+{{- end -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .ctx.name }}
+  namespace: {{ .ctx.root.Release.Namespace }}
+  labels: {{- include "social.labels" .ctx | nindent 4 }}
+spec:
+  maxUnavailable: {{ include "social.intOrString" .budget.maxUnavailable }}
+  unhealthyPodEvictionPolicy: AlwaysAllow
+  selector:
+    matchLabels: {{- include "social.selectorLabels" .ctx | nindent 6 }}
 {{- end -}}

@@ -34,6 +34,13 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class GatewayPorts:
+    public: int
+    ops: int
+    admin: int
+
+
+@dataclass(frozen=True)
 class Route:
     kind: RouteKind
     value: str
@@ -57,6 +64,7 @@ class Service:
 @dataclass(frozen=True)
 class Fleet:
     pod_ports: Ports
+    gateway_ports: GatewayPorts
     services: dict[str, Service]
 
     @property
@@ -73,9 +81,19 @@ class Fleet:
         return sorted(routes, key=lambda sr: (ROUTE_ORDER.index(sr[1].kind), -len(sr[1].value)))
 
 
+# A service's keys: those it must have, and those it may.
+_REQUIRED = {"ports", "database", "replicas"}
+_OPTIONAL = {"objects", "peers", "publishes", "consumes", "routes", "timeout"}
+
+
 def _service(name: str, raw: dict[str, Any]) -> Service:
     if not _NAME.match(name):
         raise RosterError(f"{name!r}: a service name is lower-case letters and digits")
+    # A misspelt key would otherwise be a fact silently dropped (no S3, no peer).
+    if missing := _REQUIRED - raw.keys():
+        raise RosterError(f"{name}: missing {sorted(missing)}")
+    if unknown := raw.keys() - _REQUIRED - _OPTIONAL:
+        raise RosterError(f"{name}: unknown keys {sorted(unknown)}")
     routes = []
     for entry in raw.get("routes", []):
         ((kind, value),) = entry.items()
@@ -103,6 +121,7 @@ def parse(text: str) -> Fleet:
     raw = yaml.safe_load(text)
     fleet = Fleet(
         pod_ports=Ports(**raw["pod_ports"]),
+        gateway_ports=GatewayPorts(**raw["gateway_ports"]),
         services={name: _service(name, entry) for name, entry in raw["services"].items()},
     )
     published = {event for s in fleet.services.values() for event in s.publishes}

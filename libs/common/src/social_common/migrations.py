@@ -113,16 +113,24 @@ def ensure_service_schema(admin_conninfo: str, service: str, password: str) -> N
     the database and its ``public`` schema are closed to everyone else, so no
     role reaches what it was not given and no table lands in ``public`` by
     accident.
+
+    The administrator need not be a superuser (managed databases such as Cloud
+    SQL give none): a role with CREATEROLE that owns the database will do.
     """
     role = sql.Identifier(service)
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (service,)).fetchone()
-        verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
-        conn.execute(
-            sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-                verb, role, sql.Literal(password)
-            )
+        # Only a superuser may so much as name the SUPERUSER attribute in an
+        # ALTER; a role made here never had it.
+        statement = (
+            "ALTER ROLE {} LOGIN NOCREATEDB NOCREATEROLE PASSWORD {}"
+            if exists
+            else "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
         )
+        conn.execute(sql.SQL(statement).format(role, sql.Literal(password)))
+        # Giving a schema to a role takes being able to SET ROLE to it
+        # (PostgreSQL 16): a CREATEROLE creator has only the ADMIN option.
+        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {0} AUTHORIZATION {0}").format(role))
         conn.execute(sql.SQL("ALTER ROLE {0} SET search_path = {0}").format(role))
         database = sql.Identifier(conn.info.dbname)

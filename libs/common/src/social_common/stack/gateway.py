@@ -83,16 +83,16 @@ def kubernetes_config(
     port = fleet.pod_ports.http
     return GatewayConfig(
         listen_host="0.0.0.0",  # noqa: S104  # the pod's listener
-        listen_port=8000,
+        listen_port=fleet.gateway_ports.public,
         admin_host="127.0.0.1",
-        admin_port=9901,
+        admin_port=fleet.gateway_ports.admin,
         upstreams={
             name: Upstream(f"{name}-headless.{namespace}.svc.{cluster_domain}", port)
             for name in fleet.names
         },
         openapi_path="/etc/envoy/openapi.json",
         bench_ceiling=False,
-        ops_port=9902,
+        ops_port=fleet.gateway_ports.ops,
         health_check_interval="5s",
         max_connections=50000,
         xff_trusted_hops=xff_trusted_hops,
