@@ -87,6 +87,11 @@ class Manifest:
         return [o for o in self.objects if o["kind"] in ("Deployment", "Job")]
 
 
+# What an install must say (the chart has no default for them).
+REQUIRED = {"objects.bucket": "social-media", "objects.publicBaseUrl": "https://media.example.com"}
+REQUIRED_SETS = ("--set", ",".join(f"{key}={value}" for key, value in REQUIRED.items()))
+
+
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(HELM), *args], capture_output=True, text=True, check=False, timeout=120
@@ -97,7 +102,10 @@ def render_text(
     values: str = "values.yaml", namespace: str = "social", *extra: str
 ) -> subprocess.CompletedProcess[str]:
     return helm(
-        "template", RELEASE, str(CHART), "--namespace", namespace, "-f", str(CHART / values), *extra
+        "template",
+        RELEASE,
+        str(CHART),
+        *("--namespace", namespace, "-f", str(CHART / values), *REQUIRED_SETS, *extra),
     )
 
 
@@ -194,7 +202,7 @@ def egress_rules_on(policy: Obj, port: int) -> list[Obj]:
 
 @pytest.mark.parametrize("values", VALUES_FILES)
 def test_helm_lint_strict_passes(values: str) -> None:
-    result = helm("lint", "--strict", str(CHART), "-f", str(CHART / values))
+    result = helm("lint", "--strict", str(CHART), "-f", str(CHART / values), *REQUIRED_SETS)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "[WARNING]" not in output, output
@@ -295,6 +303,8 @@ def trivy_scan(
         tmp_path_factory.mktemp("trivy-cache"),
         "--ignorefile",
         str(CHART / ".trivyignore.yaml"),
+        "--helm-set",
+        REQUIRED_SETS[1],
     )
     return TrivyScan(report, root, tuple(workloads))
 
@@ -663,6 +673,14 @@ def test_only_migration_jobs_get_the_admin_url_and_only_when_given(fleet: Fleet)
             assert ref == {"name": "social-admin", "key": "admin-url"}
 
 
+@pytest.mark.parametrize("key", sorted(REQUIRED))
+def test_an_install_must_name_the_bucket_and_where_images_are_served(key: str) -> None:
+    others = ",".join(f"{k}={v}" for k, v in REQUIRED.items() if k != key)
+    result = helm("template", RELEASE, str(CHART), "--namespace", "social", "--set", others)
+    assert result.returncode != 0
+    assert f"{key} is required" in result.stderr
+
+
 def test_secrets_are_never_inline(renders: dict[tuple[str, str], Manifest]) -> None:
     secret = {
         "DATABASE_URL",
@@ -969,7 +987,7 @@ def test_a_name_yaml_1_1_reads_as_a_boolean_fails_the_render(tmp_path: Path) -> 
     openapi = chart / "files" / "openapi.yaml"
     openapi.unlink()
     openapi.write_text("openapi: 3.1.0\ncomponents:\n  schemas:\n    A: {required: [yes]}\n")
-    result = helm("template", RELEASE, str(chart), "--namespace", "social")
+    result = helm("template", RELEASE, str(chart), "--namespace", "social", *REQUIRED_SETS)
     assert result.returncode != 0
     assert "reads as a boolean" in result.stderr
 
@@ -994,7 +1012,7 @@ def test_a_service_added_to_the_roster_gets_its_objects(tmp_path: Path, fleet: F
     }
     (chart / "fleet.yaml").unlink()
     (chart / "fleet.yaml").write_text(yaml.safe_dump(raw))
-    result = helm("template", RELEASE, str(chart), "--namespace", "social")
+    result = helm("template", RELEASE, str(chart), "--namespace", "social", *REQUIRED_SETS)
     assert result.returncode == 0, result.stderr
     manifest = Manifest(tuple(d for d in yaml.safe_load_all(result.stdout) if d))
     keys = manifest.by_key()
@@ -1018,7 +1036,7 @@ def test_a_new_chart_version_rolls_no_pod(tmp_path: Path, default: Manifest) -> 
     meta = yaml.safe_load((chart / "Chart.yaml").read_text())
     meta["version"] = f"{meta['version']}-next"
     (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
-    result = helm("template", RELEASE, str(chart), "--namespace", "social")
+    result = helm("template", RELEASE, str(chart), "--namespace", "social", *REQUIRED_SETS)
     assert result.returncode == 0, result.stderr
     bumped = Manifest(tuple(d for d in yaml.safe_load_all(result.stdout) if d)).by_key()
     for owner in default.pod_owners():
