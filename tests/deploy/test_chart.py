@@ -13,8 +13,7 @@ import math
 import re
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 HELM = REPO / ".tools" / "bin" / "helm"
 CHART = REPO / "deploy" / "helm" / "social"
 GATEWAY = roster().gateway_ports
-TRIVY = Path(sys.executable).parent / "trivy"
+# The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
+TrivyConfig = Callable[..., dict[str, Any]]
 VALUES_FILES = ("values.yaml", "values-production.yaml", "values-dev.yaml")
 NAMESPACES = ("social", "social-staging")
 KUBERNETES_VERSION = "1.33"
@@ -46,9 +46,6 @@ CHART_KEYS = {
     "objects",
     "networkPolicy",
 }
-# Trivy without the network: the checks built into the binary, no update or
-# version lookups, no telemetry, a cache of its own.
-TRIVY_OFFLINE = ("--skip-check-update", "--skip-version-check", "--disable-telemetry")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -252,32 +249,6 @@ def _write_objects(manifest: Manifest, directory: Path) -> list[Path]:
     return paths
 
 
-def run_trivy(target: Path, cache: Path, *extra: str) -> Obj:
-    result = subprocess.run(
-        [
-            str(TRIVY),
-            "config",
-            *TRIVY_OFFLINE,
-            "--cache-dir",
-            str(cache),
-            "--quiet",
-            "--format",
-            "json",
-            "--include-non-failures",
-            *extra,
-            str(target),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        cwd=target,
-    )
-    assert result.returncode == 0, result.stderr
-    report: Obj = json.loads(result.stdout)
-    return report
-
-
 @dataclass(frozen=True)
 class TrivyScan:
     report: Obj
@@ -287,7 +258,9 @@ class TrivyScan:
 
 @pytest.fixture(scope="session")
 def trivy_scan(
-    renders: dict[tuple[str, str], Manifest], tmp_path_factory: pytest.TempPathFactory
+    renders: dict[tuple[str, str], Manifest],
+    trivy_config: TrivyConfig,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> TrivyScan:
     """Trivy on the chart (packaged, so that its links are followed: trivy does
     not follow them in a directory) and on every render, one file per object."""
@@ -298,9 +271,8 @@ def trivy_scan(
     for values in VALUES_FILES:  # one namespace: the others differ only in names
         written = _write_objects(renders[(values, "social")], root / "rendered" / values)
         workloads += [p for p in written if p.name.startswith(("Deployment-", "Job-"))]
-    report = run_trivy(
+    report = trivy_config(
         root,
-        tmp_path_factory.mktemp("trivy-cache"),
         "--ignorefile",
         str(CHART / ".trivyignore.yaml"),
         "--helm-set",
@@ -338,7 +310,7 @@ def test_trivy_scanned_the_chart_and_every_workload(trivy_scan: TrivyScan) -> No
     assert expected <= checked, sorted(expected - checked)
 
 
-def test_trivy_is_not_vacuous(tmp_path: Path) -> None:
+def test_trivy_is_not_vacuous(trivy_config: TrivyConfig, tmp_path: Path) -> None:
     """The same command flags a root, privileged pod."""
     target = tmp_path / "bad"
     target.mkdir()
@@ -366,7 +338,7 @@ def test_trivy_is_not_vacuous(tmp_path: Path) -> None:
             }
         )
     )
-    report = run_trivy(target, tmp_path / "cache", "--ignorefile", str(CHART / ".trivyignore.yaml"))
+    report = trivy_config(target, "--ignorefile", str(CHART / ".trivyignore.yaml"))
     found = failures(report, {"HIGH", "CRITICAL"})
     assert any("KSV-0017" in f for f in found), found  # privileged
 

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -37,6 +37,9 @@ from packaging.markers import Marker
 from social_common.fleet import roster
 from social_common.stack.gateway import kubernetes_config, openapi_document, render_envoy
 from social_common.stack.paths import binary
+
+# The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
+TrivyConfig = Callable[..., dict[str, Any]]
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_DOCKERFILES = sorted(REPO.glob("services/*/Dockerfile"))
@@ -675,29 +678,10 @@ def test_dockerfile_is_hadolint_clean(dockerfile: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _trivy(target: Path, cache_dir: Path) -> list[dict[str, Any]]:
-    """trivy's Dockerfile checks, offline: the checks embedded in the binary."""
-    trivy = Path(sys.executable).parent / "trivy"
-    result = _run_tool(
-        [
-            str(trivy),
-            "config",
-            "--quiet",
-            "--skip-check-update",
-            "--skip-version-check",
-            "--disable-telemetry",
-            "--cache-dir",
-            str(cache_dir),
-            "--misconfig-scanners",
-            "dockerfile",
-            "--include-non-failures",
-            "--format",
-            "json",
-            str(target),
-        ]
+def _dockerfile_checks(trivy_config: TrivyConfig, target: Path) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = trivy_config(target, "--misconfig-scanners", "dockerfile").get(
+        "Results", []
     )
-    assert result.returncode == 0, result.stderr
-    results: list[dict[str, Any]] = json.loads(result.stdout).get("Results", [])
     return results
 
 
@@ -712,16 +696,16 @@ def _failures(results: list[dict[str, Any]]) -> tuple[list[str], int]:
     return failed, ran
 
 
-def test_trivy_really_checks_dockerfiles_offline(tmp_path: Path) -> None:
+def test_trivy_really_checks_dockerfiles_offline(trivy_config: TrivyConfig, tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM debian:latest\nRUN apt-get update && apt-get install -y curl\n")
-    failed, _ = _failures(_trivy(bad, tmp_path / "cache"))
+    failed, _ = _failures(_dockerfile_checks(trivy_config, bad))
     assert any("DS-0002" in failure for failure in failed), failed  # runs as root
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
-def test_trivy_finds_no_misconfiguration(dockerfile: Path, tmp_path: Path) -> None:
-    failed, ran = _failures(_trivy(dockerfile, tmp_path / "cache"))
+def test_trivy_finds_no_misconfiguration(trivy_config: TrivyConfig, dockerfile: Path) -> None:
+    failed, ran = _failures(_dockerfile_checks(trivy_config, dockerfile))
     assert ran > 10, "trivy evaluated no Dockerfile checks"
     assert failed == [], "\n".join(failed)
 
