@@ -793,6 +793,8 @@ def test_migration_jobs_are_hooks_with_their_own_account_and_policy(
         deployment = default.get("Deployment", name)
         assert container(job)["image"] == container(deployment)["image"]
         assert env_of(job)["DATABASE_URL"] == env_of(deployment)["DATABASE_URL"]
+        # What `migrate` reads, and no credential only serving needs.
+        assert set(env_of(job)) == {"APP_ENV", "LOG_LEVEL", "DATABASE_URL"}
         assert pod_spec(job)["restartPolicy"] == "Never"
         for key in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
             assert job["spec"][key] > 0

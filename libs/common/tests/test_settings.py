@@ -47,3 +47,12 @@ def test_malformed_settings_are_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=message):
         Settings.from_env("auth")
+
+
+def test_only_serving_requires_redis_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://posts:secret@db:5432/social")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert Settings.from_env("posts", needs_redis=False).database_url is not None
+    with pytest.raises(SettingsError, match="REDIS_URL must be set"):
+        Settings.from_env("posts")

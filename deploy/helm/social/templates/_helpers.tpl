@@ -203,9 +203,7 @@ variables, then the section's `env` (which overrides them). Call with
 {{- $_ := set $env (printf "%s_GRPC_ADDR" (upper $peer)) (printf "dns:///%s-headless.%s.svc.%s:%d" $peer $root.Release.Namespace $root.Values.clusterDomain (int $ports.grpc)) -}}
 {{- end -}}
 {{- if $svc.database -}}
-{{- $secret := $cfg.databaseSecret.name | default $root.Values.database.existingSecret -}}
-{{- $key := $cfg.databaseSecret.key | default (printf "%s-url" .name) -}}
-{{- $_ := set $env "DATABASE_URL" (dict "secretKeyRef" (dict "name" $secret "key" $key)) -}}
+{{- $_ := set $env "DATABASE_URL" (include "social.databaseUrl" . | fromJson) -}}
 {{- $_ := set $env "DB_POOL_MIN" (toString (int $cfg.databasePool.min)) -}}
 {{- $_ := set $env "DB_POOL_MAX" (toString (int $cfg.databasePool.max)) -}}
 {{- end -}}
@@ -223,7 +221,37 @@ variables, then the section's `env` (which overrides them). Call with
 {{- range $name, $value := $cfg.env -}}
 {{- $_ := set $env $name (ternary $value (toString $value) (kindIs "map" $value)) -}}
 {{- end -}}
-{{- range $name, $value := $env }}
+{{- include "social.envEntries" $env -}}
+{{- end -}}
+
+{{/*
+A migration Job's environment: what `migrate` reads, and nothing of what
+only serving needs (Redis, the object store's keys, the peers). Call with
+(dict "root" $ "name" <service> "values" <section>).
+*/}}
+{{- define "social.migrationEnv" -}}
+{{- $env := dict
+  "APP_ENV" "production"
+  "LOG_LEVEL" .values.logLevel
+  "DATABASE_URL" (include "social.databaseUrl" . | fromJson)
+-}}
+{{- $admin := .root.Values.database.adminSecret -}}
+{{- with $admin.name -}}
+{{- $_ := set $env "DATABASE_ADMIN_URL" (dict "secretKeyRef" (dict "name" . "key" $admin.key)) -}}
+{{- end -}}
+{{- include "social.envEntries" $env -}}
+{{- end -}}
+
+{{/* Where a service's DATABASE_URL comes from, as JSON. Call with (dict "root" $ "name" <service> "values" <section>). */}}
+{{- define "social.databaseUrl" -}}
+{{- $secret := .values.databaseSecret.name | default .root.Values.database.existingSecret -}}
+{{- $key := .values.databaseSecret.key | default (printf "%s-url" .name) -}}
+{{- dict "secretKeyRef" (dict "name" $secret "key" $key) | toJson -}}
+{{- end -}}
+
+{{/* `env:` entries from a map of name to value (a string, or a valueFrom map), sorted by name. */}}
+{{- define "social.envEntries" -}}
+{{- range $name, $value := . }}
 - name: {{ $name }}
 {{- if kindIs "map" $value }}
   valueFrom: {{- toYaml $value | nindent 4 }}

@@ -47,7 +47,8 @@ def service_main(spec: ServiceSpec, argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env(spec.name)
+        # Only serving uses Redis: a migration Job need not be given it.
+        settings = Settings.from_env(spec.name, needs_redis=args.command == "serve")
     except SettingsError as exc:
         sys.exit(f"{spec.name}: {exc}")
     if args.command == "serve":

@@ -100,7 +100,9 @@ class Settings:
     jwks_cache_seconds: int = 300
 
     @classmethod
-    def from_env(cls, service: str) -> Settings:
+    def from_env(cls, service: str, *, needs_redis: bool = True) -> Settings:
+        """The settings of ``service`` from the environment. A command that
+        does not serve (``migrate``) may leave REDIS_URL unset in production."""
         environment = env_str("APP_ENV", "dev")
         if environment not in _ENVIRONMENTS:
             raise SettingsError(f"APP_ENV must be one of {', '.join(_ENVIRONMENTS)}")
@@ -116,8 +118,11 @@ class Settings:
             database_url = env_str(
                 "DATABASE_URL", None if production else dev_database_url(service)
             )
-        redis_url = env_str(
-            "REDIS_URL", None if production else f"redis://127.0.0.1:{DEV_REDIS_PORT}/0"
+        redis_default = None if production else f"redis://127.0.0.1:{DEV_REDIS_PORT}/0"
+        redis_url = (
+            env_str("REDIS_URL", redis_default)
+            if needs_redis
+            else os.environ.get("REDIS_URL") or redis_default or ""
         )
         if production:
             for name, url in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
