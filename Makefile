@@ -7,7 +7,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 # Trust the platform's certificate store too (registries behind a TLS proxy).
 export UV_SYSTEM_CERTS ?= 1
 PY := $(CURDIR)/.venv/bin/python
-STACK := $(PY) -m social_common.stack
+STACK := $(PY) -m social_stack
 # Processes per service on one machine, as pods: `make up REPLICAS=posts=2`.
 REPLICAS ?=
 STACK_START_FLAGS := $(if $(REPLICAS),--replicas $(REPLICAS))
@@ -66,7 +66,7 @@ chart: install ## Render the chart's gateway config from gateway/envoy.yaml.j2 a
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy libs/common/src libs/common/tests services tools tests
+	$(PY) -m mypy libs/common/src libs/stack/src libs/common/tests services tools tests
 	.venv/bin/buf lint
 
 format: install ## Apply ruff's fixes and formatting

@@ -1,3 +1,3 @@
 """Workspace-wide pytest set-up: the `stack` fixture starts the real components."""
 
-pytest_plugins = ["social_common.stack.pytest_plugin"]
+pytest_plugins = ["social_stack.pytest_plugin"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 from social_common.fleet import roster
-from social_common.stack.local import Endpoints, Ports, Stack
+from social_stack.local import Endpoints, Ports, Stack
 
 
 def test_a_stack_given_urls_starts_only_the_services_and_gateway(stack: Endpoints) -> None:

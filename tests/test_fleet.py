@@ -8,8 +8,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from social_common.fleet import roster
-from social_common.stack.gateway import openapi_document
-from social_common.stack.local import Endpoints
+from social_stack.gateway import openapi_document
+from social_stack.local import Endpoints
 
 
 @pytest.mark.parametrize("service", roster().names)

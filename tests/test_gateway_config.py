@@ -14,7 +14,7 @@ import pytest
 import yaml
 from social_common.fleet import roster
 from social_common.rest import PLATFORM_PATHS
-from social_common.stack.gateway import (
+from social_stack.gateway import (
     CHART_ENVOY_YAML,
     GatewayConfig,
     Upstream,
@@ -24,8 +24,8 @@ from social_common.stack.gateway import (
     render_envoy,
     write_gateway,
 )
-from social_common.stack.paths import binary
-from social_common.stack.testing import wire_offline
+from social_stack.paths import binary
+from social_stack.testing import wire_offline
 
 
 def _dev(tmp_path: Path) -> GatewayConfig:

@@ -7,8 +7,8 @@ import asyncio
 from openapi_spec_validator import validate
 from social_common.fleet import roster
 from social_common.rest import PLATFORM_PATHS, Readiness, build_app
-from social_common.stack.gateway import openapi_document
-from social_common.stack.testing import wire_offline
+from social_stack.gateway import openapi_document
+from social_stack.testing import wire_offline
 from starlette.routing import Route, WebSocketRoute
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from social_common.peers import channel, token_verifier
 from social_common.settings import Settings
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import create_account
 from social_common.tokens import InvalidToken
+from social_stack.local import Endpoints
+from social_stack.testing import create_account
 
 
 def test_a_peer_verifies_real_tokens_and_refuses_others(stack: Endpoints) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from social_common.stack import processes
-from social_common.stack.local import (
+from social_stack import processes
+from social_stack.local import (
     DATABASE,
     DEV_PG_ADMIN_PASSWORD,
     Ports,
@@ -23,8 +23,8 @@ from social_common.stack.local import (
     _ensure_database,
     with_credentials,
 )
-from social_common.stack.paths import postgres_install_dir
-from social_common.stack.postgres import (
+from social_stack.paths import postgres_install_dir
+from social_stack.postgres import (
     CACHE_ROOT,
     STATE_ROOT,
     data_home,

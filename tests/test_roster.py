@@ -10,8 +10,8 @@ import pytest
 from social_common.events import EventConsumer
 from social_common.fleet import RosterError, parse, roster
 from social_common.settings import Settings
-from social_common.stack.paths import REPO_ROOT
-from social_common.stack.testing import wire_offline
+from social_stack.paths import REPO_ROOT
+from social_stack.testing import wire_offline
 
 
 def test_every_service_package_is_in_the_roster_and_every_roster_entry_has_one() -> None:

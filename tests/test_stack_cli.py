@@ -13,7 +13,7 @@ import pytest
 
 def _stack(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "social_common.stack", "--run-dir", str(run_dir), *args],
+        [sys.executable, "-m", "social_stack", "--run-dir", str(run_dir), *args],
         capture_output=True,
         text=True,
         check=False,

@@ -8,8 +8,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from social_common.stack.local import Endpoints, load_state, stop_recorded
-from social_common.stack.processes import Component, Probe, StackError, ensure_ports_free
+from social_stack.local import Endpoints, load_state, stop_recorded
+from social_stack.processes import Component, Probe, StackError, ensure_ports_free
 
 
 def test_a_port_in_use_is_refused_before_anything_starts() -> None:

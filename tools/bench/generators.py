@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from social_common.stack.paths import binary
+from social_stack.paths import binary
 
 if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
     from bench import observe

@@ -6,7 +6,7 @@ what the realtime scenarios read of a process: its resident memory and
 open-files limit (/proc).
 
 Processes and metrics addresses come from the state file of the stack
-`make up` started (.run/stack.json, see social_common.stack.local).
+`make up` started (.run/stack.json, see social_stack.local).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from social_common.stack.local import Endpoints, load_state
-from social_common.stack.paths import DEFAULT_RUN_DIR, binary
-from social_common.stack.processes import Component, StackError, is_running
+from social_stack.local import Endpoints, load_state
+from social_stack.paths import DEFAULT_RUN_DIR, binary
+from social_stack.processes import Component, StackError, is_running
 
 # Events are done when no more are handled for this long.
 SETTLE_QUIET_S = 1.0

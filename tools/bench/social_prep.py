@@ -10,7 +10,7 @@ The dataset (BENCH_SOCIAL_USERS accounts, 1,000 by default):
     drawn with the same Zipf weights (so the popular are followed by most:
     the first by ~94% of users with 20 each, the median user by ~2).
   * Posts, each with its own freshly uploaded 16x16 PNG
-    (social_common.stack.testing.png(), ~90 bytes; its stored renditions a
+    (social_stack.testing.png(), ~90 bytes; its stored renditions a
     few hundred bytes): SEED_POPULAR_POSTS each for the SEED_POPULAR most
     popular users, SEED_OTHER_POSTS for the others (1,900 by default). Both
     are at most the post burst (10), so seeding never waits for a limit.
@@ -59,8 +59,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from media.config import MediaConfig
 from posts.config import PostsConfig
-from social_common.stack.paths import DEFAULT_RUN_DIR
-from social_common.stack.testing import png
+from social_stack.paths import DEFAULT_RUN_DIR
+from social_stack.testing import png
 
 if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
     from bench import stackapi

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from social_common.cache import REQUESTS, Broadcast, Entry, LocalCache, TieredCache
-from social_common.stack.local import Endpoints
+from social_stack.local import Endpoints
 
 
 def _run(stack: Endpoints, scenario: Callable[[aioredis.Redis], Awaitable[None]]) -> None:

@@ -23,7 +23,7 @@ from social_common.events import (
     stream_for,
 )
 from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
-from social_common.stack.local import Endpoints, with_credentials
+from social_stack.local import Endpoints, with_credentials
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import httpx
 import redis.asyncio as aioredis
 from social_common.idempotency import Idempotency
 from social_common.rest import Readiness, build_app, read_body
-from social_common.stack.local import Endpoints
+from social_stack.local import Endpoints
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route

@@ -20,7 +20,7 @@ from social_common.migrations import (
     ensure_service_schema,
     load_migrations,
 )
-from social_common.stack.local import Endpoints, with_credentials
+from social_stack.local import Endpoints, with_credentials
 
 
 def _new_service(stack: Endpoints) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from social_common.ratelimit import (
     RateLimitResult,
     raise_if_limited,
 )
-from social_common.stack.local import Endpoints
+from social_stack.local import Endpoints
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from social_common.stack.local import Endpoints, Ports
-from social_common.stack.testing import answers, wait_until
+from social_stack.local import Endpoints, Ports
+from social_stack.testing import answers, wait_until
 
 
 def _refused(url: str) -> bool:

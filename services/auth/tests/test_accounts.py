@@ -9,8 +9,8 @@ import httpx
 import psycopg
 import pytest
 from argon2 import PasswordHasher
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import client, create_account, unique_name
+from social_stack.local import Endpoints
+from social_stack.testing import client, create_account, unique_name
 
 
 def _register(stack: Endpoints, **body: object) -> httpx.Response:

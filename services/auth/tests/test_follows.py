@@ -9,8 +9,8 @@ import httpx
 import pytest
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import (
+from social_stack.local import Endpoints
+from social_stack.testing import (
     Account,
     client,
     create_account,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import client, create_account, fresh_address, unique_name
+from social_stack.local import Endpoints
+from social_stack.testing import client, create_account, fresh_address, unique_name
 
 
 def test_login_is_limited_to_five_a_minute_per_account(stack: Endpoints) -> None:

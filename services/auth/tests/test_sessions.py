@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import httpx
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import Account, client, create_account
+from social_stack.local import Endpoints
+from social_stack.testing import Account, client, create_account
 
 
 def _refresh(stack: Endpoints, token: str) -> httpx.Response:

@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import client, create_account
+from social_stack.local import Endpoints
+from social_stack.testing import client, create_account
 
 
 def _b64(data: bytes) -> str:

@@ -24,8 +24,8 @@ from social.events.v1.events_pb2 import Envelope
 from social.media.v1 import media_pb2, media_pb2_grpc
 from social.posts.v1.events_pb2 import PostDeleted
 from social_common.ids import uuid7
-from social_common.stack.local import Endpoints, Ports
-from social_common.stack.testing import (
+from social_stack.local import Endpoints, Ports
+from social_stack.testing import (
     Account,
     answers,
     client,

@@ -12,8 +12,8 @@ import pytest
 from social.messages.v1 import messages_pb2, messages_pb2_grpc
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social_common.ids import uuid7
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import (
+from social_stack.local import Endpoints
+from social_stack.testing import (
     Account,
     client,
     create_account,

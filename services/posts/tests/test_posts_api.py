@@ -20,8 +20,8 @@ from social.posts.v1 import posts_pb2, posts_pb2_grpc
 from social.posts.v1.events_pb2 import PostCreated, PostDeleted, PostLiked
 from social_common.events import make_envelope
 from social_common.ids import uuid7
-from social_common.stack.local import Endpoints
-from social_common.stack.testing import (
+from social_stack.local import Endpoints
+from social_stack.testing import (
     Account,
     answers,
     client,

@@ -33,8 +33,9 @@ from social.messages.v1.events_pb2 import MessageCreated
 from social_common.events import make_envelope, stream_for
 from social_common.ids import uuid7
 from social_common.redis import as_text
-from social_common.stack.local import Endpoints, Ports, Stack
-from social_common.stack.testing import (
+from social_common.tokens import AccessClaims, TokenVerifier
+from social_stack.local import Endpoints, Ports, Stack
+from social_stack.testing import (
     Account,
     answers,
     client,
@@ -43,7 +44,6 @@ from social_common.stack.testing import (
     stream_position,
     wait_until,
 )
-from social_common.tokens import AccessClaims, TokenVerifier
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient

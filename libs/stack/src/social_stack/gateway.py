@@ -9,10 +9,10 @@ from typing import Any
 
 import jinja2
 import yaml
-
 from social_common.fleet import Fleet, Route, roster
 from social_common.settings import Settings
-from social_common.stack.paths import GATEWAY_DIR, REPO_ROOT
+
+from social_stack.paths import GATEWAY_DIR, REPO_ROOT
 
 # The chart's copy of the Kubernetes config (`make chart`): Helm fills in the
 # namespace and the cluster's DNS domain when it renders the gateway's ConfigMap.

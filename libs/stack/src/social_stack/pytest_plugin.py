@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from social_common.stack.local import Endpoints, Ports, Stack
-from social_common.stack.testing import Account, create_account
+from social_stack.local import Endpoints, Ports, Stack
+from social_stack.testing import Account, create_account
 
 
 @pytest.fixture(scope="session")

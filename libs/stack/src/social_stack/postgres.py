@@ -1,7 +1,7 @@
 """PostgreSQL run as another user: its binaries and data placed where that user can reach them.
 
 PostgreSQL refuses to run as root, so a stack run as root runs it as
-``nobody`` (:func:`social_common.stack.processes.unprivileged_uid`). nobody must
+``nobody`` (:func:`social_stack.processes.unprivileged_uid`). nobody must
 reach pgserver's binaries in the checkout's ``.venv`` and the data directory
 in its run dir; a checkout in a private directory (under ``/root``, mode 700)
 lets it reach neither. Whatever nobody can reach is used where it is, as by a
@@ -35,7 +35,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from social_common.stack.processes import StackError
+from social_stack.processes import StackError
 
 CACHE_ROOT = Path("/var/cache/social-fleet")
 STATE_ROOT = Path("/var/lib/social-fleet")
@@ -43,7 +43,7 @@ STATE_ROOT = Path("/var/lib/social-fleet")
 
 def reachable(path: Path, uid: int, access: int = os.R_OK | os.X_OK) -> bool:
     """Whether a process of ``uid``, with its primary group only (as
-    :mod:`~social_common.stack.processes` runs it), may search every directory
+    :mod:`~social_stack.processes` runs it), may search every directory
     down to ``path`` and has ``access`` to ``path`` itself, by the permission
     bits (access control lists are not read)."""
     gid = pwd.getpwuid(uid).pw_gid

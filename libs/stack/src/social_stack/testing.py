@@ -20,7 +20,6 @@ import httpx
 import redis
 import redis.asyncio as aioredis
 from social.events.v1.events_pb2 import Envelope
-
 from social_common.db import create_pool
 from social_common.events import stream_for
 from social_common.redis import as_text

@@ -21,15 +21,15 @@ import boto3
 import psycopg
 from botocore.exceptions import ClientError
 from psycopg import sql
-
 from social_common.cli import migrate
 from social_common.fleet import roster
 from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
-from social_common.stack import processes
-from social_common.stack.gateway import Upstream, dev_config, write_gateway
-from social_common.stack.paths import binary, postgres_install_dir
-from social_common.stack.postgres import data_home, install_for
-from social_common.stack.processes import Component, Probe, StackError
+
+from social_stack import processes
+from social_stack.gateway import Upstream, dev_config, write_gateway
+from social_stack.paths import binary, postgres_install_dir
+from social_stack.postgres import data_home, install_for
+from social_stack.processes import Component, Probe, StackError
 
 DATABASE = "social"
 S3_BUCKET = "social-media"
@@ -291,7 +291,7 @@ class Stack:
     def _postgres(self, pginstall: Path | None = None) -> Component | None:
         """PostgreSQL from ``pginstall`` (pgserver's by default), its data in the run
         dir; as root it runs as nobody, and what nobody cannot reach is placed where
-        it can (see :mod:`social_common.stack.postgres`)."""
+        it can (see :mod:`social_stack.postgres`)."""
         if self.external.get("DATABASE_URL"):
             return None
         pginstall = postgres_install_dir() if pginstall is None else pginstall

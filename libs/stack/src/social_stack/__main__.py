@@ -1,4 +1,4 @@
-"""``python -m social_common.stack``: the local stack's command line (see ``make help``).
+"""``python -m social_stack``: the local stack's command line (see ``make help``).
 
 run      start everything in the foreground, print the URLs, follow the
          services' logs; Ctrl-C stops it all
@@ -22,17 +22,18 @@ from pathlib import Path
 from types import FrameType
 
 from social_common.fleet import roster
-from social_common.stack import processes
-from social_common.stack.gateway import (
+
+from social_stack import processes
+from social_stack.gateway import (
     CHART_ENVOY_YAML,
     helm_config,
     kubernetes_config,
     render_envoy,
     write_gateway,
 )
-from social_common.stack.local import BACKING, Endpoints, Ports, Stack, load_state, stop_recorded
-from social_common.stack.paths import DEFAULT_RUN_DIR
-from social_common.stack.processes import StackError
+from social_stack.local import BACKING, Endpoints, Ports, Stack, load_state, stop_recorded
+from social_stack.paths import DEFAULT_RUN_DIR
+from social_stack.processes import StackError
 
 
 def _print_urls(endpoints: Endpoints) -> None:
@@ -163,7 +164,7 @@ def _replicas(text: str) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m social_common.stack")
+    parser = argparse.ArgumentParser(prog="python -m social_stack")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "up"):

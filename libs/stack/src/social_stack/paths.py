@@ -8,8 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-# libs/common/src/social_common/stack/paths.py -> the workspace root.
-REPO_ROOT = Path(os.environ.get("SOCIAL_REPO_ROOT", Path(__file__).resolve().parents[5]))
+# libs/stack/src/social_stack/paths.py -> the workspace root.
+REPO_ROOT = Path(os.environ.get("SOCIAL_REPO_ROOT", Path(__file__).resolve().parents[4]))
 GATEWAY_DIR = REPO_ROOT / "gateway"
 DEFAULT_RUN_DIR = REPO_ROOT / ".run"
 VENV_BIN = Path(sys.executable).parent
