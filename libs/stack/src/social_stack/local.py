@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import random
@@ -21,9 +20,8 @@ import boto3
 import psycopg
 from botocore.exceptions import ClientError
 from psycopg import sql
-from social_common.cli import migrate
 from social_common.fleet import roster
-from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT, Settings
+from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT
 
 from social_stack import processes
 from social_stack.gateway import Upstream, dev_config, write_gateway
@@ -440,15 +438,18 @@ class Stack:
             "postgres",
         )
         _ensure_database(server_admin, DATABASE)
+        # What each service's migration Job runs in Kubernetes: its own command
+        # line, which makes its role and schema with the administrator's URL.
+        # One after another: concurrent GRANTs on the database collide.
         for name in roster().database_services:
-            spec = importlib.import_module(f"{name}.app").spec()
-            migrate(
-                spec,
-                Settings(
-                    service=name,
-                    database_url=self.endpoints.database_urls[name],
-                    database_admin_url=admin,
-                ),
+            processes.run_once(
+                [sys.executable, "-m", name, "migrate"],
+                env={
+                    "APP_ENV": "dev",
+                    "DATABASE_URL": self.endpoints.database_urls[name],
+                    "DATABASE_ADMIN_URL": admin,
+                },
+                what=f"{name} migrate",
             )
         _ensure_bucket(self.endpoints)
 

@@ -185,13 +185,21 @@ def start(component: Component, *, tie_to_parent: bool) -> subprocess.Popen[byte
     return process
 
 
-def run_once(argv: Sequence[str], *, run_as_uid: int | None = None, what: str) -> None:
-    """Runs a set-up command to completion; raises with its output on failure."""
+def run_once(
+    argv: Sequence[str],
+    *,
+    run_as_uid: int | None = None,
+    env: Mapping[str, str] | None = None,
+    what: str,
+) -> None:
+    """Runs a set-up command to completion (with more environment variables,
+    if given); raises with its output on failure."""
     result = subprocess.run(
         _launcher(run_as_uid, tie_to_parent=False) + list(argv),
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
     if result.returncode != 0:
         raise StackError(f"{what} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
