@@ -23,11 +23,10 @@ import kubernetes_validate
 import pytest
 import yaml
 from social_common.fleet import Fleet, roster
-from social_stack.paths import binary
+from social_stack.paths import REPO_ROOT, binary
 
-REPO = Path(__file__).resolve().parents[2]
-HELM = REPO / ".tools" / "bin" / "helm"
-CHART = REPO / "deploy" / "helm" / "social"
+HELM = REPO_ROOT / ".tools" / "bin" / "helm"
+CHART = REPO_ROOT / "deploy" / "helm" / "social"
 GATEWAY = roster().gateway_ports
 # The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
 TrivyConfig = Callable[..., dict[str, Any]]
@@ -106,11 +105,23 @@ def render_text(
     )
 
 
-def render(values: str = "values.yaml", namespace: str = "social", *extra: str) -> Manifest:
-    result = render_text(values, namespace, *extra)
+def manifest_of(result: subprocess.CompletedProcess[str]) -> Manifest:
     assert result.returncode == 0, result.stderr
     docs = yaml.load_all(result.stdout, Loader=yaml.CSafeLoader)
     return Manifest(tuple(doc for doc in docs if doc))
+
+
+def render(values: str = "values.yaml", namespace: str = "social", *extra: str) -> Manifest:
+    return manifest_of(render_text(values, namespace, *extra))
+
+
+def edited_chart(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess[str]:
+    """`helm template` of a copy of the chart (its links' contents copied, as
+    `helm package` does) with the file ``name`` rewritten to ``text``."""
+    chart = tmp_path / "social"
+    shutil.copytree(CHART, chart, symlinks=False)
+    (chart / name).write_text(text)
+    return helm("template", RELEASE, str(chart), "--namespace", "social", *REQUIRED_SETS)
 
 
 @pytest.fixture(scope="session")
@@ -514,8 +525,8 @@ def _image_user(dockerfile: Path) -> tuple[int, int]:
 
 
 def test_pods_run_as_their_images_users(default: Manifest, fleet: Fleet) -> None:
-    owners = {name: REPO / "services" / name / "Dockerfile" for name in fleet.names}
-    owners["gateway"] = REPO / "gateway" / "Dockerfile"
+    owners = {name: REPO_ROOT / "services" / name / "Dockerfile" for name in fleet.names}
+    owners["gateway"] = REPO_ROOT / "gateway" / "Dockerfile"
     for name, dockerfile in owners.items():
         context = pod_spec(default.get("Deployment", name))["securityContext"]
         assert (context["runAsUser"], context["runAsGroup"]) == _image_user(dockerfile), name
@@ -842,7 +853,7 @@ def test_gateway_objects(default: Manifest) -> None:
 def test_gateway_config_map_holds_the_rendered_config(
     renders: dict[tuple[str, str], Manifest], fleet: Fleet
 ) -> None:
-    openapi = yaml.safe_load((REPO / "gateway" / "openapi.yaml").read_text())
+    openapi = yaml.safe_load((REPO_ROOT / "gateway" / "openapi.yaml").read_text())
     for (_, namespace), manifest in renders.items():
         data = manifest.get("ConfigMap", "gateway")["data"]
         assert json.loads(data["openapi.json"]) == openapi
@@ -956,12 +967,8 @@ def test_a_disabled_service_renders_none_of_its_objects(service: str, default: M
 
 def test_a_name_yaml_1_1_reads_as_a_boolean_fails_the_render(tmp_path: Path) -> None:
     """Helm reads YAML 1.1: an unquoted `on` or `yes` would be served as true."""
-    chart = tmp_path / "social"
-    shutil.copytree(CHART, chart, symlinks=False)  # the links' contents, as helm package does
-    openapi = chart / "files" / "openapi.yaml"
-    openapi.unlink()
-    openapi.write_text("openapi: 3.1.0\ncomponents:\n  schemas:\n    A: {required: [yes]}\n")
-    result = helm("template", RELEASE, str(chart), "--namespace", "social", *REQUIRED_SETS)
+    openapi = "openapi: 3.1.0\ncomponents:\n  schemas:\n    A: {required: [yes]}\n"
+    result = edited_chart(tmp_path, "files/openapi.yaml", openapi)
     assert result.returncode != 0
     assert "reads as a boolean" in result.stderr
 
@@ -975,20 +982,14 @@ def test_templates_name_no_service(fleet: Fleet) -> None:
 
 
 def test_a_service_added_to_the_roster_gets_its_objects(tmp_path: Path, fleet: Fleet) -> None:
-    chart = tmp_path / "social"
-    shutil.copytree(CHART, chart, symlinks=False)
-    raw = yaml.safe_load((chart / "fleet.yaml").read_text())
+    raw = yaml.safe_load((CHART / "fleet.yaml").read_text())
     raw["services"]["search"] = {
         "ports": {"http": 8199, "grpc": 9199},
         "database": True,
         "peers": ["auth"],
         "replicas": {"min": 2, "max": 7},
     }
-    (chart / "fleet.yaml").unlink()
-    (chart / "fleet.yaml").write_text(yaml.safe_dump(raw))
-    result = helm("template", RELEASE, str(chart), "--namespace", "social", *REQUIRED_SETS)
-    assert result.returncode == 0, result.stderr
-    manifest = Manifest(tuple(d for d in yaml.safe_load_all(result.stdout) if d))
+    manifest = manifest_of(edited_chart(tmp_path, "fleet.yaml", yaml.safe_dump(raw)))
     keys = manifest.by_key()
     for key in [
         ("Deployment", "search"),
@@ -1005,14 +1006,9 @@ def test_a_service_added_to_the_roster_gets_its_objects(tmp_path: Path, fleet: F
 
 
 def test_a_new_chart_version_rolls_no_pod(tmp_path: Path, default: Manifest) -> None:
-    chart = tmp_path / "social"
-    shutil.copytree(CHART, chart, symlinks=False)
-    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     meta["version"] = f"{meta['version']}-next"
-    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
-    result = helm("template", RELEASE, str(chart), "--namespace", "social", *REQUIRED_SETS)
-    assert result.returncode == 0, result.stderr
-    bumped = Manifest(tuple(d for d in yaml.safe_load_all(result.stdout) if d)).by_key()
+    bumped = manifest_of(edited_chart(tmp_path, "Chart.yaml", yaml.safe_dump(meta))).by_key()
     for owner in default.pod_owners():
         key = (owner["kind"], owner["metadata"]["name"])
         assert bumped[key]["spec"]["template"] == owner["spec"]["template"], key

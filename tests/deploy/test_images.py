@@ -36,17 +36,16 @@ import pytest
 from packaging.markers import Marker
 from social_common.fleet import roster
 from social_stack.gateway import kubernetes_config, openapi_document, render_envoy
-from social_stack.paths import binary
+from social_stack.paths import REPO_ROOT, binary
 
 # The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
 TrivyConfig = Callable[..., dict[str, Any]]
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE_DOCKERFILES = sorted(REPO.glob("services/*/Dockerfile"))
+SERVICE_DOCKERFILES = sorted(REPO_ROOT.glob("services/*/Dockerfile"))
 SERVICES = [path.parent.name for path in SERVICE_DOCKERFILES]
-GATEWAY_DOCKERFILE = REPO / "gateway" / "Dockerfile"
+GATEWAY_DOCKERFILE = REPO_ROOT / "gateway" / "Dockerfile"
 DOCKERFILES = [*SERVICE_DOCKERFILES, GATEWAY_DOCKERFILE]
-DOCKERFILE_IDS = [str(path.relative_to(REPO)) for path in DOCKERFILES]
+DOCKERFILE_IDS = [str(path.relative_to(REPO_ROOT)) for path in DOCKERFILES]
 
 # Never in a service image: the dev group's tools, and the local stack with
 # its renderer (boto3, which it uses too, is a runtime dependency of media).
@@ -97,7 +96,7 @@ class Dockerfile:
     stages: list[Stage]
 
     def where(self, instruction: Instruction) -> str:
-        return f"{self.path.relative_to(REPO)}:{instruction.line}"
+        return f"{self.path.relative_to(REPO_ROOT)}:{instruction.line}"
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -292,19 +291,23 @@ def _version(argv: list[str]) -> str:
 
 
 @cache
-def local_uv() -> tuple[Path, str]:
-    """uv as the Makefile finds it (PATH, else .tools/): its path and version."""
-    candidates = [Path(p) for p in (shutil.which("uv"), REPO / ".tools" / "bin" / "uv") if p]
+def _uvs() -> list[tuple[Path, str]]:
+    """Every uv the Makefile may use (PATH, else .tools/), with its version."""
+    candidates = [Path(p) for p in (shutil.which("uv"), REPO_ROOT / ".tools" / "bin" / "uv") if p]
     found = [(path, _version([str(path), "--version"])) for path in candidates if path.exists()]
     assert found, "uv not found: `make install` puts one into .tools/"
-    return found[0]
+    return found
+
+
+def local_uv() -> tuple[Path, str]:
+    """uv as the Makefile finds it: its path and version."""
+    return _uvs()[0]
 
 
 @cache
 def uv_for(version: str) -> Path:
-    candidates = [Path(p) for p in (shutil.which("uv"), REPO / ".tools" / "bin" / "uv") if p]
-    for path in candidates:
-        if path.exists() and _version([str(path), "--version"]) == version:
+    for path, found in _uvs():
+        if found == version:
             return path
     path, local = local_uv()
     warnings.warn(f"the images copy uv {version}; this test runs uv {local}", stacklevel=1)
@@ -438,7 +441,7 @@ class Build:
         self.dockerfile = dockerfile
         self.root = scratch / "root"
         self.stash = scratch / "stages"
-        self.ignore = DockerIgnore.of(REPO)
+        self.ignore = DockerIgnore.of(REPO_ROOT)
         self.done: dict[str, Path] = {}  # finished stages by name and index
         self.images: dict[str, Image] = {}
 
@@ -580,7 +583,7 @@ class Build:
             raise self.fail(instruction, f"wildcards ({relative}) are not interpreted here")
         if self.ignore.excludes(relative):
             raise self.fail(instruction, f"{relative} is excluded by .dockerignore")
-        path = REPO / relative
+        path = REPO_ROOT / relative
         if not path.exists():
             raise self.fail(instruction, f"{relative} is not in the repository")
         return path
@@ -601,7 +604,7 @@ class Build:
         for folder, dirs, files in os.walk(source):
             here = Path(folder)
             if from_context:
-                relative = here.relative_to(REPO).as_posix()
+                relative = here.relative_to(REPO_ROOT).as_posix()
                 dirs[:] = [d for d in dirs if not self.ignore.excludes(f"{relative}/{d}")]
                 files = [f for f in files if not self.ignore.excludes(f"{relative}/{f}")]
             destination = target / here.relative_to(source)
@@ -667,7 +670,7 @@ def build(path: Path, scratch: Path) -> Image:
 
 
 def _run_tool(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    return subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
 
 
 def test_every_roster_service_has_a_dockerfile_and_only_those() -> None:
@@ -716,7 +719,7 @@ def test_trivy_finds_no_misconfiguration(trivy_config: TrivyConfig, dockerfile: 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=DOCKERFILE_IDS)
 def test_copy_sources_exist_in_the_build_context(dockerfile: Path) -> None:
     parsed = parse(dockerfile)
-    ignore = DockerIgnore.of(REPO)
+    ignore = DockerIgnore.of(REPO_ROOT)
     defaults = _arg_defaults(parsed)
     problems = []
     for stage in parsed.stages:
@@ -726,7 +729,7 @@ def test_copy_sources_exist_in_the_build_context(dockerfile: Path) -> None:
             if instruction.keyword != "COPY" or instruction.flag("from") is not None:
                 continue
             for source in context_sources(instruction, defaults):
-                if not (REPO / source).exists():
+                if not (REPO_ROOT / source).exists():
                     problems.append(f"{parsed.where(instruction)}: {source} does not exist")
                 elif ignore.excludes(source):
                     problems.append(f"{parsed.where(instruction)}: .dockerignore excludes {source}")
@@ -734,7 +737,7 @@ def test_copy_sources_exist_in_the_build_context(dockerfile: Path) -> None:
 
 
 def test_dockerignore_keeps_local_environments_and_tests_out() -> None:
-    ignore = DockerIgnore.of(REPO)
+    ignore = DockerIgnore.of(REPO_ROOT)
     for excluded in (
         ".venv/bin/python",
         ".git/HEAD",
@@ -770,8 +773,8 @@ def test_service_dockerfiles_differ_only_in_the_service_name() -> None:
             difflib.unified_diff(
                 generic(reference).splitlines(keepends=True),
                 generic(other).splitlines(keepends=True),
-                str(reference.relative_to(REPO)),
-                str(other.relative_to(REPO)),
+                str(reference.relative_to(REPO_ROOT)),
+                str(other.relative_to(REPO_ROOT)),
             )
         )
         for other in others
@@ -832,7 +835,7 @@ def _locked_runtime(service: str) -> set[str]:
             "--no-annotate",
             "--no-emit-workspace",
         ],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=True,
@@ -857,7 +860,7 @@ def _files(root: Path, skip: Path) -> set[Path]:
 def test_service_image_build_gives_a_working_service_with_only_its_runtime(
     service: str, tmp_path: Path
 ) -> None:
-    image = build(REPO / "services" / service / "Dockerfile", tmp_path)
+    image = build(REPO_ROOT / "services" / service / "Dockerfile", tmp_path)
     (tmp_path / "stages").rename(tmp_path / "gone")  # the build stage is not in the image
     argv = image.argv(["--help"])
     assert image.env.get("APP_ENV") == "production"

@@ -56,16 +56,15 @@ their image's tag as version: changing one service's tag then changes only
 that service's Deployment and migration Job.
 */}}
 {{- define "social.labels" -}}
-{{ include "social.selectorLabels" . }}
-app.kubernetes.io/part-of: social
-app.kubernetes.io/version: {{ .version | default .root.Chart.AppVersion | toString | trunc 63 | trimSuffix "-" | quote }}
+{{ include "social.podLabels" (merge (dict "version" (.version | default .root.Chart.AppVersion)) .) }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ include "social.chart" .root }}
 {{- end -}}
 
 {{/*
-Labels of a pod template: no chart version, so a new chart rolls a pod only
-where the pod itself changes. Called as social.labels, with "version".
+Labels of a pod template: those of its object but the chart's, so a new
+chart rolls a pod only where the pod itself changes. Call with (dict "root"
+$ "name" <app> "component" <component> "version" <image tag>).
 */}}
 {{- define "social.podLabels" -}}
 {{ include "social.selectorLabels" . }}
