@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+# A command whose connection broke (Redis restarted, or failed over, since it
+# was last used) is sent again on a new one, twice at most and within a
+# tenth of a second: a pooled connection gone stale costs no request a 503,
+# while Redis that stays down is still reported at once. Not on timeouts,
+# which would multiply the wait.
+_RETRY = Retry(
+    ExponentialWithJitterBackoff(base=0.01, cap=0.1),
+    retries=2,
+    supported_errors=(RedisConnectionError,),
+)
 
 
 def create_redis(url: str) -> aioredis.Redis:
     # At most 256 connections per process; past that a command waits (up to
     # 2 s) for one to be free instead of failing: a burst of requests queues
-    # briefly rather than answering 503.
+    # briefly rather than answering 503. A pool handed to the client brings
+    # its own retry policy (the client's default applies only to pools it
+    # makes), so it is given here.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=256,
@@ -16,6 +32,7 @@ def create_redis(url: str) -> aioredis.Redis:
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
         health_check_interval=30,
+        retry=_RETRY,
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
