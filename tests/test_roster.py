@@ -7,7 +7,6 @@ import asyncio
 import tomllib
 
 import pytest
-from social_common.events import EventConsumer
 from social_common.fleet import RosterError, parse, roster
 from social_common.settings import Settings
 from social_stack.paths import REPO_ROOT
@@ -37,10 +36,7 @@ def _consumed() -> dict[str, set[str]]:
     async def wired() -> dict[str, set[str]]:
         consumed: dict[str, set[str]] = {}
         for name in roster().names:
-            tasks = (await wire_offline(name)).background
-            owners = [getattr(task, "__self__", None) for task in tasks]
-            consumers = [owner for owner in owners if isinstance(owner, EventConsumer)]
-            consumed[name] = {event for consumer in consumers for event in consumer.handlers}
+            consumed[name] = set((await wire_offline(name)).events)
         return consumed
 
     return asyncio.run(wired())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from social_common.runner import ServiceSpec, Wiring, run_service
+from social_common.settings import Settings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -19,6 +20,7 @@ if __name__ == "__main__":
     run_service(
         ServiceSpec(
             name="slowpoke",
+            settings=Settings,
             wire=lambda _resources: Wiring(routes=[Route("/slow", slow)]),
         )
     )

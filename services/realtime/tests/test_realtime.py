@@ -22,10 +22,10 @@ import grpc
 import pytest
 import redis
 import redis.asyncio as aioredis
-from realtime.config import RealtimeConfig
 from realtime.hub import Hub
 from realtime.presence import LEASE_SECONDS, Presence, presence_key
 from realtime.router import stream_key
+from realtime.settings import RealtimeSettings
 from realtime.ws import RealtimeEndpoint
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -53,7 +53,7 @@ from websockets.sync.client import ClientConnection, connect
 
 # The services run with the test process's environment plus the plugin's
 # settings, which leave this limit alone: what this process reads is theirs.
-LIMIT = RealtimeConfig.from_env().max_connections_per_user
+LIMIT = RealtimeSettings.from_env("realtime").max_connections_per_user
 
 
 def _ws_url(base: str) -> str:
@@ -581,8 +581,8 @@ def test_a_connection_that_cannot_be_counted_is_told_to_try_again_later() -> Non
             unreachable,
             cast(TokenVerifier, _AnyoneVerifier()),
             posts,
-            RealtimeConfig(),
-            Presence(unreachable, RealtimeConfig().max_connections_per_user),
+            RealtimeSettings(service="realtime"),
+            Presence(unreachable, RealtimeSettings(service="realtime").max_connections_per_user),
         )
         app = Starlette(routes=[WebSocketRoute("/ws", endpoint.handle)])
         # The app runs on the test client's own thread and loop.

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from social_common.logging import configure_logging, get_logger
 from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
-from social_common.runner import ServiceSpec, run_service
+from social_common.runner import S, ServiceSpec, run_service
 from social_common.settings import Settings, SettingsError
 
 
-def migrate(spec: ServiceSpec, settings: Settings) -> list[str]:
+def migrate(spec: ServiceSpec[Any], settings: Settings) -> list[str]:
     """Applies the service's pending migrations as its own role; returns their names.
     Given an administrator's URL, first makes (or updates) that role, named after
     the service, and its schema: a fresh database needs nothing done by hand."""
@@ -35,7 +36,7 @@ def migrate(spec: ServiceSpec, settings: Settings) -> list[str]:
     return [f"{m.version:04d}_{m.name}" for m in applied]
 
 
-def service_main(spec: ServiceSpec, argv: list[str] | None = None) -> None:
+def service_main(spec: ServiceSpec[S], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {spec.name}")
     parser.add_argument(
         "command",
@@ -48,7 +49,7 @@ def service_main(spec: ServiceSpec, argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         # Only serving uses Redis: a migration Job need not be given it.
-        settings = Settings.from_env(spec.name, needs_redis=args.command == "serve")
+        settings = spec.settings.from_env(spec.name, needs_redis=args.command == "serve")
     except SettingsError as exc:
         sys.exit(f"{spec.name}: {exc}")
     if args.command == "serve":

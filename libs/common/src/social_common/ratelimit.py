@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from social_common.errors import Problem
-from social_common.settings import SettingsError, env_str
 
 _UNITS = {
     "s": 1.0,
@@ -115,15 +114,6 @@ class Rate:
     def interval_us(self) -> int:
         """Microseconds one request takes to replenish, at least 1."""
         return max(1, round(self.period * 1_000_000 / self.limit))
-
-
-def env_rate(name: str, default: Rate) -> Rate:
-    """A rate from the environment variable ``name`` (see Rate.parse), else ``default``."""
-    raw = env_str(name, f"{default.limit}/{default.period:g}")
-    try:
-        return Rate.parse(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)

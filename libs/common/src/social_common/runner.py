@@ -17,18 +17,19 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 import redis.asyncio as aioredis
 import uvicorn
 import uvloop
+from google.protobuf.descriptor import ServiceDescriptor
 from psycopg_pool import AsyncConnectionPool
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from social_common.db import check_database, create_pool
-from social_common.events import OutboxRelay
+from social_common.events import EventConsumer, Handler, OutboxRelay, consumer_name
 from social_common.fleet import roster
 from social_common.grpc import SERVING, add_health_and_reflection, create_server
 from social_common.logging import configure_logging, get_logger
@@ -39,27 +40,41 @@ from social_common.settings import Settings
 log = get_logger(__name__)
 
 
+S = TypeVar("S", bound=Settings)
+
+
 @dataclass(frozen=True)
-class Resources:
+class Resources(Generic[S]):
     """What a service's handlers share; built once by the runner."""
 
-    settings: Settings
+    settings: S
     redis: aioredis.Redis
     db: AsyncConnectionPool | None
+
+
+@dataclass(frozen=True)
+class Servicer:
+    """A gRPC service a process serves: its implementation, and the generated
+    function and descriptor of the service it implements."""
+
+    implementation: object
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    descriptor: ServiceDescriptor
 
 
 @dataclass(frozen=True)
 class Wiring:
     """What a service serves, built by its ``wire`` function without I/O.
 
-    ``register_grpc`` adds the servicers to the server and returns the full
-    names of the gRPC services it added (for health and reflection).
+    ``events`` are the handlers of the event types the service consumes (the
+    roster's ``consumes``), run in a consumer group named after the service.
     ``background`` coroutines run while the service serves and are cancelled
     when it drains; ``close`` runs after the listeners have closed.
     """
 
     routes: Sequence[BaseRoute] = ()
-    register_grpc: Callable[[grpc.aio.Server], Sequence[str]] = lambda _server: ()
+    servicers: Sequence[Servicer] = ()
+    events: Mapping[str, Handler] = field(default_factory=dict)
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     close: Callable[[], Awaitable[None]] | None = None
     # Dependencies /readyz checks besides PostgreSQL and Redis (e.g. S3).
@@ -69,13 +84,15 @@ class Wiring:
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
-    """A service: its name, its wiring, and the extra commands of its command
-    line (``python -m <name> <command>``). What it owns comes from the roster."""
+class ServiceSpec(Generic[S]):
+    """A service: its name, its settings class, its wiring, and the extra
+    commands of its command line (``python -m <name> <command>``). What it
+    owns comes from the roster."""
 
     name: str
-    wire: Callable[[Resources], Wiring]
-    commands: Mapping[str, Callable[[Settings], None]] = field(default_factory=dict)
+    settings: type[S]
+    wire: Callable[[Resources[S]], Wiring]
+    commands: Mapping[str, Callable[[S], None]] = field(default_factory=dict)
 
     @property
     def uses_database(self) -> bool:
@@ -110,7 +127,7 @@ def _listen(host: str, port: int, *, share: bool) -> socket.socket:
     return sock
 
 
-async def serve(spec: ServiceSpec, settings: Settings) -> None:
+async def serve(spec: ServiceSpec[S], settings: S) -> None:
     """Serves until SIGTERM/SIGINT, then drains and returns."""
     redis = create_redis(settings.redis_url)
     db: AsyncConnectionPool | None = None
@@ -131,6 +148,9 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
 
     wiring = spec.wire(resources)
     background = list(wiring.background)
+    if wiring.events:
+        consumer = EventConsumer(redis, spec.name, consumer_name(), wiring.events)
+        background.append(consumer.run)
     if spec.publishes_events:
         assert db is not None
         assert settings.database_url is not None
@@ -138,7 +158,9 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     readiness = Readiness(spec.name, {**checks, **wiring.checks})
     http_socket = _listen(settings.bind_host, settings.http_port, share=settings.share_ports)
     grpc_server = create_server(share_port=settings.share_ports)
-    service_names = list(wiring.register_grpc(grpc_server))
+    for servicer in wiring.servicers:
+        servicer.add_to_server(servicer.implementation, grpc_server)
+    service_names = [servicer.descriptor.full_name for servicer in wiring.servicers]
     health = add_health_and_reflection(grpc_server, service_names)
     for name in service_names:
         await health.set(name, SERVING)
@@ -224,8 +246,8 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
 
 
-def run_service(spec: ServiceSpec, settings: Settings | None = None) -> None:
+def run_service(spec: ServiceSpec[S], settings: S | None = None) -> None:
     """Entry point of ``python -m <service>``: configure, serve, drain."""
-    settings = settings or Settings.from_env(spec.name)
+    settings = settings or spec.settings.from_env(spec.name)
     configure_logging(spec.name, settings.log_level)
     uvloop.run(serve(spec, settings))

@@ -6,7 +6,6 @@ local), so the per-address rate limits of one test never spend another's.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import secrets
 import struct
@@ -14,6 +13,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 import httpx
@@ -24,7 +24,6 @@ from social_common.db import create_pool
 from social_common.events import stream_for
 from social_common.redis import as_text
 from social_common.runner import Resources, ServiceSpec, Wiring
-from social_common.settings import Settings
 
 _addresses = itertools.count(1)
 
@@ -187,9 +186,9 @@ async def wire_offline(service: str) -> Wiring:
     behind it: wiring does no I/O (pools open and clients connect on first
     use), so its routes, handlers and tasks can be inspected. Call it inside
     an event loop: gRPC channels need one."""
-    spec: ServiceSpec = importlib.import_module(f"{service}.app").spec()
+    spec: ServiceSpec[Any] = entry_points(group="social.services")[service].load()()
     resources = Resources(
-        settings=Settings.from_env(service),
+        settings=spec.settings.from_env(service),
         redis=aioredis.Redis(),
         db=create_pool("postgresql://unused", min_size=1, max_size=1, name=service),
     )

@@ -10,16 +10,15 @@ from social_common.errors import Problem
 from social_common.pagination import next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, RateLimitResult, raise_if_limited
 from social_common.rest import client_ip, json_object, json_response
-from social_common.settings import Settings
 from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from auth import store
-from auth.config import AuthConfig
 from auth.keys import KeyRing
 from auth.service import AuthService
+from auth.settings import AuthSettings
 
 
 def iso(moment: datetime) -> str:
@@ -49,15 +48,13 @@ class AuthApi:
         keys: KeyRing,
         verifier: TokenVerifier,
         limiter: RateLimiter,
-        settings: Settings,
-        config: AuthConfig,
+        settings: AuthSettings,
     ) -> None:
         self.service = service
         self.keys = keys
         self.verifier = verifier
         self.limiter = limiter
         self.settings = settings
-        self.config = config
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -88,7 +85,7 @@ class AuthApi:
 
     async def register(self, request: Request) -> Response:
         limited = await self._limit(
-            Limit("register_ip", client_ip(request), self.config.register_per_ip)
+            Limit("register_ip", client_ip(request), self.settings.register_per_ip)
         )
         body = await json_object(
             request,
@@ -110,8 +107,8 @@ class AuthApi:
             raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
         account = (email or username or "").strip().lower()
         limited = await self._limit(
-            Limit("login_account", account, self.config.login_per_account),
-            Limit("login_ip", client_ip(request), self.config.login_per_ip),
+            Limit("login_account", account, self.settings.login_per_account),
+            Limit("login_ip", client_ip(request), self.settings.login_per_ip),
         )
         session = await self.service.login(
             username=username, email=email, password=body["password"]
@@ -131,7 +128,7 @@ class AuthApi:
     async def change_password(self, request: Request) -> Response:
         claims = await authenticate(request, self.verifier)
         limited = await self._limit(
-            Limit("password_account", claims.subject, self.config.login_per_account)
+            Limit("password_account", claims.subject, self.settings.login_per_account)
         )
         body = await json_object(
             request,

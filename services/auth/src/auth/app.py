@@ -4,77 +4,74 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import grpc
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social_common.ratelimit import RateLimiter
-from social_common.runner import Resources, ServiceSpec, Wiring
-from social_common.settings import Settings
+from social_common.runner import Resources, Servicer, ServiceSpec, Wiring
 from social_common.tokens import TokenVerifier
 
 from auth.api import AuthApi
-from auth.config import AuthConfig
 from auth.keys import KeyRing, rotate_keys
 from auth.passwords import Passwords
 from auth.rpc import AuthRpc
 from auth.service import AuthService
+from auth.settings import AuthSettings
 
 
-def wire(resources: Resources) -> Wiring:
+def wire(resources: Resources[AuthSettings]) -> Wiring:
     assert resources.db is not None
     settings = resources.settings
-    config = AuthConfig.from_env()
     passwords = Passwords(
-        config.argon2_memory_kib,
-        config.argon2_time_cost,
-        config.argon2_parallelism,
-        config.hash_workers,
+        settings.argon2_memory_kib,
+        settings.argon2_time_cost,
+        settings.argon2_parallelism,
+        settings.hash_workers,
     )
-    keys = KeyRing(resources.db, config.keys_reload_seconds)
-    service = AuthService(
-        resources.db, config, passwords, keys, settings.jwt_issuer, settings.jwt_audience
-    )
+    keys = KeyRing(resources.db, settings.keys_reload_seconds)
+    service = AuthService(resources.db, settings, passwords, keys)
     # Auth verifies its own tokens from its own key ring, not over the network:
     # a reread costs nothing, so it follows each reload of the ring.
     verifier = TokenVerifier(
         keys.jwks,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
-        jwks_max_age=config.keys_reload_seconds,
+        jwks_max_age=settings.keys_reload_seconds,
         unknown_kid_refresh_interval=1.0,
     )
-    api = AuthApi(service, keys, verifier, RateLimiter(resources.redis), settings, config)
-    rpc = AuthRpc(service, keys)
-
-    def register_grpc(server: grpc.aio.Server) -> list[str]:
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(rpc, server)
-        return [auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name]
+    api = AuthApi(service, keys, verifier, RateLimiter(resources.redis), settings)
 
     async def close() -> None:
         passwords.close()
 
     return Wiring(
         routes=api.routes(),
-        register_grpc=register_grpc,
+        servicers=[
+            Servicer(
+                AuthRpc(service, keys),
+                auth_pb2_grpc.add_AuthServiceServicer_to_server,
+                auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+            )
+        ],
         background=[keys.keep_loaded, service.purge_forever],
         close=close,
     )
 
 
-def rotate(settings: Settings) -> None:
+def rotate(settings: AuthSettings) -> None:
     """``python -m auth rotate-keys``: publish a new signing key (see auth.keys)."""
     assert settings.database_url is not None
-    config = AuthConfig.from_env()
     kid, activates_at = rotate_keys(
         settings.database_url,
         # Every pod serves the new key within one reload, every JWKS reader
         # has it one cache window later; a second of slack on top.
         publish_ahead=timedelta(
-            seconds=config.keys_reload_seconds + settings.jwks_cache_seconds + 1
+            seconds=settings.keys_reload_seconds + settings.jwks_cache_seconds + 1
         ),
-        longest_token_life=timedelta(seconds=config.access_ttl),
+        longest_token_life=timedelta(seconds=settings.access_ttl),
     )
     print(f"published key {kid}; it signs from {activates_at.isoformat()}")
 
 
-def spec() -> ServiceSpec:
-    return ServiceSpec(name="auth", wire=wire, commands={"rotate-keys": rotate})
+def spec() -> ServiceSpec[AuthSettings]:
+    return ServiceSpec(
+        name="auth", settings=AuthSettings, wire=wire, commands={"rotate-keys": rotate}
+    )

@@ -25,9 +25,9 @@ from social_common.tasks import every
 from social_common.validation import clean_text, field_error
 
 from auth import store
-from auth.config import AuthConfig
 from auth.keys import KeyRing
 from auth.passwords import Passwords, password_problem
+from auth.settings import AuthSettings
 
 log = get_logger(__name__)
 
@@ -118,18 +118,14 @@ class AuthService:
     def __init__(
         self,
         pool: AsyncConnectionPool,
-        config: AuthConfig,
+        settings: AuthSettings,
         passwords: Passwords,
         keys: KeyRing,
-        issuer: str,
-        audience: str,
     ) -> None:
         self.pool = pool
-        self.config = config
+        self.settings = settings
         self.passwords = passwords
         self.keys = keys
-        self.issuer = issuer
-        self.audience = audience
 
     # -- accounts ------------------------------------------------------------
 
@@ -212,22 +208,26 @@ class AuthService:
     async def _issue(self, conn: store.Conn, user_id: uuid.UUID, family_id: uuid.UUID) -> Session:
         refresh_token = secrets.token_urlsafe(32)
         await store.insert_refresh_token(
-            conn, hash_refresh_token(refresh_token), family_id, self.config.refresh_ttl
+            conn, hash_refresh_token(refresh_token), family_id, self.settings.refresh_ttl
         )
         now = int(time.time())
         access_token = await self.keys.sign(
             {
-                "iss": self.issuer,
-                "aud": self.audience,
+                "iss": self.settings.jwt_issuer,
+                "aud": self.settings.jwt_audience,
                 "sub": str(user_id),
                 "iat": now,
-                "exp": now + self.config.access_ttl,
+                "exp": now + self.settings.access_ttl,
                 "jti": uuid7().hex,
                 "typ": "access",
             }
         )
         return Session(
-            access_token, self.config.access_ttl, refresh_token, self.config.refresh_ttl, user_id
+            access_token,
+            self.settings.access_ttl,
+            refresh_token,
+            self.settings.refresh_ttl,
+            user_id,
         )
 
     # -- profiles --------------------------------------------------------------

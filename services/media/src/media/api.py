@@ -16,8 +16,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from media import imaging
-from media.config import MediaConfig
 from media.service import Incoming, MediaService
+from media.settings import MediaSettings
 from media.views import media_document
 
 # Room for the multipart envelope and a description around a 10 MiB file.
@@ -30,12 +30,12 @@ class MediaApi:
         service: MediaService,
         verifier: TokenVerifier,
         limiter: RateLimiter,
-        config: MediaConfig,
+        settings: MediaSettings,
     ) -> None:
         self.service = service
         self.verifier = verifier
         self.limiter = limiter
-        self.config = config
+        self.settings = settings
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -54,12 +54,12 @@ class MediaApi:
         return (await authenticate(request, self.verifier)).user_id
 
     async def _spend_upload(self, owner: uuid.UUID) -> dict[str, str]:
-        result = await self.limiter.hit(Limit("upload_user", str(owner), self.config.upload_rate))
+        result = await self.limiter.hit(Limit("upload_user", str(owner), self.settings.upload_rate))
         raise_if_limited(result)
         return result.headers()
 
     def _document(self, media: object) -> dict[str, object]:
-        return media_document(media, self.config.public_base_url)  # type: ignore[arg-type]
+        return media_document(media, self.settings.public_base_url)  # type: ignore[arg-type]
 
     async def upload(self, request: Request) -> Response:
         owner = await self._owner(request)

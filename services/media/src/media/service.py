@@ -24,7 +24,7 @@ from social_common.tasks import every
 from social_common.validation import clean_text
 
 from media import imaging, store
-from media.config import MediaConfig
+from media.settings import MediaSettings
 from media.storage import Storage, StorageError
 
 log = get_logger(__name__)
@@ -79,20 +79,22 @@ class Incoming:
 
 
 class MediaService:
-    def __init__(self, pool: AsyncConnectionPool, storage: Storage, config: MediaConfig) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, storage: Storage, settings: MediaSettings
+    ) -> None:
         self.pool = pool
         self.storage = storage
-        self.config = config
-        self._slots = asyncio.Semaphore(config.workers + config.queue)
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.workers + settings.queue)
         self._workers = self._new_workers()
 
     def _new_workers(self) -> ProcessPoolExecutor:
         # Spawned, not forked: a fork of this process would copy gRPC's threads.
         return ProcessPoolExecutor(
-            max_workers=self.config.workers,
+            max_workers=self.settings.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_limit_worker_memory,
-            initargs=(self.config.worker_memory_mib,),
+            initargs=(self.settings.worker_memory_mib,),
         )
 
     async def _process(self, data: bytes) -> imaging.ProcessedImage:
@@ -285,13 +287,14 @@ class MediaService:
             object_key=f"uploads/{secrets.token_urlsafe(18)}",
             content_type=content_type,
             description=check_description(description),
-            expires_at=datetime.now(UTC) + timedelta(seconds=self.config.direct_upload_ttl_seconds),
+            expires_at=datetime.now(UTC)
+            + timedelta(seconds=self.settings.direct_upload_ttl_seconds),
         )
         form = await self.storage.presigned_post(
             upload.object_key,
             content_type,
             imaging.MAX_BYTES,
-            self.config.direct_upload_ttl_seconds,
+            self.settings.direct_upload_ttl_seconds,
         )
         async with self.pool.connection() as conn:
             await store.insert_direct_upload(conn, upload)
@@ -351,7 +354,7 @@ class MediaService:
                 expired = await store.lock_expired(
                     conn,
                     processing_age=3600,
-                    pending_age=self.config.unattached_ttl_seconds,
+                    pending_age=self.settings.unattached_ttl_seconds,
                     limit=batch,
                 )
                 raw = await store.take_expired_direct_uploads(conn, batch)
@@ -372,7 +375,7 @@ class MediaService:
                 log.info("media_swept", count=swept)
 
         await every(
-            self.config.sweep_interval_seconds,
+            self.settings.sweep_interval_seconds,
             sweep,
             what="media_sweep",
             failures=(psycopg.Error, *StorageError),

@@ -10,7 +10,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from media.config import MediaConfig
+from media.settings import MediaSettings
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -24,14 +24,14 @@ StorageError = (BotoCoreError, ClientError, PartialDelete)
 
 
 class Storage:
-    def __init__(self, config: MediaConfig, threads: int = 8) -> None:
-        self.bucket = config.s3_bucket
+    def __init__(self, settings: MediaSettings, threads: int = 8) -> None:
+        self.bucket = settings.s3_bucket
         self._client: S3Client = boto3.client(
             "s3",
-            endpoint_url=config.s3_endpoint_url,
-            region_name=config.s3_region,
-            aws_access_key_id=config.s3_access_key,
-            aws_secret_access_key=config.s3_secret_key,
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key,
             config=Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from messages.config import MessagesConfig
 from messages.service import MessagesService, post_not_found
+from messages.settings import MessagesSettings
 
 MAX_MESSAGE = 2000
 
@@ -37,13 +37,13 @@ class MessagesApi:
         verifier: TokenVerifier,
         limiter: RateLimiter,
         idempotency: Idempotency,
-        config: MessagesConfig,
+        settings: MessagesSettings,
     ) -> None:
         self.service = service
         self.verifier = verifier
         self.limiter = limiter
         self.idempotency = idempotency
-        self.config = config
+        self.settings = settings
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -66,7 +66,7 @@ class MessagesApi:
             if not text:
                 raise field_error("message", "must not be empty")
             result = await self.limiter.hit(
-                Limit("messages_send", str(sender), self.config.send_rate)
+                Limit("messages_send", str(sender), self.settings.send_rate)
             )
             raise_if_limited(result)
             message = await self.service.send(post_id, sender, text)

@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from posts.config import PostsConfig
 from posts.service import Page, PostsService, not_found
+from posts.settings import PostsSettings
 
 MAX_CAPTION = 2200
 MAX_MEDIA = 4
@@ -47,16 +47,16 @@ class PostsApi:
         verifier: TokenVerifier,
         limiter: RateLimiter,
         idempotency: Idempotency,
-        config: PostsConfig,
+        settings: PostsSettings,
     ) -> None:
         self.service = service
         self.verifier = verifier
         self.limiter = limiter
         self.idempotency = idempotency
-        self.config = config
+        self.settings = settings
         # What anonymous readers were sent, answered again while nothing changed.
         self.rendered = ResponseCache(
-            "posts_pages", lambda: service.generation, config.local_cache_ms, RENDERED_ENTRIES
+            "posts_pages", lambda: service.generation, settings.local_cache_ms, RENDERED_ENTRIES
         )
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -87,7 +87,7 @@ class PostsApi:
             caption = clean_text("caption", body.get("caption", ""), MAX_CAPTION)
             media_ids, image_url = _media_choice(body)
             result = await self.limiter.hit(
-                Limit("posts_create", str(author), self.config.create_rate)
+                Limit("posts_create", str(author), self.settings.create_rate)
             )
             raise_if_limited(result)
             post = await self.service.create(author, caption, media_ids, image_url)
@@ -111,7 +111,7 @@ class PostsApi:
     async def like(self, request: Request) -> Response:
         user = await self._user(request)
         post_id = path_uuid(request, "post_id", not_found())
-        result = await self.limiter.hit(Limit("posts_like", str(user), self.config.like_rate))
+        result = await self.limiter.hit(Limit("posts_like", str(user), self.settings.like_rate))
         raise_if_limited(result)
         post = await self.service.like(post_id, user, on=request.method == "POST")
         return json_response(post, headers=result.headers())

@@ -1,7 +1,7 @@
 """The posts service's rules: posting, the feeds, likes, and the events that
 keep home timelines and counters current.
 
-Reads go through three layers: an in-process L1 (``config.local_cache_ms``),
+Reads go through three layers: an in-process L1 (``settings.local_cache_ms``),
 Redis (L2) and Postgres. Post documents are cached by id with their row
 version (see social_common.cache); the ids of feed pages (global and per
 author) are cached in L1 only, per list, and dropped when the list changes.
@@ -39,8 +39,8 @@ from social_common.peers import PEER_TIMEOUT, follow_pages
 from social_common.tasks import every
 
 from posts import store
-from posts.config import PostsConfig
 from posts.likes import LikedAnswer, LikedSets
+from posts.settings import PostsSettings
 from posts.timelines import Timelines
 
 log = get_logger(__name__)
@@ -120,29 +120,31 @@ class PostsService:
         self,
         db: AsyncConnectionPool,
         redis_client: aioredis.Redis,
-        config: PostsConfig,
+        settings: PostsSettings,
         auth: grpc.aio.Channel,
         media: grpc.aio.Channel,
         authors: AuthorDirectory,
     ) -> None:
         self.db = db
-        self.config = config
+        self.settings = settings
         self.auth = auth_pb2_grpc.AuthServiceStub(auth)
         self.media = media_pb2_grpc.MediaServiceStub(media)
         self.authors = authors
         self.posts = TieredCache(
             redis_client,
             "posts",
-            local_ttl_ms=config.local_cache_ms,
-            local_max_entries=config.local_cache_entries,
-            shared_ttl_seconds=config.shared_cache_seconds,
+            local_ttl_ms=settings.local_cache_ms,
+            local_max_entries=settings.local_cache_entries,
+            shared_ttl_seconds=settings.shared_cache_seconds,
         )
-        self.pages = FeedPages(config.local_cache_ms, config.local_cache_entries)
-        self.timelines = Timelines(redis_client, config.timeline_size, config.timeline_ttl_seconds)
+        self.pages = FeedPages(settings.local_cache_ms, settings.local_cache_entries)
+        self.timelines = Timelines(
+            redis_client, settings.timeline_size, settings.timeline_ttl_seconds
+        )
         self.likes = LikedSets(redis_client)
         self.broadcast = Broadcast(redis_client, "posts:changes")
         # Whether each recent author is fanned out on write (see _is_celebrity).
-        self.celebrities = LocalCache(CELEBRITY_CHECK_MS, config.local_cache_entries)
+        self.celebrities = LocalCache(CELEBRITY_CHECK_MS, settings.local_cache_entries)
         # Moves with every change this process learns of: what was rendered
         # from an older generation is not served again.
         self.generation = 0
@@ -463,10 +465,12 @@ class PostsService:
         await self.timelines.start_rebuild(user_id)
         followees = [
             u
-            async for page in follow_pages(self.auth, "following", user_id, self.config.fanout_page)
+            async for page in follow_pages(
+                self.auth, "following", user_id, self.settings.fanout_page
+            )
             for u in page
         ]
-        size = self.config.timeline_size
+        size = self.settings.timeline_size
         async with self.db.connection() as conn:
             recent = await store.page_ids(
                 conn,
@@ -499,7 +503,9 @@ class PostsService:
         await change([author_id], [post_id])
         if celebrity:
             return
-        async for page in follow_pages(self.auth, "followers", author_id, self.config.fanout_page):
+        async for page in follow_pages(
+            self.auth, "followers", author_id, self.settings.fanout_page
+        ):
             written = await change(page, [post_id])
             if add:
                 FANNED_OUT.inc(written or 0)
@@ -514,7 +520,7 @@ class PostsService:
             auth_pb2.GetUsersRequest(ids=[author_id]), timeout=PEER_TIMEOUT
         )
         followers = users.users[0].follower_count if users.users else 0
-        celebrity = followers >= self.config.celebrity_followers
+        celebrity = followers >= self.settings.celebrity_followers
         await self.timelines.mark_celebrity(author_id, on=celebrity)
         self.celebrities.put(author_id, 0, celebrity)
         return celebrity

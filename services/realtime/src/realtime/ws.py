@@ -28,7 +28,6 @@ from social_common.redis import as_text
 from social_common.tokens import InvalidToken, TokenVerifier, bearer_token
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from realtime.config import RealtimeConfig
 from realtime.hub import (
     CONNECTIONS,
     TRY_AGAIN_LATER,
@@ -39,6 +38,7 @@ from realtime.hub import (
 )
 from realtime.presence import Presence
 from realtime.router import stream_key
+from realtime.settings import RealtimeSettings
 
 log = get_logger(__name__)
 
@@ -63,14 +63,14 @@ class RealtimeEndpoint:
         redis_client: aioredis.Redis,
         verifier: TokenVerifier,
         posts: grpc.aio.Channel,
-        config: RealtimeConfig,
+        settings: RealtimeSettings,
         presence: Presence,
     ) -> None:
         self.hub = hub
         self.redis = redis_client
         self.verifier = verifier
         self.posts = posts_pb2_grpc.PostsServiceStub(posts)
-        self.config = config
+        self.settings = settings
         # Connections per user are counted across the fleet.
         self.presence = presence
 
@@ -122,7 +122,7 @@ class RealtimeEndpoint:
         """Runs an accepted connection until it ends."""
         CONNECTIONS.inc()
         cut = asyncio.Event()
-        client = Client(user_id, self.config.send_queue, self.config.retention, cut.set)
+        client = Client(user_id, self.settings.send_queue, self.settings.retention, cut.set)
         sender = asyncio.create_task(self._send(websocket, client))
         receiver = asyncio.create_task(self._receive(websocket, client))
         cut_off = asyncio.create_task(cut.wait())
@@ -149,7 +149,7 @@ class RealtimeEndpoint:
         with contextlib.suppress(WebSocketDisconnect):
             while True:
                 text = await websocket.receive_text()
-                if len(text) > self.config.max_frame_bytes:
+                if len(text) > self.settings.max_frame_bytes:
                     await websocket.close(code=1009, reason="frame too large")
                     return
                 try:
@@ -195,7 +195,7 @@ class RealtimeEndpoint:
         if key in client.watches:
             client.send({"op": "ack", "for": "subscribe", "channel": channel})
             return
-        if len(client.watches) >= self.config.max_channels_per_connection:
+        if len(client.watches) >= self.settings.max_channels_per_connection:
             raise Refused("too_many_channels", "unsubscribe from a channel first")
         client.watches[key] = Watch(channel)
         await self.hub.watch(key, channel, client)
