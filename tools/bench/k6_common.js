@@ -1,4 +1,4 @@
-// What every bench k6 script shares: the load shape bench.py asks for, and
+// What every bench k6 script shares: the load shape measure.py asks for, and
 // the summary file it reads back.
 
 export const summaryTrendStats = ["avg", "min", "max", "p(50)", "p(95)", "p(99)"];
@@ -22,7 +22,7 @@ export function constantVus(extra = {}) {
   );
 }
 
-// Only the file: bench.py prints its own table.
+// Only the file: report.py prints its own table.
 export function handleSummary(data) {
   return { [__ENV.BENCH_SUMMARY]: JSON.stringify(data) };
 }

@@ -1,5 +1,5 @@
-// k6 script of the create_post scenario, driven by tools/bench/bench.py
-// (see plan_compose() and Social.pools_for() in social_prep.py).
+// k6 script of the create_post scenario, driven by tools/bench/measure.py
+// (see plan_compose() in plans.py and Social.pools_for() in dataset.py).
 //
 // POST /api/v1/posts {"caption", "media_ids": [one id]}. Every post needs a
 // media its writer uploaded and never attached, and no writer may post more
@@ -8,16 +8,16 @@
 //     writer n mod W (W writers in BENCH_POOLS_FILE, each with its own
 //     BENCH_PER_WRITER <= 10 media), with that writer's media n div W;
 //   * none is sent beyond W * BENCH_PER_WRITER: such an iteration is counted
-//     in bench_compose_skipped, and bench.py then refuses the run (the stack
+//     in bench_compose_skipped, and measure.py then refuses the run (the stack
 //     posted faster than BENCH_COMPOSE_MAX_RPS).
 // 429 replies, which the plan rules out, count in bench_rate_limited.
-// bench.py deletes the posts (and the unused media) after the run.
+// dataset.py deletes the posts (and the unused media) after the run.
 //
 // Variables (k6 -e):
 //   BENCH_URL         the posts URL
 //   BENCH_VUS         posts in flight at once
 //   BENCH_DURATION    run length, e.g. "10s"
-//   BENCH_SUMMARY     path of the JSON summary bench.py reads back
+//   BENCH_SUMMARY     path of the JSON summary measure.py reads back
 //   BENCH_POOLS_FILE  JSON {"writers": [{"t": token, "m": [media id, ...]}]}
 //   BENCH_PER_WRITER  media per writer
 import { check, sleep } from "k6";

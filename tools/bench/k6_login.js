@@ -1,5 +1,5 @@
-// k6 script of the login scenario, driven by tools/bench/bench.py (see
-// plan_login() there for the arithmetic).
+// k6 script of the login scenario, driven by tools/bench/measure.py (see
+// plan_login() in plans.py for the arithmetic).
 //
 // Logs in as many accounts from many source addresses, as production traffic
 // does, without reaching the auth service's rate limits (20 logins/min per
@@ -13,7 +13,7 @@
 //     over all VUs), so the run's accounts are used evenly.
 //   * no VU sends more than BENCH_ADDRESS_BUDGET logins and no account gets
 //     more than BENCH_ACCOUNT_BUDGET: a login that would exceed them is not
-//     sent but counted in bench_login_skipped, and bench.py then refuses the
+//     sent but counted in bench_login_skipped, and measure.py then refuses the
 //     run (the stack was faster than the plan assumed).
 // 429 replies, which the plan should rule out, count in bench_rate_limited.
 //
@@ -21,7 +21,7 @@
 //   BENCH_URL             the login URL
 //   BENCH_VUS             BENCH_ACTIVE * BENCH_GROUPS
 //   BENCH_DURATION        run length, e.g. "10s"
-//   BENCH_SUMMARY         path of the JSON summary bench.py reads back
+//   BENCH_SUMMARY         path of the JSON summary measure.py reads back
 //   BENCH_ACCOUNTS_FILE   JSON list of {"username", "password"}
 //   BENCH_ACCOUNT_FIRST   first account of the list this run uses
 //   BENCH_ACCOUNT_COUNT   how many it uses

@@ -1,4 +1,4 @@
-// k6 script driven by tools/bench/bench.py.
+// k6 script driven by tools/bench/measure.py.
 //
 // Everything comes from environment variables (k6 -e) so that one script serves
 // every simple scenario:
@@ -8,10 +8,10 @@
 //   BENCH_BODY      request body (may be empty)
 //   BENCH_VUS       constant number of virtual users (= wrk's connections)
 //   BENCH_DURATION  run length, e.g. "10s"
-//   BENCH_SUMMARY   path of the JSON summary bench.py reads back
+//   BENCH_SUMMARY   path of the JSON summary measure.py reads back
 //
 // A scenario that needs logic (WebSocket, ramps, login first) ships its own
-// script, built like this one on k6_common.js so that bench.py can read it.
+// script, built like this one on k6_common.js so that measure.py can read it.
 import http from "k6/http";
 import { constantVus } from "./k6_common.js";
 

@@ -1,18 +1,18 @@
 // k6 script of the home_timeline and user_timeline scenarios, driven by
-// tools/bench/bench.py (the dataset: see social_prep.py).
+// tools/bench/measure.py (the dataset: see dataset.py).
 //
 // Each iteration draws a reader Zipf-distributed over the dataset's users
 // (s = 1.0, rank 1 most often) and reads as them, with their access token:
 //   * home_timeline: GET /api/v1/feed (their home timeline, page 1);
 //   * user_timeline: GET /api/v1/users/{username}/posts (page 1) of an
 //     author drawn the same way, independently of the reader.
-// A draw is a binary search of a uniform number in the CDF that bench.py
+// A draw is a binary search of a uniform number in the CDF that dataset.py
 // wrote beside each user.
 //
 // Variables (k6 -e):
 //   BENCH_VUS          VUs reading at once
 //   BENCH_DURATION     run length, e.g. "10s"
-//   BENCH_SUMMARY      path of the JSON summary bench.py reads back
+//   BENCH_SUMMARY      path of the JSON summary measure.py reads back
 //   BENCH_SOCIAL_FILE  JSON {"users": [{"u": username, "t": token, "c": cdf}]}
 //   BENCH_TIMELINE     home_timeline or user_timeline
 //   BENCH_BASE_URL     the gateway

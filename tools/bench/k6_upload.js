@@ -1,24 +1,24 @@
-// k6 script of the upload scenarios, driven by tools/bench/bench.py (see
-// plan_upload() there for the arithmetic).
+// k6 script of the upload scenarios, driven by tools/bench/measure.py (see
+// plan_upload() in plans.py for the arithmetic).
 //
-// Uploads one JPEG (made by make_photo()) as multipart/form-data, as the app
+// Uploads one JPEG (made by make_photo() in prepare.py) as multipart/form-data, as the app
 // does, from BENCH_VUS VUs at once. The media service allows each user 30
 // uploads per 30 minutes, so uploads are spread over prepared accounts:
 //   * upload n of the run (iterationInTest counts iterations over all VUs)
 //     is sent with the access token of account n mod BENCH_ACCOUNT_COUNT;
 //   * none is sent beyond BENCH_ACCOUNT_COUNT * BENCH_ACCOUNT_BUDGET, so no
 //     account goes over its budget: such an iteration is counted in
-//     bench_upload_skipped, and bench.py then refuses the run (the stack was
+//     bench_upload_skipped, and measure.py then refuses the run (the stack was
 //     faster than the plan assumed).
 // 429 (over the budget) and 503 (the processing pool is full: 2 workers and
 // 4 waiting uploads in the dev stack; or the store is), which the settings
 // should rule out, count in bench_rate_limited and bench_unavailable.
 //
 // Each upload is logged as "BENCH_MEDIA <token index> <media id>" (k6 runs
-// with --log-format=raw): bench.py deletes them all once the run is over (see
-// delete_uploads()), so that runs do not fill the dev stack's object store.
+// with --log-format=raw): measure.py deletes them all once the run is over (see
+// delete_uploads() in prepare.py), so that runs do not fill the dev stack's object store.
 //
-// VUs (UPLOAD_VUS in bench.py): 2, one per worker process. On the 2-core dev
+// VUs (UPLOAD_VUS in scenarios.py): 2, one per worker process. On the 2-core dev
 // box, 3 runs each of 2, 3 and 4 VUs (10 s, no 503 with any) gave:
 //   2 MP:  2 VUs 8.4-8.9 uploads/s, p95 245-280 ms; 3 VUs 7.7-9.4, p95
 //          380-490 ms; 4 VUs 8.7-9.3, p95 455-540 ms
@@ -33,7 +33,7 @@
 //   BENCH_URL             the upload URL
 //   BENCH_VUS             uploads in flight at once
 //   BENCH_DURATION        run length, e.g. "10s"
-//   BENCH_SUMMARY         path of the JSON summary bench.py reads back
+//   BENCH_SUMMARY         path of the JSON summary measure.py reads back
 //   BENCH_TOKENS_FILE     JSON list of access tokens, one per account
 //   BENCH_ACCOUNT_FIRST   first token of the list this run uses
 //   BENCH_ACCOUNT_COUNT   how many it uses

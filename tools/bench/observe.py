@@ -1,6 +1,6 @@
-"""What bench.py looks at inside the posts service while it loads it: its
-cache counters (Prometheus ``cache_requests_total{cache,layer,outcome}`` on
-its /metrics), whether it has finished the work events left it (fan-out,
+"""What measure.py looks at inside the posts service while it loads it:
+its cache counters (Prometheus ``cache_requests_total{cache,layer,outcome}``
+on its /metrics), whether it has finished the work events left it (fan-out,
 timelines), and where its time goes (py-spy, with BENCH_PROFILE=1); and
 what the realtime scenarios read of a process: its resident memory and
 open-files limit (/proc).

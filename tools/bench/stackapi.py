@@ -3,7 +3,7 @@ preparation (register, log in, refresh, upload, post, follow) and cleanup.
 
 Each request goes on a new connection from a chosen loopback source address,
 because the auth service rate-limits by client address (see
-bench.AddressBlock). ``target`` is anything with a ``base_url`` (bench.Settings).
+plans.AddressBlock). ``target`` is anything with a ``base_url`` (model.Settings).
 
 The bench's other modules import this one; it imports none of them.
 """
@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from auth.config import AuthConfig
+from auth.settings import AuthSettings
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 REGISTER_PATH = "/api/v1/users/register"
@@ -27,7 +27,7 @@ REFRESH_PATH = "/api/v1/users/token/refresh"
 MEDIA_PATH = "/api/v1/media"
 POSTS_PATH = "/api/v1/posts"
 # Per 30 minutes: preparation uses each address once.
-REGISTER_PER_ADDRESS = AuthConfig.register_per_ip.limit
+REGISTER_PER_ADDRESS = AuthSettings.register_per_ip.limit
 # The source address of requests whose limits are per user, not per address.
 DEFAULT_SOURCE = "127.0.0.1"
 # A full processing pool answers an upload 503: wait this long, this many times.
@@ -36,11 +36,11 @@ BUSY_RETRIES = 25
 
 
 class BenchError(Exception):
-    """A problem the user must fix; bench.main() prints it and exits non-zero."""
+    """A problem the user must fix; __main__.main() prints it and exits non-zero."""
 
 
 class Target(Protocol):
-    """Where the stack is (bench.Settings is one)."""
+    """Where the stack is (model.Settings is one)."""
 
     @property
     def base_url(self) -> str: ...

@@ -1,5 +1,5 @@
 -- wrk script of the dsb_mix scenario (DeathStarBench's social-network mix),
--- driven by tools/bench/bench.py (the dataset and the pools: social_prep.py).
+-- driven by tools/bench/measure.py (the dataset and the pools: dataset.py).
 --
 -- Each request is, at random:
 --   60%  GET /api/v1/feed                      home timeline of a reader
@@ -7,7 +7,7 @@
 --   10%  POST /api/v1/posts                    a compose, by a writer
 -- Readers and authors are drawn Zipf-distributed (s = 1.0) over the
 -- dataset's users by rank: a binary search of math.random() in the CDF
--- that bench.py wrote beside each user.
+-- that dataset.py wrote beside each user.
 --
 -- Composes must respect the services' limits: each needs a media its writer
 -- uploaded and never attached, and no writer may post more than 10 within
@@ -17,13 +17,13 @@
 -- thread's compose k goes to its writer k mod W with that writer's media
 -- k div W (round-robin), so no id is sent twice and no writer posts more than
 -- its ids. A thread that has used them all sends a home timeline read in
--- place of the compose and counts it (compose_skipped): bench.py then
+-- place of the compose and counts it (compose_skipped): measure.py then
 -- refuses the run, as its mix was not the one asked for (the stack was
 -- faster than BENCH_MIX_MAX_RPS planned for).
 --
 -- Non-2xx replies count as errors: wrk counts every status above 399 in
 -- summary.errors.status (no response() here: it would make wrk hand every
--- reply to Lua, at a cost). bench.py reads the posts service's metrics for
+-- reply to Lua, at a cost). measure.py reads the posts service's metrics for
 -- which route failed how.
 --
 -- done() comes from wrk_scenario.lua; bench_extra() adds the per-type counts

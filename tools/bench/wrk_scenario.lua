@@ -1,4 +1,4 @@
--- wrk script driven by tools/bench/bench.py.
+-- wrk script driven by tools/bench/measure.py.
 --
 -- The request comes from environment variables so that one script serves every
 -- simple scenario:
@@ -6,7 +6,7 @@
 --   BENCH_HEADERS  newline-separated "Name: value" lines (may be empty)
 --   BENCH_BODY     request body (may be empty)
 --
--- done() prints one line "BENCH_JSON {...}" that bench.py parses. It exists
+-- done() prints one line "BENCH_JSON {...}" that measure.py parses. It exists
 -- because wrk's own --latency text has no p95.
 --
 -- A scenario with a mix of requests can ship its own script: it should start

@@ -20,7 +20,7 @@ how long a message takes from being posted to reaching its watchers.
               it was sent; every delivery of a message sent in the measured
               window adds now - sent to the latency. Goal: p95 <= 100 ms.
 
-Both use the social dataset's users (social_prep.py) and posts made for the
+Both use the social dataset's users (dataset.py) and posts made for the
 run from writers' pools, deleted after it with their messages.
 """
 
@@ -40,21 +40,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from messages.config import MessagesConfig
-from realtime.config import RealtimeConfig
+from messages.settings import MessagesSettings
+from realtime.settings import RealtimeSettings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
-    from bench import generators, observe, stackapi
-    from bench.bench import Settings
-else:  # run from bench.py: tools/bench/ is on sys.path
-    import generators
-    import observe
-    import stackapi
+from . import generators, observe, stackapi
+from .model import Settings
 
 HERE = Path(__file__).resolve().parent
 K6_SCRIPT = HERE / "k6_ws_latency.js"
@@ -70,7 +65,7 @@ FANOUT_TIMEOUT_S = 60.0
 CONNECT_S = 10
 DRAIN_S = 5
 # Messages a user may send in the limit's burst (60/min, burst 60).
-MESSAGES_BURST = MessagesConfig.send_rate.limit
+MESSAGES_BURST = MessagesSettings.send_rate.limit
 LATENCY_GOAL_P95_MS = 100.0
 
 
@@ -220,10 +215,10 @@ def sockets_scenario(
 ) -> dict[str, Any]:
     """ws_sockets: the row of one run (see the module's docstring)."""
     per_user = math.ceil(settings.ws_sockets / len(plan.tokens))
-    if per_user > RealtimeConfig.max_connections_per_user:
+    if per_user > RealtimeSettings.max_connections_per_user:
         raise stackapi.BenchError(
             f"ws_sockets: {per_user} sockets per user, over the realtime service's limit "
-            f"({RealtimeConfig.max_connections_per_user}): lower BENCH_WS_SOCKETS or raise "
+            f"({RealtimeSettings.max_connections_per_user}): lower BENCH_WS_SOCKETS or raise "
             "BENCH_SOCIAL_USERS"
         )
     needed = 2 * settings.ws_sockets + ENVOY_SPARE_FILES
@@ -316,7 +311,7 @@ def _latency_row(
 
 
 def describe(row: dict[str, Any]) -> str:
-    """A row as the lines bench.py prints."""
+    """A row as the lines report.py prints."""
     if row["scenario"] == "ws_sockets":
         per_socket = ", ".join(
             f"{name} {row[f'{name}_bytes_per_socket'] / 1024:.1f} KiB"

@@ -1,5 +1,6 @@
 """The social dataset the posts scenarios read, and the fresh media that
-posting scenarios need: made by bench.py's preparation, cleaned after.
+posting scenarios need: made by the bench's preparation (prepare.py),
+cleaned after.
 
 The dataset (BENCH_SOCIAL_USERS accounts, 1,000 by default):
   * Users have a popularity rank: index 0 in every list is the most popular.
@@ -15,7 +16,7 @@ The dataset (BENCH_SOCIAL_USERS accounts, 1,000 by default):
     popular users, SEED_OTHER_POSTS for the others (1,900 by default). Both
     are at most the post burst (10), so seeding never waits for a limit.
   * Each account registers from its own loopback address (``address(i)``,
-    bench.AddressBlock.social: 5 registrations per address per 30 minutes
+    plans.AddressBlock.social: 5 registrations per address per 30 minutes
     are never reached) and logs in once from it (20 logins/min per address,
     5/min per account: never reached).
 It is cached in CACHE_DIR (beside the stack's data, in .run/), a file per
@@ -55,26 +56,24 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from media.config import MediaConfig
-from posts.config import PostsConfig
+from media.settings import MediaSettings
+from posts.settings import PostsSettings
 from social_stack.paths import DEFAULT_RUN_DIR
 from social_stack.testing import png
 
-if TYPE_CHECKING:  # mypy knows tools/bench/ as the package "bench"
-    from bench import stackapi
-else:  # run from bench.py: tools/bench/ is on sys.path
-    import stackapi
+from . import stackapi
+from .plans import POSTS_BURST
 
 ZIPF_S = 1.0
 CACHE_DIR = DEFAULT_RUN_DIR / "bench"
 CACHE_VERSION = 1
-# The services' limits (GCRA: a burst of `limit`, refilled at limit/period).
-POSTS_BURST = PostsConfig.create_rate.limit
-POST_INTERVAL_S = PostsConfig.create_rate.period / POSTS_BURST
-UPLOADS_BURST = MediaConfig.upload_rate.limit
-UPLOAD_INTERVAL_S = MediaConfig.upload_rate.period / UPLOADS_BURST
+# The services' limits (GCRA: a burst of `limit`, refilled at limit/period);
+# the posts burst is plans.POSTS_BURST.
+POST_INTERVAL_S = PostsSettings.create_rate.period / POSTS_BURST
+UPLOADS_BURST = MediaSettings.upload_rate.limit
+UPLOAD_INTERVAL_S = MediaSettings.upload_rate.period / UPLOADS_BURST
 # Uploads a writer keeps for retries (a 503 spends one of its budget too).
 UPLOAD_SPARE = 2
 # Preparation waits this long at most for writers whose budgets refill.
@@ -90,12 +89,10 @@ FEED_PAGE = 20
 # Requests in flight at once during preparation; uploads: the media
 # service's workers plus its queue (beyond that it answers 503).
 PREP_THREADS = 8
-UPLOAD_THREADS = MediaConfig.workers + MediaConfig.queue
+UPLOAD_THREADS = MediaSettings.workers + MediaSettings.queue
 # A page of one author's posts when looking for what to delete.
 PAGE_LIMIT = 40
 PNG = png()
-# The DeathStarBench mix: home timeline, user timeline, compose.
-MIX_SHARES = (0.6, 0.3, 0.1)
 # A token older than this is refreshed before the load generators get it.
 TOKEN_MAX_AGE_S = 30.0
 
@@ -247,93 +244,6 @@ class Pool:
     user: User
     size: int
     media: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- plans
-
-
-@dataclass(frozen=True)
-class TimelinePlan:
-    """k6_timeline.js: ``vus`` readers drawn from ``users_file``."""
-
-    vus: int
-    timeline: str
-    users_file: str
-    base_url: str
-
-    def k6_variables(self) -> dict[str, str]:
-        return {
-            "BENCH_SOCIAL_FILE": self.users_file,
-            "BENCH_TIMELINE": self.timeline,
-            "BENCH_BASE_URL": self.base_url,
-        }
-
-
-@dataclass(frozen=True)
-class ComposePlan:
-    """k6_compose.js: post n of the run goes to writer n mod ``writers``,
-    with its media n div ``writers``; none beyond writers * per_writer."""
-
-    vus: int
-    writers: int
-    per_writer: int
-    pools_file: str
-
-    def k6_variables(self) -> dict[str, str]:
-        return {"BENCH_POOLS_FILE": self.pools_file, "BENCH_PER_WRITER": str(self.per_writer)}
-
-
-@dataclass(frozen=True)
-class MixPlan:
-    """wrk_dsb_mix.lua: each of ``threads`` wrk threads posts round-robin
-    over its own ``writers_per_thread`` writers (see plan_mix())."""
-
-    threads: int
-    writers_per_thread: int
-    per_writer: int
-    data_file: str
-
-    def wrk_env(self) -> dict[str, str]:
-        return {"BENCH_MIX_FILE": self.data_file}
-
-
-def plan_compose(max_rps: int, vus: int, duration_s: int) -> int:
-    """Writers one create_post run needs, each with POSTS_BURST media.
-
-    A run starts at most BENCH_COMPOSE_MAX_RPS * ``duration_s`` posts that
-    end in it, plus one per VU still in flight at its end. With the defaults
-    (400 posts/s, 64 VUs): the 2 s warm-up 864 posts, 87 writers; the 10 s
-    measurement 4,064, 407 writers: 494 writers and 4,940 uploads (~35 s of
-    preparation on the dev box, and as many deletions after). If the stack
-    posts faster, the script stops posting (bench_compose_skipped) and
-    bench.py refuses the run.
-
-    With dsb_mix's 278 (plan_mix()) and the check's, a default run takes
-    773 of the 1,000 users as writers: a run right after another waits
-    about a minute for the last run's writers' post budgets (pools_for()),
-    and each writer spends 10 of its 30 uploads per 30 minutes.
-    """
-    return math.ceil((max_rps * duration_s + vus) / POSTS_BURST)
-
-
-def plan_mix(max_rps: int, threads: int, connections: int, duration_s: int) -> int:
-    """Writers per wrk thread for one dsb_mix run, each with POSTS_BURST media.
-
-    One thread starts at most n = (BENCH_MIX_MAX_RPS * ``duration_s`` +
-    connections) / threads requests; each is a compose with probability 0.1,
-    so it sends at most 0.1 n + 4 sd (sd = sqrt(0.09 n)) composes but once in
-    ~30,000 runs. With the defaults (2,000 requests/s, 2 threads, 64
-    connections): the 2 s warm-up n = 2,032, 258 composes, 26 writers per
-    thread; the 10 s measurement n = 10,032, 1,124, 113 writers: 278 writers
-    and 2,780 uploads (~30 s of preparation on the dev box). Budgeting for
-    the goal (5,000 requests/s) would take 6,600 uploads. If a thread runs
-    out, it sends a home timeline read instead and counts it; bench.py then
-    refuses the run.
-    """
-    n = (max_rps * duration_s + connections) / threads
-    share = MIX_SHARES[2]
-    composes = math.ceil(share * n + 4 * math.sqrt(share * (1 - share) * n))
-    return math.ceil(composes / POSTS_BURST)
 
 
 # --------------------------------------------------------------------------- the session
