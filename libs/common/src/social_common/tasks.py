@@ -31,9 +31,13 @@ async def every(
     """Runs ``job`` now and then every ``interval`` seconds until cancelled
     (a background task). A failure of the kinds listed is logged as
     ``<what>_failed`` and the next round tries again."""
-    while not cancel_requested():
+    while True:
         try:
             await job()
         except failures as exc:
             log.warning(f"{what}_failed", error=str(exc))
+        # After the job, not before it alone: a job that swallowed the
+        # cancellation must not hold the shutdown for a whole interval.
+        if cancel_requested():
+            return
         await asyncio.sleep(interval)

@@ -1,0 +1,81 @@
+"""The service's PostgreSQL pool, on the stack's PostgreSQL: opened lazily,
+named, connected as the service's role in its schema, preparing repeated statements."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from social_common.db import PREPARE_THRESHOLD, check_database, create_pool
+from social_stack.local import Endpoints
+
+
+def test_the_pool_is_made_unopened_and_opening_it_does_not_wait_for_the_database() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = f"postgresql://posts:pw@127.0.0.1:{port}/social"
+
+    async def main() -> None:
+        pool = create_pool(unreachable, min_size=1, max_size=2, name="posts")
+        assert pool.closed  # nothing is connected until the runner opens it
+        await asyncio.wait_for(pool.open(wait=False), 1.0)  # returns at once
+        try:
+            assert not pool.closed
+            # A readiness check says the database is not there (Readiness
+            # bounds it with its own timeout).
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(check_database(pool), 0.3)
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def test_connections_are_named_and_in_the_services_own_schema(stack: Endpoints) -> None:
+    async def main() -> tuple[str, str, str, int | None]:
+        pool = create_pool(stack.database_urls["posts"], min_size=1, max_size=2, name="posts-test")
+        await pool.open(wait=True, timeout=10)
+        try:
+            await check_database(pool)
+            async with pool.connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT current_setting('application_name'), current_user, current_schema()"
+                )
+                row = await cursor.fetchone()
+                assert row is not None
+                return row[0], row[1], row[2], conn.prepare_threshold
+        finally:
+            await pool.close()
+
+    assert asyncio.run(main()) == ("posts-test", "posts", "posts", PREPARE_THRESHOLD)
+
+
+def test_a_statement_run_repeatedly_on_a_connection_becomes_server_side_prepared(
+    stack: Endpoints,
+) -> None:
+    marker = "/* prepare-me */"
+
+    async def main() -> list[int]:
+        pool = create_pool(stack.database_urls["posts"], min_size=1, max_size=1, name="posts-test")
+        await pool.open(wait=True, timeout=10)
+        prepared_after: list[int] = []
+        try:
+            async with pool.connection() as conn:
+                for n in range(PREPARE_THRESHOLD + 1):
+                    await conn.execute(f"SELECT %s::int + 1 {marker}", (n,))
+                    cursor = await conn.execute(
+                        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                        (f"%{marker}%",),
+                    )
+                    row = await cursor.fetchone()
+                    assert row is not None
+                    prepared_after.append(row[0])
+        finally:
+            await pool.close()
+        return prepared_after
+
+    counts = asyncio.run(main())
+    assert counts[0] == 0  # run once: sent as it is
+    assert counts[-1] == 1  # run past the threshold: prepared, once
