@@ -27,8 +27,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from posts.service import Page, PostsService, not_found
+from posts.cache import PostCache
+from posts.feeds import PostFeeds
+from posts.service import not_found
 from posts.settings import PostsSettings
+from posts.views import Page
+from posts.writes import PostWrites
 
 MAX_CAPTION = 2200
 MAX_MEDIA = 4
@@ -43,20 +47,24 @@ def _cursor(request: Request) -> uuid.UUID | None:
 class PostsApi:
     def __init__(
         self,
-        service: PostsService,
+        writes: PostWrites,
+        feeds: PostFeeds,
+        cache: PostCache,
         verifier: TokenVerifier,
         limiter: RateLimiter,
         idempotency: Idempotency,
         settings: PostsSettings,
     ) -> None:
-        self.service = service
+        self.writes = writes
+        self.feeds = feeds
+        self.cache = cache
         self.verifier = verifier
         self.limiter = limiter
         self.idempotency = idempotency
         self.settings = settings
         # What anonymous readers were sent, answered again while nothing changed.
         self.rendered = ResponseCache(
-            "posts_pages", lambda: service.generation, settings.local_cache_ms, RENDERED_ENTRIES
+            "posts_pages", lambda: cache.generation, settings.local_cache_ms, RENDERED_ENTRIES
         )
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -90,7 +98,7 @@ class PostsApi:
                 Limit("posts_create", str(author), self.settings.create_rate)
             )
             raise_if_limited(result)
-            post = await self.service.create(author, caption, media_ids, image_url)
+            post = await self.writes.create(author, caption, media_ids, image_url)
             return json_response(
                 post,
                 201,
@@ -102,7 +110,7 @@ class PostsApi:
     async def one(self, request: Request) -> Response:
         post_id = path_uuid(request, "post_id", not_found())
         if request.method == "DELETE":
-            await self.service.delete(post_id, await self._user(request))
+            await self.writes.delete(post_id, await self._user(request))
             return Response(status_code=204)
         return await self._read(
             request, lambda viewer: self._single(post_id, viewer), paginated=False
@@ -113,7 +121,7 @@ class PostsApi:
         post_id = path_uuid(request, "post_id", not_found())
         result = await self.limiter.hit(Limit("posts_like", str(user), self.settings.like_rate))
         raise_if_limited(result)
-        post = await self.service.like(post_id, user, on=request.method == "POST")
+        post = await self.writes.like(post_id, user, on=request.method == "POST")
         return json_response(post, headers=result.headers())
 
     # -- reading -------------------------------------------------------------
@@ -121,26 +129,27 @@ class PostsApi:
     async def global_feed(self, request: Request) -> Response:
         limit, before = page_limit(request.query_params.get("limit")), _cursor(request)
         return await self._read(
-            request, lambda viewer: self.service.list_page(None, before, limit, viewer)
+            request, lambda viewer: self.feeds.list_page(None, before, limit, viewer)
         )
 
     async def user_feed(self, request: Request) -> Response:
         limit, before = page_limit(request.query_params.get("limit")), _cursor(request)
-        author = await self.service.authors.by_username(request.path_params["username"])
+        author = await self.feeds.authors.by_username(request.path_params["username"])
         if author is None:
             raise Problem(404, "user_not_found", "No such user.")
+        author_id = uuid.UUID(author["id"])  # the profile holds it as auth sent it: text
         return await self._read(
-            request, lambda viewer: self.service.list_page(author["id"], before, limit, viewer)
+            request, lambda viewer: self.feeds.list_page(author_id, before, limit, viewer)
         )
 
     async def home_feed(self, request: Request) -> Response:
         viewer = await self._user(request)
         limit, before = page_limit(request.query_params.get("limit")), _cursor(request)
-        page = await self.service.home_page(viewer, None if before is None else str(before), limit)
+        page = await self.feeds.home_page(viewer, before, limit)
         return self._page_response(request, page)
 
     async def _single(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> Page:
-        return Page([await self.service.get(post_id, viewer)], None)
+        return Page([await self.feeds.get(post_id, viewer)], None)
 
     async def _read(
         self,
@@ -152,7 +161,7 @@ class PostsApi:
         """Answers a read by ``read(viewer)``; what an anonymous reader got is
         kept for the next (see social_common.response_cache)."""
         viewer = await self._viewer(request)
-        generation = self.service.generation
+        generation = self.cache.generation
         response = self._page_response(request, await read(viewer), paginated)
         if viewer is None:
             self.rendered.keep(request, response, generation)

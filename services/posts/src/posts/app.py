@@ -10,27 +10,39 @@ from social_common.ratelimit import RateLimiter
 from social_common.runner import Resources, Servicer, ServiceSpec, Wiring
 
 from posts.api import PostsApi
+from posts.cache import PostCache
+from posts.events import PostEvents
+from posts.feeds import PostFeeds
+from posts.likes import LikedSets
 from posts.rpc import PostsRpc
-from posts.service import PostsService
 from posts.settings import PostsSettings
+from posts.timelines import Timelines
+from posts.writes import PostWrites
 
 
 def wire(resources: Resources[PostsSettings]) -> Wiring:
     assert resources.db is not None
-    settings = resources.settings
+    settings, db, redis = resources.settings, resources.db, resources.redis
     auth, media = channel(settings.peers["auth"]), channel(settings.peers["media"])
     authors = AuthorDirectory(
-        resources.redis,
+        redis,
         auth,
         ttl_seconds=settings.author_cache_seconds,
         local_max_entries=settings.local_cache_entries,
     )
-    service = PostsService(resources.db, resources.redis, settings, auth, media, authors)
+    cache = PostCache(redis, settings)
+    timelines = Timelines(redis, settings.timeline_size, settings.timeline_ttl_seconds)
+    likes = LikedSets(redis)
+    writes = PostWrites(db, cache, timelines, likes, media, authors)
+    feeds = PostFeeds(db, cache, timelines, likes, auth, authors, settings)
+    events = PostEvents(db, cache, timelines, auth, settings)
     api = PostsApi(
-        service,
+        writes,
+        feeds,
+        cache,
         token_verifier(settings, auth),
-        RateLimiter(resources.redis),
-        Idempotency(resources.redis, "posts"),
+        RateLimiter(redis),
+        Idempotency(redis, "posts"),
         settings,
     )
 
@@ -42,13 +54,13 @@ def wire(resources: Resources[PostsSettings]) -> Wiring:
         routes=api.routes(),
         servicers=[
             Servicer(
-                PostsRpc(service),
+                PostsRpc(feeds),
                 posts_pb2_grpc.add_PostsServiceServicer_to_server,
                 posts_pb2.DESCRIPTOR.services_by_name["PostsService"],
             )
         ],
-        events=service.event_handlers(),
-        background=[service.listen_for_changes, service.purge_forever],
+        events=events.handlers(),
+        background=[cache.listen_for_changes, events.purge_forever],
         close=close,
         middleware=[api.rendered.middleware],
     )

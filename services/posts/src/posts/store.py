@@ -28,19 +28,6 @@ class PostRow:
     version: int
     created_at: datetime
 
-    def document(self) -> dict[str, Any]:
-        """The post as it is cached: all but its author's profile and the
-        reader's own like, which are added per request."""
-        return {
-            "id": str(self.id),
-            "author_id": str(self.author_id),
-            "caption": self.caption,
-            "media": self.media,
-            "like_count": self.like_count,
-            "message_count": self.message_count,
-            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
-        }
-
 
 async def insert_post(
     conn: Conn, post_id: uuid.UUID, author_id: uuid.UUID, caption: str, media: list[Any]
