@@ -19,7 +19,7 @@ PROTO_OUT := libs/proto/src
 # Helm 4, from the npm registry (inside the package of an AWS CDK layer).
 HELM := $(CURDIR)/.tools/bin/helm
 
-.PHONY: help install deploy-tools dev up down status logs test deploy-check chart lint format proto proto-check bench bench-deps
+.PHONY: help install deploy-tools dev up down status logs test deploy-check chart openapi lint format proto proto-check bench bench-deps
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,9 @@ deploy-check: install deploy-tools ## Check the images and the chart with their 
 
 chart: install ## Render the chart's gateway config from gateway/envoy.yaml.j2 and the roster
 	$(STACK) render-chart
+
+openapi: install ## Write gateway/openapi.yaml from gateway/openapi.in.yaml and the services' views
+	$(STACK) render-openapi
 
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(PY) -m ruff check .

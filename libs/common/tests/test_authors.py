@@ -15,7 +15,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from social.auth.v1 import auth_pb2
-from social_common.authors import AuthorDirectory
+from social_common.authors import Author, AuthorDirectory
 from social_common.ids import uuid7
 from social_common.redis import create_redis
 from social_stack.local import Endpoints
@@ -71,8 +71,8 @@ def _rename(stack: Endpoints, account: Account, display_name: str) -> None:
     assert response.json()["display_name"] == display_name
 
 
-def _profile(account: Account, display_name: str) -> dict[str, Any]:
-    return {"id": account.id, "username": account.username, "display_name": display_name}
+def _profile(account: Account, display_name: str) -> Author:
+    return Author(id=account.id, username=account.username, display_name=display_name)
 
 
 @pytest.fixture(scope="module")
@@ -135,19 +135,19 @@ def test_a_new_display_name_shows_once_the_cached_one_expires(stack: Endpoints) 
 
     async def scenario(redis: aioredis.Redis, auth: grpc.aio.Channel, _calls: Calls) -> None:
         directory = AuthorDirectory(redis, auth, ttl_seconds=1)
-        assert (await directory.authors([account.id]))[account.id]["display_name"] == "Before"
+        assert (await directory.authors([account.id]))[account.id].display_name == "Before"
         cached_at = time.monotonic()
         # Kept in Redis no longer than the TTL.
         assert 0 < await redis.ttl(f"cache:authors:{account.id}") <= 1
         await asyncio.to_thread(_rename, stack, account, "After")
         # Within the TTL the cached name is served.
-        seen = (await directory.authors([account.id]))[account.id]["display_name"]
+        seen = (await directory.authors([account.id]))[account.id].display_name
         if time.monotonic() - cached_at < 1:
             assert seen == "Before"
         while seen != "After":
             assert time.monotonic() - cached_at < 2.5, "the rename never showed"
             await asyncio.sleep(0.05)
-            seen = (await directory.authors([account.id]))[account.id]["display_name"]
+            seen = (await directory.authors([account.id]))[account.id].display_name
 
     _run(stack.services_grpc["auth"], stack.redis_url, scenario)
 

@@ -5,14 +5,22 @@ each, so a new display name shows within twice that."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from social_common.cache import Entry, TieredCache
+from social_common.models import UuidText, View
 from social_common.peers import PEER_TIMEOUT
+
+
+class Author(View):
+    """A user as what they wrote shows them (the view of a profile below)."""
+
+    id: UuidText
+    username: str
+    display_name: str
 
 
 class AuthorDirectory:
@@ -31,6 +39,7 @@ class AuthorDirectory:
             local_ttl_ms=ttl_seconds * 1000,
             local_max_entries=local_max_entries,
             shared_ttl_seconds=ttl_seconds,
+            kind=Author,
         )
         # Lowercased username -> the user, for routes that name users by username.
         self.by_name = TieredCache(
@@ -39,13 +48,14 @@ class AuthorDirectory:
             local_ttl_ms=ttl_seconds * 1000,
             local_max_entries=local_max_entries,
             shared_ttl_seconds=ttl_seconds,
+            kind=Author,
         )
 
-    async def authors(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """``{id: {id, username, display_name}}`` of the users among ``ids`` that exist."""
+    async def authors(self, ids: Iterable[str]) -> dict[str, Author]:
+        """The users among ``ids`` that exist, by id."""
         return await self.by_id.get_many(set(ids), self._load_ids)
 
-    async def by_username(self, username: str) -> dict[str, Any] | None:
+    async def by_username(self, username: str) -> Author | None:
         key = username.lower()
         found = await self.by_name.get_many([key], self._load_names)
         return found.get(key)
@@ -65,5 +75,5 @@ class AuthorDirectory:
         return {u.username.lower(): (0, _profile(u)) for u in reply.users}
 
 
-def _profile(user: auth_pb2.User) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "display_name": user.display_name}
+def _profile(user: auth_pb2.User) -> Author:
+    return Author(id=user.id, username=user.username, display_name=user.display_name)

@@ -23,6 +23,7 @@ from social_common.errors import Problem, install_problem_handlers
 from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.metrics import RequestMiddleware, metrics_endpoint
+from social_common.models import B, decode_body, encode
 
 log = get_logger(__name__)
 
@@ -39,9 +40,15 @@ MAX_JSON_BODY = 64 * 1024
 def json_response(
     body: object, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
+    """``body`` (a view, see social_common.models, or plain data) as JSON."""
     return Response(
-        orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers
+        encode(body), status_code=status_code, media_type="application/json", headers=headers
     )
+
+
+async def read_model(request: Request, kind: type[B]) -> B:
+    """The request's JSON body as a ``kind`` (see social_common.models.decode_body)."""
+    return decode_body(await read_json_body(request), kind)
 
 
 async def json_object(

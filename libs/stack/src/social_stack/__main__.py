@@ -9,6 +9,9 @@ render-gateway --target k8s --out DIR
          write the Kubernetes gateway config and OpenAPI document
 render-chart
          write the Helm chart's gateway config (deploy/helm/social/files/envoy.yaml)
+render-openapi
+         write the OpenAPI document (gateway/openapi.yaml) from its source and the
+         services' typed bodies
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from social_stack.gateway import (
     write_gateway,
 )
 from social_stack.local import BACKING, Endpoints, Ports, Stack, load_state, stop_recorded
+from social_stack.openapi import DOCUMENT, render_openapi
 from social_stack.paths import DEFAULT_RUN_DIR
 from social_stack.processes import StackError
 
@@ -194,6 +198,7 @@ def main() -> None:
         help="load balancers in front of Envoy that append the client to X-Forwarded-For",
     )
     sub.add_parser("render-chart")
+    sub.add_parser("render-openapi")
     args = parser.parse_args()
     run_dir = args.run_dir.resolve()
     if args.command == "render-gateway":
@@ -203,6 +208,10 @@ def main() -> None:
     if args.command == "render-chart":
         CHART_ENVOY_YAML.write_text(render_envoy(helm_config()))
         print(CHART_ENVOY_YAML)
+        return
+    if args.command == "render-openapi":
+        DOCUMENT.write_text(render_openapi())
+        print(DOCUMENT)
         return
     if args.command in ("run", "up"):
         ports = Ports.free() if args.free_ports else Ports.dev()

@@ -3,42 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
-from social_common.errors import Problem
+from msgspec import UNSET
 from social_common.pagination import next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, RateLimitResult, raise_if_limited
-from social_common.rest import client_ip, json_object, json_response
+from social_common.rest import client_ip, json_response, read_model
 from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
+from social_common.validation import field_error
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from auth import store
+from auth import views
 from auth.keys import KeyRing
 from auth.service import AuthService
 from auth.settings import AuthSettings
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def public_user(user: store.User) -> dict[str, Any]:
-    return {
-        "id": str(user.id),
-        "username": user.username,
-        "display_name": user.display_name,
-        "bio": user.bio,
-        "follower_count": user.follower_count,
-        "following_count": user.following_count,
-        "created_at": iso(user.created_at),
-    }
-
-
-def own_user(user: store.User) -> dict[str, Any]:
-    return {**public_user(user), "email": user.email}
 
 
 class AuthApi:
@@ -87,42 +66,31 @@ class AuthApi:
         limited = await self._limit(
             Limit("register_ip", client_ip(request), self.settings.register_per_ip)
         )
-        body = await json_object(
-            request,
-            {"username": str, "email": str, "password": str},
-            required=("username", "email", "password"),
-        )
-        user = await self.service.register(body["username"], body["email"], body["password"])
-        return json_response(own_user(user), 201, headers=limited.headers())
+        body = await read_model(request, views.Registration)
+        user = await self.service.register(body.username, body.email, body.password)
+        return json_response(views.own_user(user), 201, headers=limited.headers())
 
     async def login(self, request: Request) -> Response:
-        body = await json_object(request, {"username": str, "email": str, "password": str})
-        username, email = body.get("username"), body.get("email")
-        errors = []
+        body = await read_model(request, views.Login)
+        username = None if body.username is UNSET else body.username
+        email = None if body.email is UNSET else body.email
         if (username is None) == (email is None):
-            errors.append({"field": "email", "message": "give either email or username"})
-        if body.get("password") is None:
-            errors.append({"field": "password", "message": "required"})
-        if errors:
-            raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
+            raise field_error("email", "give either email or username")
         account = (email or username or "").strip().lower()
         limited = await self._limit(
             Limit("login_account", account, self.settings.login_per_account),
             Limit("login_ip", client_ip(request), self.settings.login_per_ip),
         )
-        session = await self.service.login(
-            username=username, email=email, password=body["password"]
-        )
-        return json_response(session.document(), headers=limited.headers())
+        tokens = await self.service.login(username=username, email=email, password=body.password)
+        return json_response(views.session(tokens), headers=limited.headers())
 
     async def refresh(self, request: Request) -> Response:
-        body = await json_object(request, {"refresh_token": str}, required=("refresh_token",))
-        session = await self.service.refresh(body["refresh_token"])
-        return json_response(session.document())
+        body = await read_model(request, views.RefreshToken)
+        return json_response(views.session(await self.service.refresh(body.refresh_token)))
 
     async def logout(self, request: Request) -> Response:
-        body = await json_object(request, {"refresh_token": str}, required=("refresh_token",))
-        await self.service.logout(body["refresh_token"])
+        body = await read_model(request, views.RefreshToken)
+        await self.service.logout(body.refresh_token)
         return Response(status_code=204)
 
     async def change_password(self, request: Request) -> Response:
@@ -130,31 +98,30 @@ class AuthApi:
         limited = await self._limit(
             Limit("password_account", claims.subject, self.settings.login_per_account)
         )
-        body = await json_object(
-            request,
-            {"current_password": str, "new_password": str},
-            required=("current_password", "new_password"),
-        )
-        await self.service.change_password(
-            claims.user_id, body["current_password"], body["new_password"]
-        )
+        body = await read_model(request, views.PasswordChange)
+        await self.service.change_password(claims.user_id, body.current_password, body.new_password)
         return Response(status_code=204, headers=limited.headers())
 
     async def profile(self, request: Request) -> Response:
         claims = await authenticate(request, self.verifier)
         user_id = claims.user_id
         if request.method == "GET":
-            return json_response(own_user(await self.service.me(user_id)))
-        body = await json_object(request, {"display_name": str, "bio": str})
-        return json_response(own_user(await self.service.update_profile(user_id, body)))
+            return json_response(views.own_user(await self.service.me(user_id)))
+        body = await read_model(request, views.ProfileChange)
+        changes = {
+            name: value
+            for name in views.ProfileChange.__struct_fields__
+            if (value := getattr(body, name)) is not UNSET
+        }
+        return json_response(views.own_user(await self.service.update_profile(user_id, changes)))
 
     async def user(self, request: Request) -> Response:
         viewer = await authenticate_optional(request, self.verifier)
         user = await self.service.by_username(request.path_params["username"])
-        document = public_user(user)
-        if viewer is not None:
-            document["followed_by_me"] = await self.service.is_following(viewer.user_id, user.id)
-        return json_response(document)
+        followed_by_me = (
+            UNSET if viewer is None else await self.service.is_following(viewer.user_id, user.id)
+        )
+        return json_response(views.public_user(user, followed_by_me))
 
     async def follow(self, request: Request) -> Response:
         claims = await authenticate(request, self.verifier)
@@ -180,17 +147,5 @@ class AuthApi:
             page_limit(request.query_params.get("limit")),
         )
         return json_response(
-            {
-                "items": [
-                    {
-                        "id": str(e.id),
-                        "username": e.username,
-                        "display_name": e.display_name,
-                        "followed_at": iso(e.followed_at),
-                    }
-                    for e in page
-                ],
-                "next_cursor": next_cursor,
-            },
-            headers=next_link(request.url, next_cursor),
+            views.follow_page(page, next_cursor), headers=next_link(request.url, next_cursor)
         )

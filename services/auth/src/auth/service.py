@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from email_validator import EmailNotValidError, validate_email
@@ -92,22 +91,14 @@ def hash_refresh_token(token: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class Session:
+class Tokens:
+    """A session's tokens, as login and refresh issue them."""
+
     access_token: str
     access_expires_in: int
     refresh_token: str
     refresh_expires_in: int
     user_id: uuid.UUID
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "token_type": "Bearer",
-            "access_token": self.access_token,
-            "expires_in": self.access_expires_in,
-            "refresh_token": self.refresh_token,
-            "refresh_expires_in": self.refresh_expires_in,
-            "user_id": str(self.user_id),
-        }
 
 
 INVALID_LOGIN = Problem(401, "invalid_credentials", "The login or the password is wrong.")
@@ -146,7 +137,7 @@ class AuthService:
                 errors=[{"field": taken, "message": "already registered"}],
             ) from None
 
-    async def login(self, *, username: str | None, email: str | None, password: str) -> Session:
+    async def login(self, *, username: str | None, email: str | None, password: str) -> Tokens:
         # Refused before hashing: an over-long input must not buy CPU time.
         if len(password) > 128 or len(username or email or "") > MAX_EMAIL:
             raise INVALID_LOGIN
@@ -167,7 +158,7 @@ class AuthService:
             await store.new_family(conn, family_id, found.id)
             return await self._issue(conn, found.id, family_id)
 
-    async def refresh(self, refresh_token: str) -> Session:
+    async def refresh(self, refresh_token: str) -> Tokens:
         token_hash = hash_refresh_token(refresh_token)
         async with self.pool.connection() as conn:
             async with conn.transaction():
@@ -205,7 +196,7 @@ class AuthService:
             await store.set_password_hash(conn, user_id, new_hash)
             await store.revoke_all_families(conn, user_id, "password changed")
 
-    async def _issue(self, conn: store.Conn, user_id: uuid.UUID, family_id: uuid.UUID) -> Session:
+    async def _issue(self, conn: store.Conn, user_id: uuid.UUID, family_id: uuid.UUID) -> Tokens:
         refresh_token = secrets.token_urlsafe(32)
         await store.insert_refresh_token(
             conn, hash_refresh_token(refresh_token), family_id, self.settings.refresh_ttl
@@ -222,7 +213,7 @@ class AuthService:
                 "typ": "access",
             }
         )
-        return Session(
+        return Tokens(
             access_token,
             self.settings.access_ttl,
             refresh_token,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 
+from msgspec import UNSET
 from social_common.errors import Problem
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
-from social_common.rest import json_object, json_response, path_uuid, read_body
+from social_common.rest import json_response, path_uuid, read_body, read_model
 from social_common.tokens import TokenVerifier, authenticate
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -15,10 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from media import imaging
+from media import imaging, store, views
 from media.service import Incoming, MediaService
 from media.settings import MediaSettings
-from media.views import media_document
 
 # Room for the multipart envelope and a description around a 10 MiB file.
 MAX_MULTIPART = imaging.MAX_BYTES + 64 * 1024
@@ -58,8 +58,8 @@ class MediaApi:
         raise_if_limited(result)
         return result.headers()
 
-    def _document(self, media: object) -> dict[str, object]:
-        return media_document(media, self.settings.public_base_url)  # type: ignore[arg-type]
+    def _view(self, media: store.Media) -> views.Media:
+        return views.media(media, self.settings.public_base_url)
 
     async def upload(self, request: Request) -> Response:
         owner = await self._owner(request)
@@ -99,39 +99,29 @@ class MediaApi:
                 await upload.close()
 
         media = await self.service.ingest(owner, read)
-        return json_response(self._document(media), 201, headers=limit_headers)
+        return json_response(self._view(media), 201, headers=limit_headers)
 
     async def one(self, request: Request) -> Response:
         owner = await self._owner(request)
         media_id = path_uuid(request, "media_id", Problem(404, "media_not_found", "No such media."))
         if request.method == "GET":
-            return json_response(self._document(await self.service.get(media_id, owner)))
+            return json_response(self._view(await self.service.get(media_id, owner)))
         if request.method == "PATCH":
-            body = await json_object(request, {"description": str}, required=("description",))
-            media = await self.service.describe(media_id, owner, body["description"])
-            return json_response(self._document(media))
+            body = await read_model(request, views.MediaDescription)
+            media = await self.service.describe(media_id, owner, body.description)
+            return json_response(self._view(media))
         await self.service.delete(media_id, owner)
         return Response(status_code=204)
 
     async def create_direct_upload(self, request: Request) -> Response:
         owner = await self._owner(request)
         limit_headers = await self._spend_upload(owner)
-        body = await json_object(
-            request, {"content_type": str, "description": str}, required=("content_type",)
-        )
+        body = await read_model(request, views.DirectUploadRequest)
         upload, form = await self.service.create_direct_upload(
-            owner, body["content_type"], body.get("description", "")
+            owner, body.content_type, "" if body.description is UNSET else body.description
         )
         return json_response(
-            {
-                "id": str(upload.id),
-                "url": form["url"],
-                "fields": form["fields"],
-                "max_bytes": imaging.MAX_BYTES,
-                "expires_at": upload.expires_at.isoformat().replace("+00:00", "Z"),
-            },
-            201,
-            headers=limit_headers,
+            views.direct_upload(upload, form, imaging.MAX_BYTES), 201, headers=limit_headers
         )
 
     async def complete_direct_upload(self, request: Request) -> Response:
@@ -142,4 +132,4 @@ class MediaApi:
             Problem(404, "upload_not_found", "No such upload, or it has expired."),
         )
         media = await self.service.complete_direct_upload(upload_id, owner)
-        return json_response(self._document(media), 201)
+        return json_response(self._view(media), 201)

@@ -9,9 +9,8 @@ import grpc
 from social.media.v1 import media_pb2, media_pb2_grpc
 from social_common.ids import parse_uuid
 
-from media import store
+from media import store, views
 from media.service import MediaService
-from media.views import media_document
 
 MAX_BATCH = 100
 _STATES = {
@@ -57,19 +56,22 @@ class MediaRpc(media_pb2_grpc.MediaServiceServicer):
         return reply
 
     def _message(self, media: store.Media) -> media_pb2.Media:
-        doc = media_document(media, self.public_base_url)
+        view = views.media(media, self.public_base_url)
         return media_pb2.Media(
-            id=doc["id"],
+            id=view.id,
             owner_id=str(media.owner_id),
             state=_STATES[media.state],
-            type=doc["type"],
-            url=doc["url"],
-            preview_url=doc["preview_url"],
-            width=media.width,
-            height=media.height,
-            blurhash=media.blurhash,
-            description=media.description,
-            variants=[media_pb2.Variant(**v) for v in doc["variants"]],
+            type=view.type,
+            url=view.url,
+            preview_url=view.preview_url,
+            width=view.width,
+            height=view.height,
+            blurhash=view.blurhash,
+            description=view.description,
+            variants=[
+                media_pb2.Variant(name=v.name, width=v.width, height=v.height, url=v.url)
+                for v in view.variants
+            ],
             post_id=str(media.post_id or ""),
         )
 

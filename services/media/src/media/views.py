@@ -1,33 +1,77 @@
-"""How media looks to clients and peers: URLs under the public base."""
+"""What clients of media send and see: renditions' URLs under the public base."""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, UnsetType
+from social_common.media import PostMedia, Url, Variant
+from social_common.models import Body, Moment, View
 
 from media import store
+from media.service import DIRECT_UPLOAD_TYPES, MAX_DESCRIPTION
 
 PREVIEW = "w640"
 
+Description = Annotated[str, Meta(extra_json_schema={"maxLength": MAX_DESCRIPTION})]
 
-def media_document(media: store.Media, public_base_url: str) -> dict[str, Any]:
+
+class DirectUploadRequest(Body):
+    content_type: Annotated[str, Meta(extra_json_schema={"enum": sorted(DIRECT_UPLOAD_TYPES)})]
+    description: Description | UnsetType = UNSET
+
+
+class MediaDescription(Body):
+    description: Description
+
+
+class Media(PostMedia):
+    state: Literal["pending", "attached"]
+    created_at: Moment
+
+
+class DirectUpload(View):
+    """POST the file to url as multipart/form-data with these fields (and the
+    file last), before expires_at."""
+
+    id: uuid.UUID
+    url: Url
+    fields: dict[str, str]
+    max_bytes: int
+    expires_at: Moment
+
+
+# The bodies the OpenAPI document describes (make openapi).
+SCHEMAS = (DirectUploadRequest, MediaDescription, Media, DirectUpload)
+
+
+def media(found: store.Media, public_base_url: str) -> Media:
     def url(rendition: dict[str, Any]) -> str:
         return f"{public_base_url}/{rendition['key']}"
 
-    original = media.renditions[0]
-    preview = next((r for r in media.renditions if r["name"] == PREVIEW), media.renditions[-1])
-    return {
-        "id": str(media.id),
-        "type": "image",
-        "state": media.state,
-        "url": url(original),
-        "preview_url": url(preview),
-        "width": media.width,
-        "height": media.height,
-        "blurhash": media.blurhash,
-        "description": media.description,
-        "variants": [
-            {"name": r["name"], "width": r["width"], "height": r["height"], "url": url(r)}
-            for r in media.renditions
-        ],
-        "created_at": media.created_at.isoformat().replace("+00:00", "Z"),
-    }
+    original = found.renditions[0]
+    preview = next((r for r in found.renditions if r["name"] == PREVIEW), found.renditions[-1])
+    return Media(
+        id=str(found.id),
+        type="image",
+        state=found.state,  # type: ignore[arg-type]  # the column's check allows no other
+        url=url(original),
+        preview_url=url(preview),
+        width=found.width,
+        height=found.height,
+        blurhash=found.blurhash,
+        description=found.description,
+        variants=[Variant(r["name"], r["width"], r["height"], url(r)) for r in found.renditions],
+        created_at=found.created_at,
+    )
+
+
+def direct_upload(upload: store.DirectUpload, form: dict[str, Any], max_bytes: int) -> DirectUpload:
+    return DirectUpload(
+        id=upload.id,
+        url=form["url"],
+        fields=form["fields"],
+        max_bytes=max_bytes,
+        expires_at=upload.expires_at,
+    )

@@ -5,29 +5,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-import orjson
 from social_common.errors import Problem
 from social_common.idempotency import Idempotency
+from social_common.models import decode_body, encode
 from social_common.pagination import decode_id_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
 from social_common.rest import (
     conditional_json,
     etag_of,
     json_response,
-    parse_json_object,
     path_uuid,
     read_json_body,
 )
 from social_common.tokens import TokenVerifier, authenticate
-from social_common.validation import clean_text, field_error
+from social_common.validation import field_error
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from messages.service import MessagesService, post_not_found
+from messages import views
+from messages.service import MessagesService, message_text, post_not_found
 from messages.settings import MessagesSettings
-
-MAX_MESSAGE = 2000
 
 
 class MessagesApi:
@@ -61,16 +59,14 @@ class MessagesApi:
         raw = await read_json_body(request)
 
         async def handle() -> Response:
-            body = parse_json_object(raw, {"message": str}, required=("message",))
-            text = clean_text("message", body["message"], MAX_MESSAGE)
-            if not text:
-                raise field_error("message", "must not be empty")
+            text = message_text(decode_body(raw, views.NewMessage).message)
             result = await self.limiter.hit(
                 Limit("messages_send", str(sender), self.settings.send_rate)
             )
             raise_if_limited(result)
             message = await self.service.send(post_id, sender, text)
-            return json_response(message, 201, headers=result.headers())
+            authors = await self.service.authors_of([message])
+            return json_response(views.message(message, authors), 201, headers=result.headers())
 
         return await self.idempotency.run(request, str(sender), raw, handle)
 
@@ -84,7 +80,8 @@ class MessagesApi:
         messages, next_cursor = await self.service.page(
             post_id, after, limit, newest_first=order == "desc"
         )
-        body = orjson.dumps({"items": messages, "next_cursor": next_cursor})
+        authors = await self.service.authors_of(messages)
+        body = encode(views.page(messages, authors, next_cursor))
         return conditional_json(request, body, etag_of(body), next_link(request.url, next_cursor))
 
     async def delete(self, request: Request) -> Response:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
@@ -14,19 +13,31 @@ from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
 from social.posts.v1.events_pb2 import PostDeleted
-from social_common.authors import AuthorDirectory
+from social_common.authors import Author, AuthorDirectory
 from social_common.errors import Problem
 from social_common.events import Handler, emit
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.pagination import encode_id_cursor
 from social_common.peers import find_post
+from social_common.validation import clean_text, field_error
 
 from messages import store
 
 log = get_logger(__name__)
 
 PRODUCER = "messages"
+
+
+MAX_MESSAGE = 2000
+
+
+def message_text(raw: str) -> str:
+    """A message's text, trimmed; refused empty or too long."""
+    text = clean_text("message", raw, MAX_MESSAGE)
+    if not text:
+        raise field_error("message", "must not be empty")
+    return text
 
 
 def post_not_found() -> Problem:
@@ -48,7 +59,8 @@ class MessagesService:
             raise post_not_found()
         return post
 
-    async def send(self, post_id: uuid.UUID, sender_id: uuid.UUID, body: str) -> dict[str, Any]:
+    async def send(self, post_id: uuid.UUID, sender_id: uuid.UUID, body: str) -> store.Message:
+        """Stores a message whose text passed message_text."""
         post = await self._post(post_id)
         message = store.Message(uuid7(), post_id, sender_id, body, datetime.now(UTC))
         # One round trip: BEGIN, the message, its event and COMMIT pipelined.
@@ -69,17 +81,17 @@ class MessagesService:
                 key=str(post_id),
                 payload=created,
             )
-        return (await self.render([message]))[0]
+        return message
 
     async def page(
         self, post_id: uuid.UUID, after: uuid.UUID | None, limit: int, *, newest_first: bool
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[store.Message], str | None]:
         await self._post(post_id)
         async with self.db.connection() as conn:
             found = await store.page(conn, post_id, after, limit + 1, newest_first=newest_first)
         shown = found[:limit]
         next_cursor = encode_id_cursor(shown[-1].id) if len(found) > limit else None
-        return await self.render(shown), next_cursor
+        return shown, next_cursor
 
     async def delete(self, post_id: uuid.UUID, message_id: uuid.UUID, user: uuid.UUID) -> None:
         """The sender deletes their message; the post's author any message on
@@ -105,21 +117,9 @@ class MessagesService:
                 ),
             )
 
-    async def render(self, messages: Sequence[store.Message]) -> list[dict[str, Any]]:
-        """Messages as clients see them, each with its author's public profile."""
-        authors = await self.authors.authors(str(m.sender_id) for m in messages)
-        return [
-            {
-                "id": str(m.id),
-                "post_id": str(m.post_id),
-                # (An account that no longer exists keeps its id, and no name.)
-                "author": authors.get(str(m.sender_id))
-                or {"id": str(m.sender_id), "username": "", "display_name": ""},
-                "message": m.body,
-                "created_at": m.created_at.isoformat().replace("+00:00", "Z"),
-            }
-            for m in messages
-        ]
+    async def authors_of(self, messages: Sequence[store.Message]) -> dict[str, Author]:
+        """The public profiles of the messages' senders that still exist."""
+        return await self.authors.authors(str(m.sender_id) for m in messages)
 
     async def counts(self, post_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         async with self.db.connection() as conn:

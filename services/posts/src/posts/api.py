@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-import orjson
+from msgspec import UNSET
 from social_common.errors import Problem
 from social_common.idempotency import Idempotency
 from social_common.ids import parse_uuid
+from social_common.models import decode_body, encode
 from social_common.pagination import decode_id_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
 from social_common.response_cache import ResponseCache
@@ -17,7 +17,6 @@ from social_common.rest import (
     conditional_json,
     etag_of,
     json_response,
-    parse_json_object,
     path_uuid,
     read_json_body,
 )
@@ -27,15 +26,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from posts import views
 from posts.cache import PostCache
 from posts.feeds import PostFeeds
-from posts.service import not_found
+from posts.service import MAX_CAPTION, MAX_MEDIA, not_found
 from posts.settings import PostsSettings
 from posts.views import Page
 from posts.writes import PostWrites
 
-MAX_CAPTION = 2200
-MAX_MEDIA = 4
 # Anonymous renderings kept, each valid for one generation of changes.
 RENDERED_ENTRIES = 2_000
 
@@ -91,8 +89,8 @@ class PostsApi:
         raw = await read_json_body(request)
 
         async def handle() -> Response:
-            body = parse_json_object(raw, {"caption": str, "media_ids": list, "image_url": str})
-            caption = clean_text("caption", body.get("caption", ""), MAX_CAPTION)
+            body = decode_body(raw, views.NewPost)
+            caption = clean_text("caption", body.caption, MAX_CAPTION)
             media_ids, image_url = _media_choice(body)
             result = await self.limiter.hit(
                 Limit("posts_create", str(author), self.settings.create_rate)
@@ -102,7 +100,7 @@ class PostsApi:
             return json_response(
                 post,
                 201,
-                headers={"Location": f"/api/v1/posts/{post['id']}", **result.headers()},
+                headers={"Location": f"/api/v1/posts/{post.id}", **result.headers()},
             )
 
         return await self.idempotency.run(request, str(author), raw, handle)
@@ -137,7 +135,7 @@ class PostsApi:
         author = await self.feeds.authors.by_username(request.path_params["username"])
         if author is None:
             raise Problem(404, "user_not_found", "No such user.")
-        author_id = uuid.UUID(author["id"])  # the profile holds it as auth sent it: text
+        author_id = uuid.UUID(author.id)  # the profile holds it as auth sent it: text
         return await self._read(
             request, lambda viewer: self.feeds.list_page(author_id, before, limit, viewer)
         )
@@ -169,22 +167,22 @@ class PostsApi:
 
     def _page_response(self, request: Request, page: Page, paginated: bool = True) -> Response:
         if paginated:
-            body = orjson.dumps({"items": page.posts, "next_cursor": page.next_cursor})
+            body = encode(views.PostPage(items=page.posts, next_cursor=page.next_cursor))
             headers = next_link(request.url, page.next_cursor)
         else:
-            body, headers = orjson.dumps(page.posts[0]), {}
+            body, headers = encode(page.posts[0]), {}
         return conditional_json(request, body, etag_of(body), headers)
 
 
-def _media_choice(body: dict[str, Any]) -> tuple[list[uuid.UUID], str | None]:
+def _media_choice(body: views.NewPost) -> tuple[list[uuid.UUID], str | None]:
     """The media of a new post: ``media_ids`` (1 to 4 of the author's uploads),
     or the seed's ``image_url`` (the URL of one of them)."""
-    if ("media_ids" in body) == ("image_url" in body):
+    if (body.media_ids is UNSET) == (body.image_url is UNSET):
         raise field_error("media_ids", "give media_ids or the seed's image_url: one of the two")
-    if "image_url" in body:
-        return [], body["image_url"]
-    raw_ids = body["media_ids"]
-    ids = [parse_uuid(i) if isinstance(i, str) else None for i in raw_ids]
+    if not isinstance(body.media_ids, list):
+        assert isinstance(body.image_url, str)
+        return [], body.image_url
+    ids = [parse_uuid(i) for i in body.media_ids]
     if not 1 <= len(ids) <= MAX_MEDIA:
         raise field_error("media_ids", f"between 1 and {MAX_MEDIA} media ids")
     if None in ids:

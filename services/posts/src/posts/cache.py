@@ -19,6 +19,7 @@ from social_common.cache import Broadcast, LocalCache, TieredCache
 
 from posts.service import after_commit
 from posts.settings import PostsSettings
+from posts.views import PostDocument
 
 # The list of everyone's posts; each author's is author_list(author_id).
 GLOBAL = "global"
@@ -82,6 +83,7 @@ class PostCache:
             local_ttl_ms=settings.local_cache_ms,
             local_max_entries=settings.local_cache_entries,
             shared_ttl_seconds=settings.shared_cache_seconds,
+            kind=PostDocument,
         )
         self.pages = FeedPages(settings.local_cache_ms, settings.local_cache_entries)
         self.broadcast = Broadcast(redis_client, "posts:changes")
@@ -93,7 +95,7 @@ class PostCache:
         self,
         post_id: uuid.UUID,
         version: int,
-        document: dict[str, Any] | None,
+        document: PostDocument | None,
         lists: Sequence[str] = (),
     ) -> None:
         """Called after a commit: this process sees the change at once (its

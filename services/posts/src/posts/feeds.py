@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
@@ -48,7 +47,7 @@ class PostFeeds:
 
     # -- posts by id -----------------------------------------------------------
 
-    async def documents(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def documents(self, ids: Sequence[str]) -> dict[str, views.PostDocument]:
         """The cached documents of the posts among ``ids`` (the text of their
         ids: the cache's keys, as timelines and feed pages hold them) that exist."""
         return await self.cache.documents.get_many(ids, self._load_documents)
@@ -62,10 +61,10 @@ class PostFeeds:
         found: dict[str, Entry] = {i: (0, None) for i in ids}
         for row in rows:
             document = views.post_document(row)
-            found[document["id"]] = (row.version, document)
+            found[document.id] = (row.version, document)
         return found
 
-    async def get(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> dict[str, Any]:
+    async def get(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> views.Post:
         found = await self.documents([str(post_id)])
         rendered = await self._render(list(found.values()), viewer)
         if not rendered:
@@ -74,18 +73,18 @@ class PostFeeds:
 
     async def _render(
         self,
-        documents: Sequence[Mapping[str, Any]],
+        documents: Sequence[views.PostDocument],
         viewer: uuid.UUID | None,
         liked_answer: LikedAnswer | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[views.Post]:
         """Posts as clients see them (``liked_answer``: what Redis said
         already of what the viewer likes)."""
         if not documents:
             return []
-        authors = await self.authors.authors(d["author_id"] for d in documents)
+        authors = await self.authors.authors(d.author_id for d in documents)
         liked: set[str] | None = None
         if viewer is not None:
-            liked = await self._liked(viewer, [d["id"] for d in documents], liked_answer)
+            liked = await self._liked(viewer, [d.id for d in documents], liked_answer)
         return views.render(documents, authors, liked)
 
     async def _page(

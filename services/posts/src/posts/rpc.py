@@ -32,11 +32,11 @@ class PostsRpc(posts_pb2_grpc.PostsServiceServicer):
         reply = posts_pb2.GetPostsResponse()
         for doc in found.values():
             created_at = Timestamp()
-            created_at.FromJsonString(doc["created_at"])
+            created_at.FromDatetime(doc.created_at)
             reply.posts.append(
                 posts_pb2.Post(
-                    id=doc["id"],
-                    author_id=doc["author_id"],
+                    id=doc.id,
+                    author_id=doc.author_id,
                     visibility=posts_pb2.VISIBILITY_PUBLIC,
                     created_at=created_at,
                 )

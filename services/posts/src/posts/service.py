@@ -28,6 +28,9 @@ from social_common.logging import get_logger
 
 log = get_logger(__name__)
 
+MAX_CAPTION = 2200
+MAX_MEDIA = 4
+
 
 def not_found() -> Problem:
     return Problem(404, "post_not_found", "No such post.")

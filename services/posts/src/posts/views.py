@@ -1,80 +1,135 @@
-"""What clients see of posts: the document a post is cached as, the media it
-shows, and a post as a reader gets it (with its author, and whether the
-reader likes it). Pure functions: what they need is fetched by the caller."""
+"""What clients of posts send and see, and the document a post is cached as.
+
+Pure functions: what they need (authors, likes) is fetched by the caller.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Annotated
 
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 from social.media.v1 import media_pb2
-from social_common.views import timestamp
+from social_common.authors import Author
+from social_common.media import PostMedia, Url, Variant
+from social_common.models import Body, Moment, UuidText, View
 
 from posts import store
+from posts.service import MAX_CAPTION, MAX_MEDIA
+
+Caption = Annotated[str, Meta(extra_json_schema={"maxLength": MAX_CAPTION})]
+
+
+class NewPost(Body):
+    """Either media_ids, or the seed's image_url (the URL of one of the caller's uploads here)."""
+
+    caption: Caption = ""
+    media_ids: (
+        Annotated[
+            list[Annotated[str, Meta(extra_json_schema={"format": "uuid"})]],
+            Meta(extra_json_schema={"minItems": 1, "maxItems": MAX_MEDIA, "uniqueItems": True}),
+        ]
+        | UnsetType
+    ) = UNSET
+    image_url: Url | UnsetType = UNSET
+
+
+class Post(View):
+    id: Annotated[UuidText, Meta(description="A UUIDv7.")]
+    author: Author
+    caption: Caption
+    media: list[PostMedia]
+    like_count: int
+    message_count: int
+    created_at: Moment
+    liked_by_me: Annotated[bool, Meta(description="Only when a token is sent.")] | (
+        UnsetType
+    ) = UNSET
+
+
+class PostPage(View):
+    items: list[Post]
+    next_cursor: str | None
+
+
+# The bodies the OpenAPI document describes (make openapi).
+SCHEMAS = (NewPost, Post, PostPage)
+
+
+class PostDocument(msgspec.Struct, kw_only=True):
+    """The post as it is cached: all but its author's profile and the
+    reader's own like, which are added per request."""
+
+    id: str
+    author_id: str
+    caption: str
+    media: list[PostMedia]
+    like_count: int
+    message_count: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)
 class Page:
-    posts: list[dict[str, Any]]
+    posts: list[Post]
     next_cursor: str | None
 
 
-def post_document(row: store.PostRow) -> dict[str, Any]:
-    """The post as it is cached: all but its author's profile and the
-    reader's own like, which are added per request."""
-    return {
-        "id": str(row.id),
-        "author_id": str(row.author_id),
-        "caption": row.caption,
-        "media": row.media,
-        "like_count": row.like_count,
-        "message_count": row.message_count,
-        "created_at": timestamp(row.created_at),
-    }
+def post_document(row: store.PostRow) -> PostDocument:
+    return PostDocument(
+        id=str(row.id),
+        author_id=str(row.author_id),
+        caption=row.caption,
+        # As the media service described each when the post was made (JSON in the row).
+        media=msgspec.convert(row.media, list[PostMedia]),
+        like_count=row.like_count,
+        message_count=row.message_count,
+        created_at=row.created_at,
+    )
 
 
-def media_document(media: media_pb2.Media) -> dict[str, Any]:
+def post_media(media: media_pb2.Media) -> PostMedia:
     """A media as posts show it: what the media service's own API says of it."""
-    return {
-        "id": media.id,
-        "type": media.type,
-        "url": media.url,
-        "preview_url": media.preview_url,
-        "width": media.width,
-        "height": media.height,
-        "blurhash": media.blurhash,
-        "description": media.description,
-        "variants": [
-            {"name": v.name, "width": v.width, "height": v.height, "url": v.url}
+    return PostMedia(
+        id=media.id,
+        type="image",
+        url=media.url,
+        preview_url=media.preview_url,
+        width=media.width,
+        height=media.height,
+        blurhash=media.blurhash,
+        description=media.description,
+        variants=[
+            Variant(name=v.name, width=v.width, height=v.height, url=v.url)  # type: ignore[arg-type]
             for v in media.variants
         ],
-    }
+    )
 
 
 def render(
-    documents: Sequence[Mapping[str, Any]],
-    authors: Mapping[str, dict[str, Any]],
-    liked: Set[str] | None,
-) -> list[dict[str, Any]]:
+    documents: Sequence[PostDocument], authors: Mapping[str, Author], liked: Set[str] | None
+) -> list[Post]:
     """Posts as clients see them: with their authors (by id), and whether the
     reader likes them (``liked``: the ids they like among these; None for a
     reader without a token, who is not told)."""
     posts = []
     for doc in documents:
-        author = authors.get(doc["author_id"])
+        author = authors.get(doc.author_id)
         if author is None:
             continue  # an account that no longer exists
-        post = {
-            "id": doc["id"],
-            "author": author,
-            "caption": doc["caption"],
-            "media": doc["media"],
-            "like_count": doc["like_count"],
-            "message_count": doc["message_count"],
-            "created_at": doc["created_at"],
-        }
-        if liked is not None:
-            post["liked_by_me"] = doc["id"] in liked
-        posts.append(post)
+        posts.append(
+            Post(
+                id=doc.id,
+                author=author,
+                caption=doc.caption,
+                media=doc.media,
+                like_count=doc.like_count,
+                message_count=doc.message_count,
+                created_at=doc.created_at,
+                liked_by_me=UNSET if liked is None else doc.id in liked,
+            )
+        )
     return posts

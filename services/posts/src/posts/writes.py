@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
+import msgspec
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from social.media.v1 import media_pb2, media_pb2_grpc
@@ -57,7 +57,7 @@ class PostWrites:
         caption: str,
         media_ids: Sequence[uuid.UUID],
         image_url: str | None,
-    ) -> dict[str, Any]:
+    ) -> views.Post:
         if image_url is not None:
             media_ids = [await self._media_at(author_id, image_url)]
         post_id = uuid7()
@@ -68,7 +68,11 @@ class PostWrites:
             # commit itself failed, the media would stay attached to no post.)
             media = await self._attach(post_id, author_id, media_ids)
             row = await store.insert_post(
-                conn, post_id, author_id, caption, [views.media_document(m) for m in media]
+                conn,
+                post_id,
+                author_id,
+                caption,
+                msgspec.to_builtins([views.post_media(m) for m in media]),
             )
             created = PostCreated(
                 post_id=str(post_id), author_id=str(author_id), media_ids=[m.id for m in media]
@@ -142,7 +146,7 @@ class PostWrites:
 
     # -- likes ---------------------------------------------------------------
 
-    async def like(self, post_id: uuid.UUID, user_id: uuid.UUID, *, on: bool) -> dict[str, Any]:
+    async def like(self, post_id: uuid.UUID, user_id: uuid.UUID, *, on: bool) -> views.Post:
         async with self.db.connection() as conn, conn.transaction():
             row, changed = await store.set_like(conn, post_id, user_id, on=on)
             if row is None:
@@ -169,12 +173,12 @@ class PostWrites:
             await self.cache.changed(post_id, row.version, document)
         return await self._answer(document, liked=on)
 
-    async def _answer(self, document: dict[str, Any], *, liked: bool) -> dict[str, Any]:
+    async def _answer(self, document: views.PostDocument, *, liked: bool) -> views.Post:
         """The answer to a write that committed, to its writer: nothing left
         to fail but the author's profile (cached), and what the writer likes
         of it is known."""
-        authors = await self.authors.authors([document["author_id"]])
-        return views.render([document], authors, {document["id"]} if liked else set())[0]
+        authors = await self.authors.authors([document.author_id])
+        return views.render([document], authors, {document.id} if liked else set())[0]
 
 
 def _media_problem(message: str) -> Problem:

@@ -1,0 +1,148 @@
+"""What clients of auth send and see: its public bodies, in one place.
+
+The rules (a username's alphabet, a password's strength) are checked by
+auth.service with messages of their own; the limits are documented here
+from the same constants.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, UnsetType
+from social_common.models import Body, Moment, View
+
+from auth import store
+from auth.passwords import MAX_LENGTH as MAX_PASSWORD
+from auth.passwords import MIN_LENGTH as MIN_PASSWORD
+from auth.service import MAX_BIO, MAX_DISPLAY_NAME, MAX_EMAIL, Tokens
+
+Password = Annotated[
+    str,
+    Meta(
+        description="Refused when among the most common passwords.",
+        extra_json_schema={"minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD},
+    ),
+]
+
+
+class Registration(Body):
+    username: Annotated[
+        str,
+        Meta(
+            description="Stored in lower case; unique case-insensitively.",
+            extra_json_schema={"pattern": "^[A-Za-z0-9_]{3,30}$"},
+        ),
+    ]
+    email: Annotated[str, Meta(extra_json_schema={"format": "email", "maxLength": MAX_EMAIL})]
+    password: Password
+
+
+class Login(Body):
+    """Exactly one of email and username."""
+
+    password: str
+    email: str | UnsetType = UNSET
+    username: str | UnsetType = UNSET
+
+
+class RefreshToken(Body):
+    refresh_token: str
+
+
+class PasswordChange(Body):
+    current_password: str
+    new_password: Password
+
+
+class ProfileChange(Body):
+    display_name: Annotated[str, Meta(extra_json_schema={"maxLength": MAX_DISPLAY_NAME})] | (
+        UnsetType
+    ) = UNSET
+    bio: Annotated[str, Meta(extra_json_schema={"maxLength": MAX_BIO})] | UnsetType = UNSET
+
+
+class _User(View):
+    id: uuid.UUID
+    username: str
+    display_name: str
+    bio: str
+    follower_count: int
+    following_count: int
+    created_at: Moment
+
+
+class PublicUser(_User):
+    followed_by_me: Annotated[bool, Meta(description="Only when a token is sent.")] | (
+        UnsetType
+    ) = UNSET
+
+
+class OwnUser(_User):
+    email: Annotated[str, Meta(extra_json_schema={"format": "email"})]
+
+
+class Session(View):
+    token_type: Literal["Bearer"]
+    access_token: Annotated[str, Meta(description="A JWT signed with ES256.")]
+    expires_in: Annotated[int, Meta(description="Seconds the access token is valid.")]
+    refresh_token: Annotated[str, Meta(description="Opaque; single use.")]
+    refresh_expires_in: int
+    user_id: uuid.UUID
+
+
+class FollowEntry(View):
+    id: uuid.UUID
+    username: str
+    display_name: str
+    followed_at: Moment
+
+
+class FollowPage(View):
+    items: list[FollowEntry]
+    next_cursor: str | None
+
+
+# The bodies the OpenAPI document describes (make openapi).
+SCHEMAS = (
+    Registration,
+    Login,
+    RefreshToken,
+    PasswordChange,
+    ProfileChange,
+    PublicUser,
+    OwnUser,
+    Session,
+    FollowPage,
+)
+
+
+def public_user(user: store.User, followed_by_me: bool | UnsetType = UNSET) -> PublicUser:
+    return PublicUser(**_user_fields(user), followed_by_me=followed_by_me)
+
+
+def own_user(user: store.User) -> OwnUser:
+    return OwnUser(**_user_fields(user), email=user.email)
+
+
+def _user_fields(user: store.User) -> dict[str, Any]:
+    return {name: getattr(user, name) for name in _User.__struct_fields__}
+
+
+def session(tokens: Tokens) -> Session:
+    return Session(
+        token_type="Bearer",  # noqa: S106 (the token type, no secret)
+        access_token=tokens.access_token,
+        expires_in=tokens.access_expires_in,
+        refresh_token=tokens.refresh_token,
+        refresh_expires_in=tokens.refresh_expires_in,
+        user_id=tokens.user_id,
+    )
+
+
+def follow_page(entries: list[store.FollowEntry], next_cursor: str | None) -> FollowPage:
+    return FollowPage(
+        items=[FollowEntry(e.id, e.username, e.display_name, e.followed_at) for e in entries],
+        next_cursor=next_cursor,
+    )
