@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from social_common.db import PREPARE_THRESHOLD, check_database, create_pool
@@ -79,3 +80,27 @@ def test_a_statement_run_repeatedly_on_a_connection_becomes_server_side_prepared
     counts = asyncio.run(main())
     assert counts[0] == 0  # run once: sent as it is
     assert counts[-1] == 1  # run past the threshold: prepared, once
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_moments_come_back_in_utc_whatever_the_sessions_time_zone(
+    stack: Endpoints, binary: bool
+) -> None:
+    async def main() -> datetime:
+        pool = create_pool(stack.database_urls["posts"], min_size=1, max_size=1, name="posts-test")
+        await pool.open(wait=True, timeout=10)
+        try:
+            async with pool.connection() as conn:
+                await conn.execute("SET TIME ZONE 'Asia/Kolkata'")
+                cursor = conn.cursor(binary=binary)
+                await cursor.execute("SELECT '2026-12-04 20:16:01+00'::timestamptz")
+                row = await cursor.fetchone()
+                assert row is not None
+                moment: datetime = row[0]
+                return moment
+        finally:
+            await pool.close()
+
+    moment = asyncio.run(main())
+    assert moment == datetime(2026, 12, 4, 20, 16, 1, tzinfo=UTC)
+    assert moment.utcoffset() == timedelta(0)

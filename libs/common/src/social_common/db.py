@@ -7,15 +7,32 @@ names tables without a schema prefix and cannot reach another service's.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from psycopg import AsyncConnection
+from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg_pool import AsyncConnectionPool
 
 # Statements run this many times on one connection become server-side prepared.
 PREPARE_THRESHOLD = 2
 
 
+class _UtcLoader(TimestamptzLoader):
+    def load(self, data: bytes | bytearray | memoryview) -> datetime:
+        return super().load(data).astimezone(UTC)
+
+
+class _UtcBinaryLoader(TimestamptzBinaryLoader):
+    def load(self, data: bytes | bytearray | memoryview) -> datetime:
+        return super().load(data).astimezone(UTC)
+
+
 async def _configure(conn: AsyncConnection) -> None:
     conn.prepare_threshold = PREPARE_THRESHOLD
+    # Moments come back in UTC whatever the session's TimeZone (clients see
+    # them with a "Z"), without a SET a transaction pooler would not keep.
+    conn.adapters.register_loader("timestamptz", _UtcLoader)
+    conn.adapters.register_loader("timestamptz", _UtcBinaryLoader)
 
 
 def create_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -> AsyncConnectionPool:

@@ -9,9 +9,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -51,16 +49,6 @@ async def read_model(request: Request, kind: type[B]) -> B:
     return decode_body(await read_json_body(request), kind)
 
 
-async def json_object(
-    request: Request, fields: Mapping[str, type], required: Sequence[str] = ()
-) -> dict[str, Any]:
-    """The request's JSON object, checked: only ``fields`` (name → type) may
-    appear, ``required`` ones must; anything else is a problem (413, 415, 400
-    or 422 with one entry per offending field), so no unknown or privileged
-    field is ever silently accepted."""
-    return parse_json_object(await read_json_body(request), fields, required)
-
-
 async def read_json_body(request: Request) -> bytes:
     """The body of a request that must be JSON, unparsed: 415 for another
     type, 413 past ``MAX_JSON_BODY``."""
@@ -68,39 +56,6 @@ async def read_json_body(request: Request) -> bytes:
     if content_type != "application/json":
         raise Problem(415, "unsupported_media_type", "Send the body as application/json.")
     return await read_body(request, MAX_JSON_BODY)
-
-
-def parse_json_object(
-    raw: bytes, fields: Mapping[str, type], required: Sequence[str] = ()
-) -> dict[str, Any]:
-    """:func:`json_object` for a body already read (by a caller that also needs its bytes)."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise Problem(422, "validation_failed", "The body must be a JSON object.")
-    errors = [
-        {"field": name, "message": "unknown or read-only field"}
-        for name in body
-        if name not in fields
-    ]
-    errors += [{"field": name, "message": "required"} for name in required if name not in body]
-    errors += [
-        {"field": name, "message": f"must be {_TYPE_NAMES.get(kind, kind.__name__)}"}
-        for name, kind in fields.items()
-        # null is no value of any field's type: an explicit null is refused too.
-        if name in body and not isinstance(body[name], kind)
-    ]
-    errors += [
-        # PostgreSQL text cannot hold NUL, and no field of ours has a use for it.
-        {"field": name, "message": "must not contain NUL characters"}
-        for name, value in body.items()
-        if isinstance(value, str) and "\x00" in value
-    ]
-    if errors:
-        raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
-    return body
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -116,9 +71,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(raw) > limit:
             raise too_large
     return bytes(raw)
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
 
 
 def etag_of(body: bytes) -> str:
