@@ -22,11 +22,11 @@ import grpc
 import pytest
 import redis
 import redis.asyncio as aioredis
+from realtime.api import RealtimeEndpoint
+from realtime.events import stream_key
 from realtime.hub import Hub
 from realtime.presence import LEASE_SECONDS, Presence, presence_key
-from realtime.router import stream_key
 from realtime.settings import RealtimeSettings
-from realtime.ws import RealtimeEndpoint
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from social.messages.v1.events_pb2 import MessageCreated

@@ -8,7 +8,7 @@ from social_common.ratelimit import RateLimiter
 from social_common.runner import Resources, Servicer, ServiceSpec, Wiring
 
 from media.api import MediaApi
-from media.events import handlers
+from media.events import MediaEvents
 from media.rpc import MediaRpc
 from media.service import MediaService
 from media.settings import MediaSettings
@@ -37,7 +37,7 @@ def wire(resources: Resources[MediaSettings]) -> Wiring:
                 media_pb2.DESCRIPTOR.services_by_name["MediaService"],
             )
         ],
-        events=handlers(service),
+        events=MediaEvents(service).handlers(),
         background=[service.sweep_forever],
         close=close,
         checks={"s3": storage.check},

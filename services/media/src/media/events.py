@@ -14,8 +14,14 @@ from media.service import MediaService
 log = get_logger(__name__)
 
 
-def handlers(service: MediaService) -> dict[str, Handler]:
-    async def post_deleted(envelope: Envelope) -> None:
+class MediaEvents:
+    def __init__(self, service: MediaService) -> None:
+        self.service = service
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"post.deleted": self._on_post_deleted}
+
+    async def _on_post_deleted(self, envelope: Envelope) -> None:
         try:
             event = PostDeleted.FromString(envelope.payload)
         except DecodeError:
@@ -26,8 +32,6 @@ def handlers(service: MediaService) -> dict[str, Handler]:
             # No retry can mend it: logged, and done.
             log.error("post_deleted_malformed", event_id=envelope.id, key=envelope.key)
             return
-        count = await service.delete_post_media(post_id, author_id)
+        count = await self.service.delete_post_media(post_id, author_id)
         if count:
             log.info("post_media_deleted", post_id=str(post_id), count=count)
-
-    return {"post.deleted": post_deleted}

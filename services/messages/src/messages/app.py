@@ -10,6 +10,7 @@ from social_common.ratelimit import RateLimiter
 from social_common.runner import Resources, Servicer, ServiceSpec, Wiring
 
 from messages.api import MessagesApi
+from messages.events import MessagesEvents
 from messages.rpc import MessagesRpc
 from messages.service import MessagesService
 from messages.settings import MessagesSettings
@@ -42,7 +43,7 @@ def wire(resources: Resources[MessagesSettings]) -> Wiring:
                 messages_pb2.DESCRIPTOR.services_by_name["MessagesService"],
             )
         ],
-        events=service.event_handlers(),
+        events=MessagesEvents(resources.db).handlers(),
         close=close,
     )
 

@@ -9,14 +9,12 @@ from datetime import UTC, datetime
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
-from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
-from social.posts.v1.events_pb2 import PostDeleted
 from social_common.authors import Author, AuthorDirectory
 from social_common.errors import Problem
-from social_common.events import Handler, emit
-from social_common.ids import parse_uuid, uuid7
+from social_common.events import emit
+from social_common.ids import uuid7
 from social_common.logging import get_logger
 from social_common.pagination import encode_id_cursor
 from social_common.peers import find_post
@@ -130,17 +128,3 @@ class MessagesService:
     ) -> list[store.Message]:
         async with self.db.connection() as conn:
             return await store.page(conn, post_id, after, limit, newest_first=False)
-
-    def event_handlers(self) -> dict[str, Handler]:
-        return {"post.deleted": self._on_post_deleted}
-
-    async def _on_post_deleted(self, envelope: Envelope) -> None:
-        """A deleted post takes its messages along."""
-        post_id = parse_uuid(PostDeleted.FromString(envelope.payload).post_id)
-        if post_id is None:
-            log.warning("event_ignored", id=envelope.id, reason="post_id is not a UUID")
-            return
-        async with self.db.connection() as conn:
-            deleted = await store.delete_post_messages(conn, post_id)
-        if deleted:
-            log.info("post_messages_deleted", post_id=str(post_id), count=deleted)

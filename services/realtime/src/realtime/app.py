@@ -6,11 +6,11 @@ from social_common.peers import channel, token_verifier
 from social_common.runner import Resources, ServiceSpec, Wiring
 from starlette.routing import WebSocketRoute
 
+from realtime.api import RealtimeEndpoint
+from realtime.events import Router
 from realtime.hub import Hub
 from realtime.presence import Presence
-from realtime.router import Router
 from realtime.settings import RealtimeSettings
-from realtime.ws import RealtimeEndpoint
 
 
 def wire(resources: Resources[RealtimeSettings]) -> Wiring:

@@ -28,6 +28,7 @@ from social_common.redis import as_text
 from social_common.tokens import InvalidToken, TokenVerifier, bearer_token
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from realtime.events import stream_key
 from realtime.hub import (
     CONNECTIONS,
     TRY_AGAIN_LATER,
@@ -37,7 +38,6 @@ from realtime.hub import (
     stream_position,
 )
 from realtime.presence import Presence
-from realtime.router import stream_key
 from realtime.settings import RealtimeSettings
 
 log = get_logger(__name__)

@@ -1,0 +1,32 @@
+"""Events the messages service consumes: a deleted post takes its messages along."""
+
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+from social.events.v1.events_pb2 import Envelope
+from social.posts.v1.events_pb2 import PostDeleted
+from social_common.events import Handler
+from social_common.ids import parse_uuid
+from social_common.logging import get_logger
+
+from messages import store
+
+log = get_logger(__name__)
+
+
+class MessagesEvents:
+    def __init__(self, db: AsyncConnectionPool) -> None:
+        self.db = db
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"post.deleted": self._on_post_deleted}
+
+    async def _on_post_deleted(self, envelope: Envelope) -> None:
+        post_id = parse_uuid(PostDeleted.FromString(envelope.payload).post_id)
+        if post_id is None:
+            log.warning("event_ignored", id=envelope.id, reason="post_id is not a UUID")
+            return
+        async with self.db.connection() as conn:
+            deleted = await store.delete_post_messages(conn, post_id)
+        if deleted:
+            log.info("post_messages_deleted", post_id=str(post_id), count=deleted)
