@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from msgspec import UNSET, UnsetType, field
 from social_common.errors import Problem
-from social_common.models import Body, Moment, View, decode_body, encode
+from social_common.models import Body, Moment, View, encode
+from social_common.rest import decode_body
 
 
 class _Note(Body):

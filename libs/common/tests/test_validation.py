@@ -4,7 +4,7 @@ that names the field."""
 from __future__ import annotations
 
 import pytest
-from social_common.errors import Problem
+from social_common.errors import FieldError, Problem
 from social_common.validation import clean_text, field_error
 
 
@@ -21,8 +21,8 @@ def test_field_error_is_a_422_naming_the_field_and_why() -> None:
     assert problem.detail == "username: already taken."
     assert problem.errors == [{"field": "username", "message": "already taken"}]
     document = problem.document("req-1")
-    assert document["errors"] == [{"field": "username", "message": "already taken"}]
-    assert document["request_id"] == "req-1"
+    assert document.errors == [FieldError("username", "already taken")]
+    assert document.request_id == "req-1"
 
 
 def test_field_error_may_carry_its_own_code() -> None:

@@ -10,24 +10,42 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated
 
 import grpc
-import orjson
 import psycopg
 import psycopg_pool
 import redis.exceptions
+from msgspec import UNSET, Meta, UnsetType
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from social_common.logging import get_logger
+from social_common.models import View, encode
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_BASE = "https://social.example/problems/"
 
 log = get_logger(__name__)
+
+
+class FieldError(View):
+    field: str
+    message: str
+
+
+class ProblemDocument(View):
+    """RFC 9457 problem details."""
+
+    type: Annotated[str, Meta(extra_json_schema={"format": "uri"})]
+    title: str
+    status: int
+    code: str
+    detail: str | UnsetType = UNSET
+    request_id: str | UnsetType = UNSET
+    errors: list[FieldError] | UnsetType = UNSET
 
 
 class Problem(Exception):
@@ -51,25 +69,21 @@ class Problem(Exception):
         self.errors = list(errors or [])
         self.headers = dict(headers or {})
 
-    def document(self, request_id: str | None) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "type": _TYPE_BASE + self.code,
-            "title": self.title,
-            "status": self.status,
-            "code": self.code,
-        }
-        if self.detail:
-            doc["detail"] = self.detail
-        if self.errors:
-            doc["errors"] = self.errors
-        if request_id:
-            doc["request_id"] = request_id
-        return doc
+    def document(self, request_id: str | None) -> ProblemDocument:
+        return ProblemDocument(
+            type=_TYPE_BASE + self.code,
+            title=self.title,
+            status=self.status,
+            code=self.code,
+            detail=self.detail or UNSET,
+            request_id=request_id or UNSET,
+            errors=[FieldError(e["field"], e["message"]) for e in self.errors] or UNSET,
+        )
 
 
 def problem_response(problem: Problem, request_id: str | None) -> Response:
     return Response(
-        orjson.dumps(problem.document(request_id)),
+        encode(problem.document(request_id)),
         status_code=problem.status,
         media_type=PROBLEM_CONTENT_TYPE,
         headers=problem.headers,

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Literal, TypeVar
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,11 +20,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from social_common.errors import Problem, install_problem_handlers
+from social_common.errors import Problem, ProblemDocument, install_problem_handlers
 from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.metrics import RequestMiddleware, metrics_endpoint
-from social_common.models import B, decode_body, encode
+from social_common.models import Body, View, encode
 
 log = get_logger(__name__)
 
@@ -44,8 +47,56 @@ def json_response(
     )
 
 
+B = TypeVar("B", bound=Body)
+
+# msgspec's messages: "Expected `str`, got `int` - at `$.caption`",
+# "Object missing required field `message`", "Object contains unknown field `x`".
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\.(?P<field>\w+))?[^`]*`)?$")
+_NAMED = re.compile(r"field `(?P<field>\w+)`")
+
+
+def decode_body(raw: bytes, kind: type[B]) -> B:
+    """``raw`` as a ``kind``, or a problem: 400 for JSON that is not, 422 naming
+    the offending field for anything else (NUL characters too: PostgreSQL
+    text cannot hold them, and no field of ours has a use for them)."""
+    try:
+        body = msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from None
+    except msgspec.DecodeError:
+        raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
+    for name in body.__struct_fields__:
+        value = getattr(body, name)
+        if isinstance(value, str) and "\x00" in value:
+            raise _field_problem(name, "must not contain NUL characters")
+    return body
+
+
+def _invalid(text: str) -> Problem:
+    match = _AT.match(text)
+    assert match is not None  # the pattern matches any line
+    field = match["field"]
+    message = match["message"]
+    if field is None:
+        named = _NAMED.search(message)
+        if named is None:
+            return Problem(422, "validation_failed", "The body must be a JSON object.")
+        field = named["field"]
+        message = "required" if "missing" in message else "unknown or read-only field"
+    return _field_problem(field, message)
+
+
+def _field_problem(field: str, message: str) -> Problem:
+    return Problem(
+        422,
+        "validation_failed",
+        "The body has invalid fields.",
+        errors=[{"field": field, "message": message}],
+    )
+
+
 async def read_model(request: Request, kind: type[B]) -> B:
-    """The request's JSON body as a ``kind`` (see social_common.models.decode_body)."""
+    """The request's JSON body as a ``kind`` (see :func:`decode_body`)."""
     return decode_body(await read_json_body(request), kind)
 
 
@@ -113,6 +164,18 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+HealthStatus = Literal["ready", "not_ready", "draining"]
+
+
+class Health(View):
+    service: str
+    status: HealthStatus
+
+
+# The platform's bodies the OpenAPI document describes (make openapi).
+SCHEMAS = (ProblemDocument, Health)
+
+
 class Readiness:
     """Answers /readyz: ready while every dependency answers and the service
     is not draining for shutdown.
@@ -171,11 +234,9 @@ class Readiness:
     async def public_endpoint(self, _request: Request) -> Response:
         """The public health route: the verdict only, no internal addresses."""
         ready, _ = await self.report()
-        return json_response(
-            {"service": self.service, "status": self._status(ready)}, 200 if ready else 503
-        )
+        return json_response(Health(self.service, self._status(ready)), 200 if ready else 503)
 
-    def _status(self, ready: bool) -> str:
+    def _status(self, ready: bool) -> HealthStatus:
         return "draining" if self.draining else ("ready" if ready else "not_ready")
 
 

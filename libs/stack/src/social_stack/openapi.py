@@ -1,6 +1,6 @@
 """The OpenAPI document: gateway/openapi.in.yaml (written by hand: the paths,
-parameters, responses, and the schemas no service's views declare yet) plus
-the schemas generated from the services' typed bodies (each service's
+parameters and responses) plus the schemas generated from the typed bodies
+(the platform's, social_common.rest.SCHEMAS, and each service's
 ``views.SCHEMAS``, found through the ``social.schemas`` entry points).
 
 ``make openapi`` writes the result to gateway/openapi.yaml, which the gateway
@@ -9,12 +9,14 @@ serves and the chart and the gateway image read without the services.
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import entry_points
 from typing import Any
 
 import msgspec
 import yaml
 from social_common.fleet import roster
+from social_common.rest import SCHEMAS as PLATFORM_SCHEMAS
 
 from social_stack.paths import GATEWAY_DIR
 
@@ -29,7 +31,8 @@ _HEADER = (
 def generated_schemas() -> dict[str, Any]:
     """The components of every service's public bodies, by name."""
     found = entry_points(group="social.schemas")
-    types = [kind for name in roster().names if name in found.names for kind in found[name].load()]
+    services = [name for name in roster().names if name in found.names]
+    types = [*PLATFORM_SCHEMAS, *(kind for name in services for kind in found[name].load())]
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -52,11 +55,25 @@ def _tidy(schema: Any) -> Any:
     return schema
 
 
+# What YAML 1.1 readers (Helm's, which reads the document for the chart) take
+# for booleans: written quoted, as the JWK member "y" must be.
+_YAML11_BOOLEAN = re.compile(r"y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF")
+
+
+class _Dumper(yaml.SafeDumper):
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        style = '"' if _YAML11_BOOLEAN.fullmatch(data) else None
+        return self.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _Dumper.represent_str)
+
+
 def render_openapi() -> str:
     """The document's text: the source as written, the generated schemas
     appended to its ``components.schemas`` (which must end the source)."""
     source = SOURCE.read_text()
-    written = yaml.safe_load(source)["components"]["schemas"]
+    written = yaml.safe_load(source)["components"]["schemas"] or {}
     generated = generated_schemas()
     both = sorted(written.keys() & generated.keys())
     if both:
@@ -65,6 +82,6 @@ def render_openapi() -> str:
     after_schemas = lines[lines.index("  schemas:") + 1 :]
     if any(line and not line.startswith("    ") for line in after_schemas):
         raise ValueError(f"components.schemas must end {SOURCE.name}")
-    block = yaml.safe_dump(generated, sort_keys=False, width=100, allow_unicode=True)
+    block = yaml.dump(generated, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
     indented = "".join(f"    {line}" if line.strip() else line for line in block.splitlines(True))
     return _HEADER + source.rstrip("\n") + "\n" + indented

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
 from msgspec import UNSET
 from social_common.pagination import next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, RateLimitResult, raise_if_limited
@@ -58,7 +59,7 @@ class AuthApi:
     async def jwks(self, _request: Request) -> Response:
         # Readers may cache it as long as a new key waits before it signs.
         return json_response(
-            await self.keys.jwks(),
+            msgspec.convert(await self.keys.jwks(), views.Jwks),
             headers={"Cache-Control": f"public, max-age={self.settings.jwks_cache_seconds}"},
         )
 

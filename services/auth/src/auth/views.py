@@ -104,8 +104,25 @@ class FollowPage(View):
     next_cursor: str | None
 
 
+class Jwk(View):
+    """A public signing key (RFC 7517)."""
+
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: str
+    y: str
+    kid: str
+    alg: Literal["ES256"]
+    use: Literal["sig"]
+
+
+class Jwks(View):
+    keys: list[Jwk]
+
+
 # The bodies the OpenAPI document describes (make openapi).
 SCHEMAS = (
+    Jwks,
     Registration,
     Login,
     RefreshToken,

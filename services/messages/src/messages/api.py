@@ -7,11 +7,12 @@ from collections.abc import Sequence
 
 from social_common.errors import Problem
 from social_common.idempotency import Idempotency
-from social_common.models import decode_body, encode
+from social_common.models import encode
 from social_common.pagination import decode_id_cursor, next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, raise_if_limited
 from social_common.rest import (
     conditional_json,
+    decode_body,
     etag_of,
     json_response,
     path_uuid,
