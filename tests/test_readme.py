@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -119,3 +120,11 @@ def test_the_readme_and_docs_link_only_to_files_in_the_repository() -> None:
             where = f"{page.relative_to(REPO_ROOT)} links to {target}"
             assert linked.is_relative_to(REPO_ROOT.resolve()), f"{where}: outside the repository"
             assert linked.exists(), f"{where}: no such file"
+
+
+def test_every_setting_a_service_reads_is_documented() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for entry in entry_points(group="social.services"):
+        spec = entry.load()()
+        missing = [var.name for var in spec.settings.variables() if f"`{var.name}" not in readme]
+        assert missing == [], f"{spec.name}: settings the README does not name"
