@@ -86,3 +86,9 @@ def test_every_json_request_body_is_a_typed_body_of_a_service() -> None:
             if schema is not None:  # multipart uploads are described by hand
                 name = schema.get("$ref", "").removeprefix("#/components/schemas/")
                 assert name in generated, f"{method} {path}: body not from a service's views"
+
+
+def test_every_required_member_of_a_schema_is_one_of_its_properties() -> None:
+    for name, schema in openapi_document()["components"]["schemas"].items():
+        missing = set(schema.get("required", [])) - set(schema.get("properties", {}))
+        assert missing == set(), f"{name} requires what it does not describe"

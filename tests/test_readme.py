@@ -126,5 +126,7 @@ def test_every_setting_a_service_reads_is_documented() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     for entry in entry_points(group="social.services"):
         spec = entry.load()()
-        missing = [var.name for var in spec.settings.variables() if f"`{var.name}" not in readme]
+        missing = [
+            var.name for var in spec.settings_class.variables() if f"`{var.name}" not in readme
+        ]
         assert missing == [], f"{spec.name}: settings the README does not name"

@@ -42,7 +42,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 from messages.settings import MessagesSettings
 from realtime.settings import RealtimeSettings
 from websockets.asyncio.client import ClientConnection, connect
@@ -109,8 +109,8 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 async def _subscribe(socket: ClientConnection, channel: str) -> None:
-    await socket.send(orjson.dumps({"op": "subscribe", "channel": channel}).decode())
-    reply = orjson.loads(await socket.recv())
+    await socket.send(msgspec.json.encode({"op": "subscribe", "channel": channel}).decode())
+    reply = msgspec.json.decode(await socket.recv())
     if reply.get("op") != "ack":
         raise WebSocketException(f"subscribing to {channel}: {reply}")
 
@@ -132,7 +132,7 @@ async def _open(url: str, token: str, channel: str, held: _Held) -> None:
     async def read() -> None:
         with contextlib.suppress(WebSocketException):
             async for frame in socket:
-                event = orjson.loads(frame)
+                event = msgspec.json.decode(frame)
                 if event.get("op") == "event" and event.get("channel") == channel:
                     held.arrivals.append(time.perf_counter())
                     if len(held.arrivals) >= held.expected:

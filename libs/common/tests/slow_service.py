@@ -20,7 +20,7 @@ if __name__ == "__main__":
     run_service(
         ServiceSpec(
             name="slowpoke",
-            settings=Settings,
+            settings_class=Settings,
             wire=lambda _resources: Wiring(routes=[Route("/slow", slow)]),
         )
     )

@@ -13,15 +13,18 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from social.auth.v1.auth_pb2 import User
 from social.events.v1.events_pb2 import Envelope
+from social.posts.v1.events_pb2 import PostDeleted
 from social_common.db import create_pool
 from social_common.events import (
     PAYLOAD_VERSION,
     EventConsumer,
     OutboxRelay,
     emit,
+    event_ids,
     make_envelope,
     stream_for,
 )
+from social_common.ids import uuid7
 from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
 from social_stack.local import Endpoints, with_credentials
 
@@ -285,3 +288,14 @@ def test_a_payload_version_the_consumer_does_not_know_is_not_handled(
         assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 1
 
     _run(stack, url, scenario)
+
+
+def test_event_ids_are_uuids_or_the_event_is_ignored() -> None:
+    post_id, author_id = uuid7(), uuid7()
+    good = PostDeleted(post_id=str(post_id), author_id=str(author_id))
+    envelope = make_envelope("posts", "post.deleted", str(post_id), good)
+    assert event_ids(envelope, PostDeleted, "post_id", "author_id") == [post_id, author_id]
+    envelope.payload = PostDeleted(post_id="nope", author_id=str(author_id)).SerializeToString()
+    assert event_ids(envelope, PostDeleted, "post_id", "author_id") is None
+    envelope.payload = b"\xff\xff"
+    assert event_ids(envelope, PostDeleted, "post_id") is None

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import orjson
+import msgspec
 import pytest
 import structlog
 from social_common.logging import (
@@ -53,7 +53,7 @@ def _restore_logging() -> Iterator[None]:
 def _lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     out = capsys.readouterr().out
     # Every line is one JSON object: nothing else is written.
-    return [orjson.loads(line) for line in out.splitlines()]
+    return [msgspec.json.decode(line) for line in out.splitlines()]
 
 
 def test_a_line_is_one_json_object_with_service_level_and_utc_time(

@@ -7,7 +7,7 @@ import base64
 import uuid
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 from social_common.errors import Problem
 from social_common.ids import uuid7
@@ -26,7 +26,7 @@ from starlette.datastructures import URL, QueryParams
 
 def _b64(value: Any) -> str:
     """A cursor as a client could forge one: any JSON, encoded as the API does."""
-    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+    return base64.urlsafe_b64encode(msgspec.json.encode(value)).decode().rstrip("=")
 
 
 def _refused(raw: str, shape: tuple[type, ...] = (str, int)) -> Problem:

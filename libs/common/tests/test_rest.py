@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
-import orjson
+import msgspec
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from social_common.db import check_database, create_pool
@@ -222,12 +222,12 @@ def test_if_none_match_names_the_tag(header: str | None, matches: bool) -> None:
 
 
 async def _document(request: Request) -> Response:
-    body = orjson.dumps({"id": 1, "name": "ann"})
+    body = msgspec.json.encode({"id": 1, "name": "ann"})
     return conditional_json(request, body, etag_of(body), {"Link": '</next>; rel="next"'})
 
 
 def test_conditional_json_sends_the_body_with_its_tag_then_304_to_a_client_that_has_it() -> None:
-    body = orjson.dumps({"id": 1, "name": "ann"})
+    body = msgspec.json.encode({"id": 1, "name": "ann"})
 
     async def scenario(http: httpx.AsyncClient) -> None:
         first = await http.get("/doc")

@@ -23,8 +23,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from realtime.api import RealtimeEndpoint
-from realtime.events import stream_key
-from realtime.hub import Hub
+from realtime.hub import Hub, stream_key
 from realtime.presence import LEASE_SECONDS, Presence, presence_key
 from realtime.settings import RealtimeSettings
 from redis.asyncio.retry import Retry

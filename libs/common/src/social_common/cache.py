@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 from prometheus_client import Counter
 
 from social_common.logging import get_logger
+from social_common.models import encode
 from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
@@ -224,11 +224,11 @@ class Broadcast:
         self.channel = channel
 
     async def publish(self, message: Any) -> None:
-        await self.redis.publish(self.channel, orjson.dumps(message))
+        await self.redis.publish(self.channel, encode(message))
 
     def _deliver(self, on_message: Callable[[Any], None], data: bytes) -> None:
         try:
-            on_message(orjson.loads(data))
+            on_message(msgspec.json.decode(data))
         except Exception:  # one bad message must not end the listener
             log.exception("broadcast_message_failed", channel=self.channel)
 
@@ -252,8 +252,5 @@ class Broadcast:
                 await asyncio.sleep(1.0)
 
 
-_encoder = msgspec.json.Encoder()
-
-
 def _encode(version: int, value: Any) -> bytes:
-    return b"%d|" % version + (b"" if value is None else _encoder.encode(value))
+    return b"%d|" % version + (b"" if value is None else encode(value))

@@ -49,7 +49,7 @@ def service_main(spec: ServiceSpec[S], argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         # Only serving uses Redis: a migration Job need not be given it.
-        settings = spec.settings.from_env(spec.name, needs_redis=args.command == "serve")
+        settings = spec.settings_class.from_env(spec.name, needs_redis=args.command == "serve")
     except SettingsError as exc:
         sys.exit(f"{spec.name}: {exc}")
     if args.command == "serve":

@@ -7,32 +7,47 @@ names tables without a schema prefix and cannot reach another service's.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
-from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
 # Statements run this many times on one connection become server-side prepared.
 PREPARE_THRESHOLD = 2
 
 
-class _UtcLoader(TimestamptzLoader):
-    def load(self, data: bytes | bytearray | memoryview) -> datetime:
-        return super().load(data).astimezone(UTC)
+@functools.cache
+def _in_utc(base: type[Loader]) -> type[Loader]:
+    """``base`` (psycopg's timestamptz loader, in C where psycopg_binary is
+    installed: it cannot be subclassed) with its moments turned to UTC."""
 
+    class InUtc(Loader):
+        format = base.format
 
-class _UtcBinaryLoader(TimestamptzBinaryLoader):
-    def load(self, data: bytes | bytearray | memoryview) -> datetime:
-        return super().load(data).astimezone(UTC)
+        def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+            super().__init__(oid, context)
+            self._base = base(oid, context)
+
+        def load(self, data: Buffer) -> datetime:
+            moment: datetime = self._base.load(data)
+            return moment.astimezone(UTC)
+
+    return InUtc
 
 
 async def _configure(conn: AsyncConnection) -> None:
     conn.prepare_threshold = PREPARE_THRESHOLD
     # Moments come back in UTC whatever the session's TimeZone (clients see
     # them with a "Z"), without a SET a transaction pooler would not keep.
-    conn.adapters.register_loader("timestamptz", _UtcLoader)
-    conn.adapters.register_loader("timestamptz", _UtcBinaryLoader)
+    oid = conn.adapters.types["timestamptz"].oid
+    for format_ in (Format.TEXT, Format.BINARY):
+        base = conn.adapters.get_loader(oid, format_)
+        if base is not None:
+            conn.adapters.register_loader(oid, _in_utc(base))
 
 
 def create_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -> AsyncConnectionPool:

@@ -18,6 +18,7 @@ import asyncio
 import os
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from social.events.v1.events_pb2 import Envelope
 
-from social_common.ids import uuid7
+from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.redis import as_text
 from social_common.tasks import cancel_requested
@@ -111,6 +112,26 @@ DELETE FROM outbox
 WHERE (SELECT alone FROM relay) AND id IN (SELECT id FROM outbox ORDER BY id LIMIT %s)
 RETURNING id, event_type, envelope
 """
+
+
+def event_ids(envelope: Envelope, payload: type[Message], *fields: str) -> list[uuid.UUID] | None:
+    """The ids named by ``fields`` in the envelope's payload (of type
+    ``payload``), as UUIDs, for a handler. None, logged as ``event_ignored``,
+    when the payload does not decode or one is not a UUID: no retry can mend
+    either, so the handler acknowledges the event and does nothing."""
+    try:
+        event = payload.FromString(envelope.payload)
+    except DecodeError:
+        log.warning("event_ignored", id=envelope.id, type=envelope.type, reason="undecodable")
+        return None
+    texts = {field: getattr(event, field) for field in fields}
+    ids = [parse_uuid(text) for text in texts.values()]
+    if None in ids:
+        log.warning(
+            "event_ignored", id=envelope.id, type=envelope.type, reason="not a UUID", **texts
+        )
+        return None
+    return [i for i in ids if i is not None]
 
 
 class OutboxRelay:

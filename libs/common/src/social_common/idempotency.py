@@ -17,12 +17,13 @@ import base64
 import hashlib
 from collections.abc import Awaitable, Callable
 
-import orjson
+import msgspec
 import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import Response
 
 from social_common.errors import Problem, problem_response
+from social_common.models import encode
 
 HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
@@ -68,7 +69,7 @@ class Idempotency:
         fingerprint = hashlib.sha256(
             request.method.encode() + b"\0" + request.url.path.encode() + b"\0" + body
         ).hexdigest()
-        lease = orjson.dumps({"state": "running", "fingerprint": fingerprint})
+        lease = encode({"state": "running", "fingerprint": fingerprint})
         if not await self.redis.set(store_key, lease, nx=True, ex=self.lease_seconds):
             return await self._replay(store_key, fingerprint)
         try:
@@ -92,12 +93,12 @@ class Idempotency:
             },
             "body": base64.b64encode(response.body).decode(),
         }
-        await self.redis.set(store_key, orjson.dumps(record), ex=self.ttl_seconds)
+        await self.redis.set(store_key, encode(record), ex=self.ttl_seconds)
         return response
 
     async def _replay(self, store_key: str, fingerprint: str) -> Response:
         raw = await self.redis.get(store_key)
-        record = orjson.loads(raw) if raw else None
+        record = msgspec.json.decode(raw) if raw else None
         if record is None or record["state"] == "running":
             # Still running (or its lease lapsed this instant): the client retries.
             raise Problem(

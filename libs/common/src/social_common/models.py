@@ -17,17 +17,19 @@ from typing import Annotated, Any
 
 import msgspec
 
-# A moment, written RFC 3339 in UTC with a "Z" (msgspec's encoding of an aware datetime).
+# A moment: an aware datetime, written RFC 3339 (with a "Z" for UTC, which is
+# what PostgreSQL hands back: see social_common.db).
 Moment = Annotated[datetime, msgspec.Meta(tz=True)]
 # An id that is kept as text (from a peer or a cache), documented as the UUID it is.
 UuidText = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
+Url = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uri"})]
 
 
-class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Body(msgspec.Struct, forbid_unknown_fields=True):
     """A request body: an unknown (or read-only) field is refused, never ignored."""
 
 
-class View(msgspec.Struct, kw_only=True, omit_defaults=True):
+class View(msgspec.Struct):
     """A response body. A field that defaults to ``msgspec.UNSET`` is left out
     unless set (``liked_by_me`` only when a token was sent)."""
 

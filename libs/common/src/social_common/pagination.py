@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
+import msgspec
 from starlette.datastructures import URL
 
 from social_common.errors import Problem
 from social_common.ids import parse_uuid
+from social_common.models import encode
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 40
@@ -42,7 +43,7 @@ def page_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX
 
 
 def encode_cursor(key: Sequence[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+    return base64.urlsafe_b64encode(encode(list(key))).decode().rstrip("=")
 
 
 def decode_cursor(raw: str | None, shape: Sequence[type]) -> list[Any] | None:
@@ -50,7 +51,7 @@ def decode_cursor(raw: str | None, shape: Sequence[type]) -> list[Any] | None:
     if raw is None or raw == "":
         return None
     try:
-        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        decoded = msgspec.json.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError):
         decoded = None
     if (

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 import grpc
-import orjson
+import msgspec
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
 
@@ -37,7 +37,7 @@ def auth_jwks_source(auth: grpc.aio.Channel, timeout: float = 2.0) -> JwksSource
 
     async def fetch() -> Mapping[str, Any]:
         reply = await stub.GetJwks(auth_pb2.GetJwksRequest(), timeout=timeout)
-        jwks: Mapping[str, Any] = orjson.loads(reply.jwks_json)
+        jwks: Mapping[str, Any] = msgspec.json.decode(reply.jwks_json)
         return jwks
 
     return fetch

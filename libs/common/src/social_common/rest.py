@@ -49,50 +49,66 @@ def json_response(
 
 B = TypeVar("B", bound=Body)
 
-# msgspec's messages: "Expected `str`, got `int` - at `$.caption`",
-# "Object missing required field `message`", "Object contains unknown field `x`".
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?:\.(?P<field>\w+))?[^`]*`)?$")
-_NAMED = re.compile(r"field `(?P<field>\w+)`")
+# How a msgspec type is named to clients: "Expected `str`, got `int`" reads
+# "must be a string".
+_TYPE_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "an object",
+    "uuid": "a UUID",
+}
+_EXPECTED = re.compile(r"Expected `(?P<type>[^`]+)`, got `[^`]+`")
+_AT_FIELD = re.compile(r" - at `\$\.(?P<field>[^`.\[]+)")
 
 
 def decode_body(raw: bytes, kind: type[B]) -> B:
-    """``raw`` as a ``kind``, or a problem: 400 for JSON that is not, 422 naming
-    the offending field for anything else (NUL characters too: PostgreSQL
-    text cannot hold them, and no field of ours has a use for them)."""
+    """``raw`` as a ``kind``, or a problem: 400 for JSON that is not, 422 with
+    one entry per offending field for anything else: unknown (or read-only)
+    fields, missing ones, NUL characters (PostgreSQL text cannot hold them,
+    and no field of ours has a use for them), then a value of the wrong type."""
     try:
-        body = msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from None
+        body = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
-    for name in body.__struct_fields__:
-        value = getattr(body, name)
-        if isinstance(value, str) and "\x00" in value:
-            raise _field_problem(name, "must not contain NUL characters")
-    return body
+    if not isinstance(body, dict):
+        raise Problem(422, "validation_failed", "The body must be a JSON object.")
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    known = {field.encode_name for field in info.fields}
+    errors = [_error(name, "unknown or read-only field") for name in body if name not in known]
+    errors += [
+        _error(field.encode_name, "required")
+        for field in info.fields
+        if field.required and field.encode_name not in body
+    ]
+    errors += [
+        _error(name, "must not contain NUL characters")
+        for name, value in body.items()
+        if isinstance(value, str) and "\x00" in value
+    ]
+    if not errors:
+        try:
+            return msgspec.convert(body, kind)
+        except msgspec.ValidationError as exc:
+            errors = [_type_error(str(exc))]
+    raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
 
 
-def _invalid(text: str) -> Problem:
-    match = _AT.match(text)
-    assert match is not None  # the pattern matches any line
-    field = match["field"]
-    message = match["message"]
-    if field is None:
-        named = _NAMED.search(message)
-        if named is None:
-            return Problem(422, "validation_failed", "The body must be a JSON object.")
-        field = named["field"]
-        message = "required" if "missing" in message else "unknown or read-only field"
-    return _field_problem(field, message)
+def _error(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "message": message}
 
 
-def _field_problem(field: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "validation_failed",
-        "The body has invalid fields.",
-        errors=[{"field": field, "message": message}],
-    )
+def _type_error(text: str) -> dict[str, str]:
+    """The entry of msgspec's "Expected `str`, got `int` - at `$.caption`"."""
+    at = _AT_FIELD.search(text)
+    expected = _EXPECTED.match(text)
+    message = text.split(" - at ")[0]
+    if expected is not None and expected["type"] in _TYPE_NAMES:
+        message = f"must be {_TYPE_NAMES[expected['type']]}"
+    return _error(at["field"] if at else "", message)
 
 
 async def read_model(request: Request, kind: type[B]) -> B:

@@ -90,7 +90,7 @@ class ServiceSpec(Generic[S]):
     owns comes from the roster."""
 
     name: str
-    settings: type[S]
+    settings_class: type[S]
     wire: Callable[[Resources[S]], Wiring]
     commands: Mapping[str, Callable[[S], None]] = field(default_factory=dict)
 
@@ -248,6 +248,6 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 def run_service(spec: ServiceSpec[S], settings: S | None = None) -> None:
     """Entry point of ``python -m <service>``: configure, serve, drain."""
-    settings = settings or spec.settings.from_env(spec.name)
+    settings = settings or spec.settings_class.from_env(spec.name)
     configure_logging(spec.name, settings.log_level)
     uvloop.run(serve(spec, settings))

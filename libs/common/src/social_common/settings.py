@@ -18,6 +18,7 @@ class method (such as :class:`social_common.ratelimit.Rate`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -251,9 +252,12 @@ def _number(name: str, raw: str, kind: type[int] | type[float]) -> float:
 
 
 def _check_bounds(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
-    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-        raise SettingsError(f"{name} must be between {minimum:g} and {maximum:g}, not {value}")
-    if minimum is not None and value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum:g}, not {value}")
-    if maximum is not None and value > maximum:
-        raise SettingsError(f"{name} must be at most {maximum:g}, not {value}")
+    low = -math.inf if minimum is None else minimum
+    high = math.inf if maximum is None else maximum
+    if not low <= value <= high:
+        bounds = {
+            (True, True): f"between {low:g} and {high:g}",
+            (True, False): f"at least {low:g}",
+            (False, True): f"at most {high:g}",
+        }[(minimum is not None, maximum is not None)]
+        raise SettingsError(f"{name} must be {bounds}, not {value}")

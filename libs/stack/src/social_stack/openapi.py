@@ -36,23 +36,28 @@ def generated_schemas() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
+    for kind in types:
+        # What a schema says beyond its fields (a rule across them, as NewPost's oneOf).
+        components[kind.__name__].update(getattr(kind, "json_schema_extra", {}))
     return {name: _tidy(schema) for name, schema in sorted(components.items())}
 
 
 def _tidy(schema: Any) -> Any:
     """Without the titles msgspec gives each schema (the document names them
-    already), descriptions taken from docstrings on one line."""
-    if isinstance(schema, dict):
-        return {
-            key: " ".join(value.split())
-            if key == "description" and isinstance(value, str)
-            else _tidy(value)
-            for key, value in schema.items()
-            if key != "title"
-        }
+    already; a property named ``title`` is a schema, and stays), and with
+    descriptions taken from docstrings on one line."""
     if isinstance(schema, list):
         return [_tidy(value) for value in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    tidy: dict[str, Any] = {}
+    for key, value in schema.items():
+        if isinstance(value, str) and key == "title":
+            continue
+        if isinstance(value, str) and key == "description":
+            value = " ".join(value.split())
+        tidy[key] = _tidy(value)
+    return tidy
 
 
 # What YAML 1.1 readers (Helm's, which reads the document for the chart) take

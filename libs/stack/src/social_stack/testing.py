@@ -188,7 +188,7 @@ async def wire_offline(service: str) -> Wiring:
     an event loop: gRPC channels need one."""
     spec: ServiceSpec[Any] = entry_points(group="social.services")[service].load()()
     resources = Resources(
-        settings=spec.settings.from_env(service),
+        settings=spec.settings_class.from_env(service),
         redis=aioredis.Redis(),
         db=create_pool("postgresql://unused", min_size=1, max_size=1, name=service),
     )

@@ -73,5 +73,5 @@ def rotate(settings: AuthSettings) -> None:
 
 def spec() -> ServiceSpec[AuthSettings]:
     return ServiceSpec(
-        name="auth", settings=AuthSettings, wire=wire, commands={"rotate-keys": rotate}
+        name="auth", settings_class=AuthSettings, wire=wire, commands={"rotate-keys": rotate}
     )

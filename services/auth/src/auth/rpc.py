@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import orjson
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
 from social_common.errors import Problem
 from social_common.ids import parse_uuid
+from social_common.models import encode
 
 from auth.keys import KeyRing
 from auth.service import AuthService
@@ -81,4 +81,4 @@ class AuthRpc(auth_pb2_grpc.AuthServiceServicer):
     async def GetJwks(
         self, request: auth_pb2.GetJwksRequest, context: Context
     ) -> auth_pb2.GetJwksResponse:
-        return auth_pb2.GetJwksResponse(jwks_json=orjson.dumps(await self.keys.jwks()).decode())
+        return auth_pb2.GetJwksResponse(jwks_json=encode(await self.keys.jwks()).decode())

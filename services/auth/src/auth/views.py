@@ -8,7 +8,7 @@ from the same constants.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from msgspec import UNSET, Meta, UnsetType
 from social_common.models import Body, Moment, View
@@ -136,15 +136,29 @@ SCHEMAS = (
 
 
 def public_user(user: store.User, followed_by_me: bool | UnsetType = UNSET) -> PublicUser:
-    return PublicUser(**_user_fields(user), followed_by_me=followed_by_me)
+    return PublicUser(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        bio=user.bio,
+        follower_count=user.follower_count,
+        following_count=user.following_count,
+        created_at=user.created_at,
+        followed_by_me=followed_by_me,
+    )
 
 
 def own_user(user: store.User) -> OwnUser:
-    return OwnUser(**_user_fields(user), email=user.email)
-
-
-def _user_fields(user: store.User) -> dict[str, Any]:
-    return {name: getattr(user, name) for name in _User.__struct_fields__}
+    return OwnUser(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        bio=user.bio,
+        follower_count=user.follower_count,
+        following_count=user.following_count,
+        created_at=user.created_at,
+        email=user.email,
+    )
 
 
 def session(tokens: Tokens) -> Session:

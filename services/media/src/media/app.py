@@ -45,4 +45,4 @@ def wire(resources: Resources[MediaSettings]) -> Wiring:
 
 
 def spec() -> ServiceSpec[MediaSettings]:
-    return ServiceSpec(name="media", settings=MediaSettings, wire=wire)
+    return ServiceSpec(name="media", settings_class=MediaSettings, wire=wire)

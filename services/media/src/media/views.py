@@ -6,8 +6,8 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, UnsetType
-from social_common.media import PostMedia, Url, Variant
-from social_common.models import Body, Moment, View
+from social_common.media import PostMedia, Variant
+from social_common.models import Body, Moment, Url, View
 
 from media import store
 from media.service import DIRECT_UPLOAD_TYPES, MAX_DESCRIPTION

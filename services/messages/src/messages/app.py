@@ -49,4 +49,4 @@ def wire(resources: Resources[MessagesSettings]) -> Wiring:
 
 
 def spec() -> ServiceSpec[MessagesSettings]:
-    return ServiceSpec(name="messages", settings=MessagesSettings, wire=wire)
+    return ServiceSpec(name="messages", settings_class=MessagesSettings, wire=wire)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 from social.events.v1.events_pb2 import Envelope
 from social.posts.v1.events_pb2 import PostDeleted
-from social_common.events import Handler
-from social_common.ids import parse_uuid
+from social_common.events import Handler, event_ids
 from social_common.logging import get_logger
 
 from messages import store
@@ -22,10 +21,10 @@ class MessagesEvents:
         return {"post.deleted": self._on_post_deleted}
 
     async def _on_post_deleted(self, envelope: Envelope) -> None:
-        post_id = parse_uuid(PostDeleted.FromString(envelope.payload).post_id)
-        if post_id is None:
-            log.warning("event_ignored", id=envelope.id, reason="post_id is not a UUID")
+        ids = event_ids(envelope, PostDeleted, "post_id")
+        if ids is None:
             return
+        post_id = ids[0]
         async with self.db.connection() as conn:
             deleted = await store.delete_post_messages(conn, post_id)
         if deleted:

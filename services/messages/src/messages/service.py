@@ -15,14 +15,11 @@ from social_common.authors import Author, AuthorDirectory
 from social_common.errors import Problem
 from social_common.events import emit
 from social_common.ids import uuid7
-from social_common.logging import get_logger
 from social_common.pagination import encode_id_cursor
 from social_common.peers import find_post
 from social_common.validation import clean_text, field_error
 
 from messages import store
-
-log = get_logger(__name__)
 
 PRODUCER = "messages"
 

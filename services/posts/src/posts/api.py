@@ -32,7 +32,6 @@ from posts.cache import PostCache
 from posts.feeds import PostFeeds
 from posts.service import MAX_CAPTION, MAX_MEDIA, not_found
 from posts.settings import PostsSettings
-from posts.views import Page
 from posts.writes import PostWrites
 
 # Anonymous renderings kept, each valid for one generation of changes.
@@ -147,13 +146,13 @@ class PostsApi:
         page = await self.feeds.home_page(viewer, before, limit)
         return self._page_response(request, page)
 
-    async def _single(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> Page:
-        return Page([await self.feeds.get(post_id, viewer)], None)
+    async def _single(self, post_id: uuid.UUID, viewer: uuid.UUID | None) -> views.PostPage:
+        return views.PostPage([await self.feeds.get(post_id, viewer)], None)
 
     async def _read(
         self,
         request: Request,
-        read: Callable[[uuid.UUID | None], Awaitable[Page]],
+        read: Callable[[uuid.UUID | None], Awaitable[views.PostPage]],
         *,
         paginated: bool = True,
     ) -> Response:
@@ -166,12 +165,14 @@ class PostsApi:
             self.rendered.keep(request, response, generation)
         return response
 
-    def _page_response(self, request: Request, page: Page, paginated: bool = True) -> Response:
+    def _page_response(
+        self, request: Request, page: views.PostPage, paginated: bool = True
+    ) -> Response:
         if paginated:
-            body = encode(views.PostPage(items=page.posts, next_cursor=page.next_cursor))
+            body = encode(page)
             headers = next_link(request.url, page.next_cursor)
         else:
-            body, headers = encode(page.posts[0]), {}
+            body, headers = encode(page.items[0]), {}
         return conditional_json(request, body, etag_of(body), headers)
 
 

@@ -67,4 +67,4 @@ def wire(resources: Resources[PostsSettings]) -> Wiring:
 
 
 def spec() -> ServiceSpec[PostsSettings]:
-    return ServiceSpec(name="posts", settings=PostsSettings, wire=wire)
+    return ServiceSpec(name="posts", settings_class=PostsSettings, wire=wire)

@@ -15,8 +15,7 @@ from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1.events_pb2 import PostCreated, PostDeleted
 from social_common.cache import LocalCache
-from social_common.events import Handler
-from social_common.ids import parse_uuid
+from social_common.events import Handler, event_ids
 from social_common.logging import get_logger
 from social_common.peers import PEER_TIMEOUT, follow_pages
 from social_common.tasks import every
@@ -65,18 +64,14 @@ class PostEvents:
     # -- fan-out -------------------------------------------------------------
 
     async def _on_post_created(self, envelope: Envelope) -> None:
-        event = PostCreated.FromString(envelope.payload)
-        ids = _uuids(author_id=event.author_id, post_id=event.post_id)
+        ids = event_ids(envelope, PostCreated, "author_id", "post_id")
         if ids is not None:
-            author_id, post_id = ids
-            await self._fan_out(author_id, post_id, add=True)
+            await self._fan_out(*ids, add=True)
 
     async def _on_post_deleted(self, envelope: Envelope) -> None:
-        event = PostDeleted.FromString(envelope.payload)
-        ids = _uuids(author_id=event.author_id, post_id=event.post_id)
+        ids = event_ids(envelope, PostDeleted, "author_id", "post_id")
         if ids is not None:
-            author_id, post_id = ids
-            await self._fan_out(author_id, post_id, add=False)
+            await self._fan_out(*ids, add=False)
 
     async def _fan_out(self, author_id: uuid.UUID, post_id: uuid.UUID, *, add: bool) -> None:
         """Adds a post to (or removes it from) the timelines of its author's
@@ -113,30 +108,26 @@ class PostEvents:
     async def _on_followed(self, envelope: Envelope) -> None:
         # Rebuilt at the next read, from auth's answer then: right whatever
         # order follows and unfollows arrive in.
-        ids = _uuids(follower_id=UserFollowed.FromString(envelope.payload).follower_id)
+        ids = event_ids(envelope, UserFollowed, "follower_id")
         if ids is not None:
             await self.timelines.forget(str(ids[0]))
 
     async def _on_unfollowed(self, envelope: Envelope) -> None:
-        ids = _uuids(follower_id=UserUnfollowed.FromString(envelope.payload).follower_id)
+        ids = event_ids(envelope, UserUnfollowed, "follower_id")
         if ids is not None:
             await self.timelines.forget(str(ids[0]))
 
     # -- messages on posts ---------------------------------------------------
 
     async def _on_message_created(self, envelope: Envelope) -> None:
-        event = MessageCreated.FromString(envelope.payload)
-        ids = _uuids(message_id=event.message_id, post_id=event.post_id)
+        ids = event_ids(envelope, MessageCreated, "message_id", "post_id")
         if ids is not None:
-            message_id, post_id = ids
-            await self._count_message(message_id, post_id, deleted=False)
+            await self._count_message(*ids, deleted=False)
 
     async def _on_message_deleted(self, envelope: Envelope) -> None:
-        event = MessageDeleted.FromString(envelope.payload)
-        ids = _uuids(message_id=event.message_id, post_id=event.post_id)
+        ids = event_ids(envelope, MessageDeleted, "message_id", "post_id")
         if ids is not None:
-            message_id, post_id = ids
-            await self._count_message(message_id, post_id, deleted=True)
+            await self._count_message(*ids, deleted=True)
 
     async def _count_message(
         self, message_id: uuid.UUID, post_id: uuid.UUID, *, deleted: bool
@@ -155,13 +146,3 @@ class PostEvents:
                 await store.purge_counted_messages(conn, COUNTED_MESSAGES_KEEP_SECONDS)
 
         await every(interval, purge, what="counted_messages_purge")
-
-
-def _uuids(**ids: str) -> list[uuid.UUID] | None:
-    """The ids an event names, as UUIDs; None (logged) when one is not a UUID,
-    which no retry can mend."""
-    parsed = [parse_uuid(text) for text in ids.values()]
-    if None in parsed:
-        log.warning("event_ignored", **ids, reason="not a UUID")
-        return None
-    return [u for u in parsed if u is not None]

@@ -23,7 +23,6 @@ from posts.likes import LikedAnswer, LikedSets
 from posts.service import not_found
 from posts.settings import PostsSettings
 from posts.timelines import Timelines
-from posts.views import Page
 
 
 class PostFeeds:
@@ -93,11 +92,11 @@ class PostFeeds:
         next_cursor: str | None,
         viewer: uuid.UUID | None,
         liked_answer: LikedAnswer | None = None,
-    ) -> Page:
+    ) -> views.PostPage:
         found = await self.documents(ids)
         # Posts deleted since the ids were listed are left out.
         posts = await self._render([found[i] for i in ids if i in found], viewer, liked_answer)
-        return Page(posts, next_cursor)
+        return views.PostPage(posts, next_cursor)
 
     # -- what the viewer likes -------------------------------------------------
 
@@ -133,7 +132,7 @@ class PostFeeds:
         before: uuid.UUID | None,
         limit: int,
         viewer: uuid.UUID | None,
-    ) -> Page:
+    ) -> views.PostPage:
         """A page of the global feed (no author) or of one author's posts."""
         name = GLOBAL if author_id is None else author_list(author_id)
         cached = self.cache.pages.get(name, before, limit)
@@ -154,7 +153,9 @@ class PostFeeds:
 
     # -- home timelines ----------------------------------------------------------
 
-    async def home_page(self, viewer: uuid.UUID, before: uuid.UUID | None, limit: int) -> Page:
+    async def home_page(
+        self, viewer: uuid.UUID, before: uuid.UUID | None, limit: int
+    ) -> views.PostPage:
         """The viewer's home timeline: their posts and those of whom they follow."""
         user_id = str(viewer)
         start = None if before is None else str(before)

@@ -6,16 +6,15 @@ Pure functions: what they need (authors, likes) is fetched by the caller.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 from social.media.v1 import media_pb2
 from social_common.authors import Author
-from social_common.media import PostMedia, Url, Variant
-from social_common.models import Body, Moment, UuidText, View
+from social_common.media import PostMedia, Variant
+from social_common.models import Body, Moment, Url, UuidText, View
 
 from posts import store
 from posts.service import MAX_CAPTION, MAX_MEDIA
@@ -26,10 +25,15 @@ Caption = Annotated[str, Meta(extra_json_schema={"maxLength": MAX_CAPTION})]
 class NewPost(Body):
     """Either media_ids, or the seed's image_url (the URL of one of the caller's uploads here)."""
 
+    # Checked by the api with its own message (posts.api._media_choice).
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["media_ids"]}, {"required": ["image_url"]}]
+    }
+
     caption: Caption = ""
     media_ids: (
         Annotated[
-            list[Annotated[str, Meta(extra_json_schema={"format": "uuid"})]],
+            list[UuidText],
             Meta(extra_json_schema={"minItems": 1, "maxItems": MAX_MEDIA, "uniqueItems": True}),
         ]
         | UnsetType
@@ -72,12 +76,6 @@ class PostDocument(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class Page:
-    posts: list[Post]
-    next_cursor: str | None
-
-
 def post_document(row: store.PostRow) -> PostDocument:
     return PostDocument(
         id=str(row.id),
@@ -95,7 +93,7 @@ def post_media(media: media_pb2.Media) -> PostMedia:
     """A media as posts show it: what the media service's own API says of it."""
     return PostMedia(
         id=media.id,
-        type="image",
+        type=media.type,
         url=media.url,
         preview_url=media.preview_url,
         width=media.width,
@@ -103,8 +101,7 @@ def post_media(media: media_pb2.Media) -> PostMedia:
         blurhash=media.blurhash,
         description=media.description,
         variants=[
-            Variant(name=v.name, width=v.width, height=v.height, url=v.url)  # type: ignore[arg-type]
-            for v in media.variants
+            Variant(name=v.name, width=v.width, height=v.height, url=v.url) for v in media.variants
         ],
     )
 

@@ -17,7 +17,7 @@ import contextlib
 from typing import Any
 
 import grpc
-import orjson
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from social.posts.v1 import posts_pb2_grpc
@@ -28,13 +28,13 @@ from social_common.redis import as_text
 from social_common.tokens import InvalidToken, TokenVerifier, bearer_token
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from realtime.events import stream_key
 from realtime.hub import (
     CONNECTIONS,
     TRY_AGAIN_LATER,
     Client,
     Hub,
     Watch,
+    stream_key,
     stream_position,
 )
 from realtime.presence import Presence
@@ -159,8 +159,8 @@ class RealtimeEndpoint:
 
     async def _command(self, client: Client, text: str) -> None:
         try:
-            command = orjson.loads(text)
-        except orjson.JSONDecodeError:
+            command = msgspec.json.decode(text)
+        except msgspec.DecodeError:
             raise Refused("invalid_frame", "frames are JSON objects") from None
         if not isinstance(command, dict):
             raise Refused("invalid_frame", "frames are JSON objects")

@@ -36,4 +36,4 @@ def wire(resources: Resources[RealtimeSettings]) -> Wiring:
 
 
 def spec() -> ServiceSpec[RealtimeSettings]:
-    return ServiceSpec(name="realtime", settings=RealtimeSettings, wire=wire)
+    return ServiceSpec(name="realtime", settings_class=RealtimeSettings, wire=wire)

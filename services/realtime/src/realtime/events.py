@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import orjson
 import redis.asyncio as aioredis
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -26,7 +25,10 @@ from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1.events_pb2 import PostCreated, PostLiked
 from social_common.events import Handler
+from social_common.models import encode
 from social_common.peers import follow_pages
+
+from realtime.hub import stream_key
 
 # How long a routed envelope id is remembered against redelivery.
 SEEN_SECONDS = 24 * 3600
@@ -46,13 +48,8 @@ return 1
 """
 
 
-def stream_key(channel: str) -> str:
-    """The stream (and pub/sub channel) of a channel such as ``post:<id>``."""
-    return f"rt:{channel}"
-
-
 def _data(payload: Message) -> bytes:
-    return orjson.dumps(MessageToDict(payload, preserving_proto_field_name=True))
+    return encode(MessageToDict(payload, preserving_proto_field_name=True))
 
 
 class Router:

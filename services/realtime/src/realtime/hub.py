@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 from prometheus_client import Counter, Gauge
 from social_common.logging import get_logger
+from social_common.models import encode
 from social_common.redis import as_text
 from social_common.tasks import cancel_requested
 
@@ -49,6 +49,11 @@ def stream_position(event_id: str) -> tuple[int, int]:
     return int(millis), int(seq or 0)
 
 
+def stream_key(channel: str) -> str:
+    """The stream (and pub/sub channel) of a channel such as ``post:<id>``."""
+    return f"rt:{channel}"
+
+
 @dataclass(frozen=True)
 class Event:
     """An event of one channel, as every watcher of it is sent it."""
@@ -60,7 +65,7 @@ class Event:
     @classmethod
     def of(cls, channel: str, event_id: str, event_type: bytes, data: bytes) -> Event:
         frame = b'{"op":"event","channel":%s,"id":"%s","type":"%s","data":%s}' % (
-            orjson.dumps(channel),
+            encode(channel),
             event_id.encode(),
             event_type,
             data,
@@ -91,7 +96,7 @@ class Client:
         self.cut_off = False
 
     def send(self, frame: dict[str, Any]) -> None:
-        self._put(orjson.dumps(frame).decode())
+        self._put(encode(frame).decode())
 
     def deliver(self, key: str, event: Event) -> None:
         """Queues a live event for the client (held while it replays)."""
