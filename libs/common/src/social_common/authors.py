@@ -33,23 +33,20 @@ class AuthorDirectory:
         local_max_entries: int = 100_000,
     ) -> None:
         self.stub = auth_pb2_grpc.AuthServiceStub(auth)
-        self.by_id = TieredCache(
-            redis_client,
-            "authors",
-            local_ttl_ms=ttl_seconds * 1000,
-            local_max_entries=local_max_entries,
-            shared_ttl_seconds=ttl_seconds,
-            kind=Author,
-        )
+
+        def cache(name: str) -> TieredCache:
+            return TieredCache(
+                redis_client,
+                name,
+                local_ttl_ms=ttl_seconds * 1000,
+                local_max_entries=local_max_entries,
+                shared_ttl_seconds=ttl_seconds,
+                kind=Author,
+            )
+
+        self.by_id = cache("authors")
         # Lowercased username -> the user, for routes that name users by username.
-        self.by_name = TieredCache(
-            redis_client,
-            "usernames",
-            local_ttl_ms=ttl_seconds * 1000,
-            local_max_entries=local_max_entries,
-            shared_ttl_seconds=ttl_seconds,
-            kind=Author,
-        )
+        self.by_name = cache("usernames")
 
     async def authors(self, ids: Iterable[str]) -> dict[str, Author]:
         """The users among ``ids`` that exist, by id."""

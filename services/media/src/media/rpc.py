@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 from social.media.v1 import media_pb2, media_pb2_grpc
 from social_common.ids import parse_uuid
+from social_common.media import to_message
 
 from media import store, views
 from media.service import MediaService
@@ -56,22 +57,10 @@ class MediaRpc(media_pb2_grpc.MediaServiceServicer):
         return reply
 
     def _message(self, media: store.Media) -> media_pb2.Media:
-        view = views.media(media, self.public_base_url)
-        return media_pb2.Media(
-            id=view.id,
+        return to_message(
+            views.media(media, self.public_base_url),
             owner_id=str(media.owner_id),
             state=_STATES[media.state],
-            type=view.type,
-            url=view.url,
-            preview_url=view.preview_url,
-            width=view.width,
-            height=view.height,
-            blurhash=view.blurhash,
-            description=view.description,
-            variants=[
-                media_pb2.Variant(name=v.name, width=v.width, height=v.height, url=v.url)
-                for v in view.variants
-            ],
             post_id=str(media.post_id or ""),
         )
 

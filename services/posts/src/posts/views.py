@@ -11,9 +11,8 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
-from social.media.v1 import media_pb2
 from social_common.authors import Author
-from social_common.media import PostMedia, Variant
+from social_common.media import PostMedia
 from social_common.models import Body, Moment, Url, UuidText, View
 
 from posts import store
@@ -86,23 +85,6 @@ def post_document(row: store.PostRow) -> PostDocument:
         like_count=row.like_count,
         message_count=row.message_count,
         created_at=row.created_at,
-    )
-
-
-def post_media(media: media_pb2.Media) -> PostMedia:
-    """A media as posts show it: what the media service's own API says of it."""
-    return PostMedia(
-        id=media.id,
-        type=media.type,
-        url=media.url,
-        preview_url=media.preview_url,
-        width=media.width,
-        height=media.height,
-        blurhash=media.blurhash,
-        description=media.description,
-        variants=[
-            Variant(name=v.name, width=v.width, height=v.height, url=v.url) for v in media.variants
-        ],
     )
 
 

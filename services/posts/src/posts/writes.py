@@ -17,6 +17,7 @@ from social_common.authors import AuthorDirectory
 from social_common.errors import Problem
 from social_common.events import emit
 from social_common.ids import parse_uuid, uuid7
+from social_common.media import from_message
 from social_common.peers import PEER_TIMEOUT
 
 from posts import store, views
@@ -72,7 +73,7 @@ class PostWrites:
                 post_id,
                 author_id,
                 caption,
-                msgspec.to_builtins([views.post_media(m) for m in media]),
+                msgspec.to_builtins([from_message(m) for m in media]),
             )
             created = PostCreated(
                 post_id=str(post_id), author_id=str(author_id), media_ids=[m.id for m in media]
