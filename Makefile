@@ -85,7 +85,7 @@ proto: install ## Generate Python code and type stubs from proto/ into libs/prot
 proto-check: install ## Fail when the committed generated code is stale
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(MAKE) --no-print-directory _protoc OUT=$$tmp >/dev/null 2>&1 && \
-	diff -r $$tmp/social $(PROTO_OUT)/social && echo "libs/proto is up to date."
+	diff -r -x __pycache__ $$tmp/social $(PROTO_OUT)/social && echo "libs/proto is up to date."
 
 _protoc:
 	.venv/bin/buf lint
