@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -177,5 +178,41 @@ def test_a_broadcast_reaches_listeners_after_a_reset(stack: Endpoints) -> None:
         finally:
             task.cancel()
         assert received == [{"posts": {"p": 3}}]
+
+    _run(stack, scenario)
+
+
+class _Profile(msgspec.Struct):
+    name: str
+    age: int
+
+
+def test_a_typed_cache_decodes_its_values_and_reloads_a_value_of_another_shape(
+    stack: Endpoints,
+) -> None:
+    name = f"c{uuid.uuid4().hex[:8]}"
+
+    async def scenario(client: aioredis.Redis) -> None:
+        def typed() -> TieredCache:
+            return TieredCache(
+                client,
+                name,
+                local_ttl_ms=60_000,
+                local_max_entries=100,
+                shared_ttl_seconds=60,
+                kind=_Profile,
+            )
+
+        source = Source({"ann": (3, _Profile("Ann", 30)), "bob": (3, _Profile("Bob", 40))})
+        await typed().get_many(["ann"], source.load)
+        # Another process finds ann's JSON in Redis and gets the Struct back.
+        assert await typed().get_many(["ann"], source.load) == {"ann": _Profile("Ann", 30)}
+        assert source.asked == [["ann"]]
+        # What an older release stored under bob, in another shape, is a miss:
+        # reloaded from the source, whose entry then replaces it.
+        await client.set(f"cache:{name}:bob", b'3|{"name": "Bob", "years": 40}')
+        assert await typed().get_many(["bob"], source.load) == {"bob": _Profile("Bob", 40)}
+        assert source.asked == [["ann"], ["bob"]]
+        assert await client.get(f"cache:{name}:bob") == b'3|{"name":"Bob","age":40}'
 
     _run(stack, scenario)

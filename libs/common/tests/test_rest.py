@@ -7,6 +7,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import httpx
 import msgspec
@@ -330,10 +331,13 @@ def _get_all(paths: Sequence[str], readiness: Readiness) -> list[httpx.Response]
     return answers
 
 
-def test_readyz_is_ready_when_postgres_and_redis_answer(stack: Endpoints) -> None:
-    async def main() -> list[tuple[int, object]]:
+def _ask_readiness(stack: Endpoints, redis_url: str) -> list[tuple[int, Any]]:
+    """/readyz and the public health route of an app whose checks are the
+    stack's PostgreSQL and the Redis at ``redis_url``."""
+
+    async def main() -> list[tuple[int, Any]]:
         pool = await _open_pool(stack.database_urls["posts"])
-        redis = create_redis(stack.redis_url)
+        redis = create_redis(redis_url)
         try:
             readiness = Readiness(
                 "demo",
@@ -350,7 +354,11 @@ def test_readyz_is_ready_when_postgres_and_redis_answer(stack: Endpoints) -> Non
             await redis.aclose()
             await pool.close()
 
-    readyz, public = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_readyz_is_ready_when_postgres_and_redis_answer(stack: Endpoints) -> None:
+    readyz, public = _ask_readiness(stack, stack.redis_url)
     assert readyz == (
         200,
         {"service": "demo", "status": "ready", "checks": {"postgres": "ok", "redis": "ok"}},
@@ -361,26 +369,7 @@ def test_readyz_is_ready_when_postgres_and_redis_answer(stack: Endpoints) -> Non
 def test_readyz_names_the_dependency_that_does_not_answer(stack: Endpoints) -> None:
     down = f"redis://127.0.0.1:{_closed_port()}/0"
 
-    async def main() -> list[tuple[int, dict[str, object]]]:
-        pool = await _open_pool(stack.database_urls["posts"])
-        redis = create_redis(down)
-        try:
-            readiness = Readiness(
-                "demo",
-                {"postgres": lambda: check_database(pool), "redis": lambda: check_redis(redis)},
-            )
-            app = build_app("demo", [], readiness)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
-                return [
-                    ((r := await http.get(path)).status_code, r.json())
-                    for path in ("/readyz", "/api/v1/demo/healthz")
-                ]
-        finally:
-            await redis.aclose()
-            await pool.close()
-
-    (status, body), (public_status, public) = asyncio.run(main())
+    (status, body), (public_status, public) = _ask_readiness(stack, down)
     assert status == 503
     assert body["status"] == "not_ready"
     checks = body["checks"]

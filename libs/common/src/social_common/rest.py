@@ -68,13 +68,28 @@ def decode_body(raw: bytes, kind: type[B]) -> B:
     """``raw`` as a ``kind``, or a problem: 400 for JSON that is not, 422 with
     one entry per offending field for anything else: unknown (or read-only)
     fields, missing ones, NUL characters (PostgreSQL text cannot hold them,
-    and no field of ours has a use for them), then a value of the wrong type."""
+    and no field of ours has a use for them), else a value of the wrong type.
+    A valid body is decoded once; only a refused one is read again, to name
+    every field at fault."""
     try:
-        body = msgspec.json.decode(raw)
+        body = msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise _refused(raw, kind, str(exc)) from None
     except msgspec.DecodeError:
         raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
+    for name in body.__struct_fields__:
+        value = getattr(body, name)
+        if isinstance(value, str) and "\x00" in value:
+            raise _refused(raw, kind, "")
+    return body
+
+
+def _refused(raw: bytes, kind: type[Body], type_error: str) -> Problem:
+    """The problem of a body ``kind`` refused: its unknown, missing and
+    NUL-bearing fields, or else the one msgspec named (``type_error``)."""
+    body = msgspec.json.decode(raw)
     if not isinstance(body, dict):
-        raise Problem(422, "validation_failed", "The body must be a JSON object.")
+        return Problem(422, "validation_failed", "The body must be a JSON object.")
     info = msgspec.inspect.type_info(kind)
     assert isinstance(info, msgspec.inspect.StructType)
     known = {field.encode_name for field in info.fields}
@@ -89,12 +104,12 @@ def decode_body(raw: bytes, kind: type[B]) -> B:
         for name, value in body.items()
         if isinstance(value, str) and "\x00" in value
     ]
-    if not errors:
-        try:
-            return msgspec.convert(body, kind)
-        except msgspec.ValidationError as exc:
-            errors = [_type_error(str(exc))]
-    raise Problem(422, "validation_failed", "The body has invalid fields.", errors=errors)
+    return Problem(
+        422,
+        "validation_failed",
+        "The body has invalid fields.",
+        errors=errors or [_type_error(type_error)],
+    )
 
 
 def _error(field: str, message: str) -> dict[str, str]:

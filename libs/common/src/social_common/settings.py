@@ -134,10 +134,6 @@ class Settings:
     # publishes a new key at least this long before signing with it.
     jwks_cache_seconds: int = setting("JWKS_CACHE_SECONDS", 300, minimum=1)
 
-    @property
-    def production(self) -> bool:
-        return self.environment == "production"
-
     @classmethod
     def from_env(cls, service: str, *, needs_redis: bool = True) -> Self:
         """The settings of ``service`` from the environment. A command that

@@ -8,6 +8,7 @@ from the same constants.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 from msgspec import UNSET, Meta, UnsetType
@@ -136,28 +137,25 @@ SCHEMAS = (
 
 
 def public_user(user: store.User, followed_by_me: bool | UnsetType = UNSET) -> PublicUser:
-    return PublicUser(
-        id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        bio=user.bio,
-        follower_count=user.follower_count,
-        following_count=user.following_count,
-        created_at=user.created_at,
-        followed_by_me=followed_by_me,
-    )
+    return PublicUser(*_profile(user), followed_by_me=followed_by_me)
 
 
 def own_user(user: store.User) -> OwnUser:
-    return OwnUser(
-        id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        bio=user.bio,
-        follower_count=user.follower_count,
-        following_count=user.following_count,
-        created_at=user.created_at,
-        email=user.email,
+    return OwnUser(*_profile(user), email=user.email)
+
+
+def _profile(
+    user: store.User,
+) -> tuple[uuid.UUID, str, str, str, int, int, datetime]:
+    """The fields of ``_User``, in their order: what anyone may see of an account."""
+    return (
+        user.id,
+        user.username,
+        user.display_name,
+        user.bio,
+        user.follower_count,
+        user.following_count,
+        user.created_at,
     )
 
 
