@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 from msgspec import UNSET
+from social_common.errors import Problem
 from social_common.pagination import next_link, page_limit
 from social_common.ratelimit import Limit, RateLimiter, RateLimitResult, raise_if_limited
 from social_common.rest import client_ip, json_response, read_model
@@ -17,8 +18,18 @@ from starlette.routing import BaseRoute, Route
 
 from auth import views
 from auth.keys import KeyRing
-from auth.service import AuthService
+from auth.service import AuthService, Tokens
 from auth.settings import AuthSettings
+
+# Browsers keep the refresh token in a cookie that scripts cannot read and that
+# only the token paths receive (refresh, revoke). A client asks for it with
+# this header, which is also the guard against cross-site requests: another
+# site's page cannot send a custom header without a CORS preflight, which the
+# gateway never grants, and SameSite=Strict keeps the cookie off its requests.
+COOKIE_MODE_HEADER = "x-refresh-cookie"
+REFRESH_COOKIE = "__Secure-refresh-token"
+REFRESH_COOKIE_PATH = "/api/v1/users/token"
+CROSS_SITE = Problem(403, "cross_site", "The session cookie is only used by this site's pages.")
 
 
 class AuthApi:
@@ -42,6 +53,7 @@ class AuthApi:
             Route("/api/v1/users/register", self.register, methods=["POST"]),
             Route("/api/v1/users/login", self.login, methods=["POST"]),
             Route("/api/v1/users/token/refresh", self.refresh, methods=["POST"]),
+            Route("/api/v1/users/token/revoke", self.logout, methods=["POST"]),
             Route("/api/v1/users/logout", self.logout, methods=["POST"]),
             Route("/api/v1/users/password", self.change_password, methods=["POST"]),
             Route("/api/v1/users/profile", self.profile, methods=["GET", "PATCH"]),
@@ -83,16 +95,58 @@ class AuthApi:
             Limit("login_ip", client_ip(request), self.settings.login_per_ip),
         )
         tokens = await self.service.login(username=username, email=email, password=body.password)
-        return json_response(views.session(tokens), headers=limited.headers())
+        return self._session(request, tokens, limited.headers())
 
     async def refresh(self, request: Request) -> Response:
-        body = await read_model(request, views.RefreshToken)
-        return json_response(views.session(await self.service.refresh(body.refresh_token)))
+        token = await self._presented_refresh_token(request)
+        try:
+            tokens = await self.service.refresh(token)
+        except Problem as refused:
+            if not _cookie_mode(request):
+                raise
+            # A cookie that no longer works is cleared: the page signs out.
+            cleared = {**refused.headers, "set-cookie": self._refresh_cookie("", 0)}
+            raise Problem(
+                refused.status, refused.code, refused.detail, title=refused.title, headers=cleared
+            ) from None
+        return self._session(request, tokens)
 
     async def logout(self, request: Request) -> Response:
-        body = await read_model(request, views.RefreshToken)
-        await self.service.logout(body.refresh_token)
-        return Response(status_code=204)
+        await self.service.logout(await self._presented_refresh_token(request))
+        response = Response(status_code=204)
+        if _cookie_mode(request):
+            response.headers["set-cookie"] = self._refresh_cookie("", 0)
+        return response
+
+    def _session(
+        self, request: Request, tokens: Tokens, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """The session as JSON; in cookie mode its refresh token goes in the
+        cookie instead."""
+        session = views.session(tokens)
+        if not _cookie_mode(request):
+            return json_response(session, headers=headers)
+        cookie = self._refresh_cookie(tokens.refresh_token, tokens.refresh_expires_in)
+        return json_response(
+            msgspec.structs.replace(session, refresh_token=UNSET),
+            headers={**(headers or {}), "set-cookie": cookie},
+        )
+
+    async def _presented_refresh_token(self, request: Request) -> str:
+        """The refresh token of a refresh or a revocation: the cookie's in
+        cookie mode (from this site's pages only), else the JSON body's."""
+        if not _cookie_mode(request):
+            return (await read_model(request, views.RefreshToken)).refresh_token
+        # Fetch metadata, where the browser sends it, must agree.
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            raise CROSS_SITE
+        return request.cookies.get(REFRESH_COOKIE, "")
+
+    def _refresh_cookie(self, token: str, max_age: int) -> str:
+        return (
+            f"{REFRESH_COOKIE}={token}; Path={REFRESH_COOKIE_PATH}; Max-Age={max_age}; "
+            "HttpOnly; Secure; SameSite=Strict"
+        )
 
     async def change_password(self, request: Request) -> Response:
         claims = await authenticate(request, self.verifier)
@@ -150,3 +204,7 @@ class AuthApi:
         return json_response(
             views.follow_page(page, next_cursor), headers=next_link(request.url, next_cursor)
         )
+
+
+def _cookie_mode(request: Request) -> bool:
+    return request.headers.get(COOKIE_MODE_HEADER) == "1"

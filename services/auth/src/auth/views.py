@@ -88,9 +88,18 @@ class Session(View):
     token_type: Literal["Bearer"]
     access_token: Annotated[str, Meta(description="A JWT signed with ES256.")]
     expires_in: Annotated[int, Meta(description="Seconds the access token is valid.")]
-    refresh_token: Annotated[str, Meta(description="Opaque; single use.")]
     refresh_expires_in: int
     user_id: uuid.UUID
+    refresh_token: (
+        Annotated[
+            str,
+            Meta(
+                description="Opaque; single use. Absent when the request asked for it as a"
+                " cookie (`X-Refresh-Cookie: 1`)."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class FollowEntry(View):
