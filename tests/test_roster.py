@@ -82,6 +82,7 @@ def test_a_service_knows_exactly_its_roster_peers(
 _VALID = """
 pod_ports: {http: 8080, grpc: 9090}
 gateway_ports: {public: 8000, ops: 9902, admin: 9901}
+web: {ports: {http: 8106, admin: 9906}, replicas: {min: 1, max: 2}}
 services:
   one:
     ports: {http: 8101, grpc: 9111}

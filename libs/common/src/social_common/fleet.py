@@ -41,6 +41,16 @@ class GatewayPorts:
 
 
 @dataclass(frozen=True)
+class WebClient:
+    """The web client's static server."""
+
+    http_port: int
+    admin_port: int
+    min_replicas: int
+    max_replicas: int
+
+
+@dataclass(frozen=True)
 class Route:
     kind: RouteKind
     value: str
@@ -65,6 +75,7 @@ class Service:
 class Fleet:
     pod_ports: Ports
     gateway_ports: GatewayPorts
+    web: WebClient
     services: dict[str, Service]
 
     @property
@@ -122,10 +133,16 @@ def parse(text: str) -> Fleet:
     fleet = Fleet(
         pod_ports=Ports(**raw["pod_ports"]),
         gateway_ports=GatewayPorts(**raw["gateway_ports"]),
+        web=WebClient(
+            http_port=int(raw["web"]["ports"]["http"]),
+            admin_port=int(raw["web"]["ports"]["admin"]),
+            min_replicas=int(raw["web"]["replicas"]["min"]),
+            max_replicas=int(raw["web"]["replicas"]["max"]),
+        ),
         services={name: _service(name, entry) for name, entry in raw["services"].items()},
     )
     published = {event for s in fleet.services.values() for event in s.publishes}
-    ports: list[int] = []
+    ports = [fleet.web.http_port, fleet.web.admin_port]
     for service in fleet.services.values():
         if strangers := [p for p in service.peers if p == service.name or p not in fleet.services]:
             raise RosterError(f"{service.name}: peers {strangers} are not other services")
@@ -135,7 +152,7 @@ def parse(text: str) -> Fleet:
             raise RosterError(f"{service.name}: replicas need 1 <= min <= max")
         ports += [service.ports.http, service.ports.grpc]
     if len(ports) != len(set(ports)):
-        raise RosterError("two services share a local port")
+        raise RosterError("two services (or the web client) share a local port")
     return fleet
 
 

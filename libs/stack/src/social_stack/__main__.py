@@ -9,6 +9,8 @@ render-gateway --target k8s --out DIR
          write the Kubernetes gateway config and OpenAPI document
 render-chart
          write the Helm chart's gateway config (deploy/helm/social/files/envoy.yaml)
+render-web --dist DIR --served-from DIR --out FILE
+         write the web client's static server config for a built bundle (its image)
 render-openapi
          write the OpenAPI document (gateway/openapi.yaml) from its source and the
          services' typed bodies
@@ -38,12 +40,16 @@ from social_stack.local import BACKING, Endpoints, Ports, Stack, load_state, sto
 from social_stack.openapi import DOCUMENT, render_openapi
 from social_stack.paths import DEFAULT_RUN_DIR
 from social_stack.processes import StackError
+from social_stack.web import bundle, kubernetes_web_config, render_web
 
 
 def _print_urls(endpoints: Endpoints) -> None:
+    url = endpoints.gateway_url
+    web = f"{url}/  (API reference {url}/api/docs)" if endpoints.web_url else "not built (make web)"
     print(
         f"""
-  Gateway (REST API)   {endpoints.gateway_url}
+  Web client           {web}
+  Gateway (REST API)   {endpoints.gateway_url}/api/v1/
   OpenAPI              {endpoints.gateway_url}/api/v1/openapi.json
   WebSocket            {endpoints.gateway_url.replace("http", "ws", 1)}/ws
   Envoy admin          {endpoints.envoy_admin_url}
@@ -199,6 +205,10 @@ def main() -> None:
     )
     sub.add_parser("render-chart")
     sub.add_parser("render-openapi")
+    web = sub.add_parser("render-web")
+    web.add_argument("--dist", type=Path, required=True, help="the built bundle")
+    web.add_argument("--served-from", type=Path, required=True, help="where the image keeps it")
+    web.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     run_dir = args.run_dir.resolve()
     if args.command == "render-gateway":
@@ -208,6 +218,11 @@ def main() -> None:
     if args.command == "render-chart":
         CHART_ENVOY_YAML.write_text(render_envoy(helm_config()))
         print(CHART_ENVOY_YAML)
+        return
+    if args.command == "render-web":
+        files = bundle(args.dist, args.served_from)
+        args.out.write_text(render_web(kubernetes_web_config(), files))
+        print(args.out)
         return
     if args.command == "render-openapi":
         DOCUMENT.write_text(render_openapi())

@@ -39,6 +39,8 @@ class GatewayConfig:
     max_connections: int
     # The bucket behind /media/ (None where a CDN serves the images).
     objects: Upstream | None = None
+    # The web client's static server (None: pages are 404s, a stack without a built client).
+    web: Upstream | None = None
     bucket: str = "social-media"
     jwt_issuer: str = Settings.jwt_issuer
     jwt_audience: str = Settings.jwt_audience
@@ -54,6 +56,7 @@ def dev_config(
     objects: Upstream | None = None,
     bucket: str = "social-media",
     jwks_cache_seconds: int = 300,
+    web: Upstream | None = None,
 ) -> GatewayConfig:
     """The local stack's gateway: loopback only, with the bench ceiling route."""
     return GatewayConfig(
@@ -70,6 +73,7 @@ def dev_config(
         objects=objects,
         bucket=bucket,
         jwks_cache_seconds=jwks_cache_seconds,
+        web=web,
     )
 
 
@@ -95,6 +99,7 @@ def kubernetes_config(
         ops_port=fleet.gateway_ports.ops,
         health_check_interval="5s",
         max_connections=50000,
+        web=Upstream(f"web-headless.{namespace}.svc.{cluster_domain}", port),
         xff_trusted_hops=xff_trusted_hops,
     )
 

@@ -28,6 +28,7 @@ from social_stack.gateway import Upstream, dev_config, write_gateway
 from social_stack.paths import binary, postgres_install_dir
 from social_stack.postgres import data_home, install_for
 from social_stack.processes import Component, Probe, StackError
+from social_stack.web import DIST_DIR, WebConfig, bundle, render_web
 
 DATABASE = "social"
 S3_BUCKET = "social-media"
@@ -49,6 +50,9 @@ class Ports:
     weed_master: int = 9333
     weed_volume: int = 8380
     weed_filer: int = 8888
+    # The web client's static server and its admin: the roster's.
+    web: int = roster().web.http_port
+    web_admin: int = roster().web.admin_port
     # Each service's HTTP and gRPC ports: the roster's.
     services: dict[str, tuple[int, int]] = field(
         default_factory=lambda: {
@@ -72,6 +76,8 @@ class Ports:
             postgres=port("postgres", base.postgres),
             redis=port("redis", base.redis),
             s3=port("s3", base.s3),
+            web=port("web", base.web),
+            web_admin=port("web_admin", base.web_admin),
             services={
                 name: (port(f"{name}_http", http), port(f"{name}_grpc", grpc))
                 for name, (http, grpc) in base.services.items()
@@ -82,10 +88,15 @@ class Ports:
     def free(cls) -> Ports:
         """Ports free now: for a stack beside the dev one (tests)."""
         names = roster().names
-        numbers = _free_ports(8 + 2 * len(names))
-        services = {name: (numbers[8 + 2 * i], numbers[9 + 2 * i]) for i, name in enumerate(names)}
+        numbers = _free_ports(10 + 2 * len(names))
+        services = {
+            name: (numbers[10 + 2 * i], numbers[11 + 2 * i]) for i, name in enumerate(names)
+        }
         envoy, envoy_admin, postgres, redis, s3, master, volume, filer = numbers[:8]
-        return cls(envoy, envoy_admin, postgres, redis, s3, master, volume, filer, services)
+        web, web_admin = numbers[8:10]
+        return cls(
+            envoy, envoy_admin, postgres, redis, s3, master, volume, filer, web, web_admin, services
+        )
 
 
 # SeaweedFS serves gRPC on port + 10000 of each of its ports.
@@ -145,6 +156,9 @@ class Endpoints:
     s3_bucket: str
     services_http: dict[str, str]
     services_grpc: dict[str, str]
+    # The web client's static server, where a built client is served (the
+    # gateway sends it the pages): None when web/dist holds no build.
+    web_url: str | None = None
 
     def service_env(self, name: str) -> dict[str, str]:
         """The environment a service process of this stack runs with."""
@@ -248,6 +262,7 @@ class Stack:
             s3_bucket=self.external.get("S3_BUCKET", S3_BUCKET),
             services_http={n: f"127.0.0.1:{h}" for n, (h, _) in p.services.items()},
             services_grpc={n: f"127.0.0.1:{g}" for n, (_, g) in p.services.items()},
+            web_url=f"http://127.0.0.1:{p.web}" if (DIST_DIR / "index.html").is_file() else None,
         )
 
     # -- starting -----------------------------------------------------------
@@ -269,6 +284,7 @@ class Stack:
                     for name in roster().names
                     for replica in range(self.replicas.get(name, 1))
                 ),
+                *([self._web()] if self.endpoints.web_url else []),
                 self._envoy(),
             ]
             self._launch(front, timeout)
@@ -482,6 +498,7 @@ class Stack:
             objects=Upstream(s3.hostname or "127.0.0.1", s3.port or 80),
             bucket=self.endpoints.s3_bucket,
             jwks_cache_seconds=self.jwks_cache_seconds,
+            web=Upstream("127.0.0.1", self.ports.web) if self.endpoints.web_url else None,
         )
         envoy_yaml = write_gateway(config, self.run_dir / "gateway")
         return Component(
@@ -497,6 +514,20 @@ class Stack:
             log=self._log("envoy"),
             probe=Probe("http", f"http://127.0.0.1:{self.ports.envoy_admin}/ready"),
             ports=[self.ports.envoy, self.ports.envoy_admin],
+        )
+
+    def _web(self) -> Component:
+        """The web client's static server, for the bundle in web/dist as built."""
+        config = WebConfig("127.0.0.1", self.ports.web, "127.0.0.1", self.ports.web_admin)
+        web_yaml = self.run_dir / "web" / "envoy.yaml"
+        web_yaml.parent.mkdir(parents=True, exist_ok=True)
+        web_yaml.write_text(render_web(config, bundle(DIST_DIR)))
+        return Component(
+            name="web",
+            argv=[binary("envoy"), "-c", str(web_yaml), "--disable-hot-restart", "-l", "warn"],
+            log=self._log("web"),
+            probe=Probe("http", f"http://127.0.0.1:{self.ports.web_admin}/ready"),
+            ports=[self.ports.web, self.ports.web_admin],
         )
 
     # -- state --------------------------------------------------------------
