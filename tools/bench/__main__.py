@@ -34,13 +34,14 @@ from auth.settings import AuthSettings
 from . import observe
 from .dataset import Social
 from .measure import check_target, measure_all, measure_realtime
-from .model import WS_SCENARIOS, Scenario, Settings
+from .model import WEB_SCENARIOS, WS_SCENARIOS, Scenario, Settings
 from .plans import AddressBlock
 from .prepare import prepare
 from .report import machine_info, print_report, write_results
 from .scenarios import CEILING, SCENARIOS
 from .settings import load_settings
 from .stackapi import BenchError
+from .web_bench import measure_web
 
 # How long an access token lives (s): the runs that use one must end before.
 ACCESS_TOKEN_S = AuthSettings.access_ttl
@@ -67,7 +68,8 @@ def schedule(settings: Settings) -> list[tuple[str, list[Scenario]]]:
             print(f"bench: {generator} skips {', '.join(unable)} (not for it)", file=sys.stderr)
         if able:
             runs.append((generator, able))
-    if not runs and not realtime_scenarios(settings):
+    web_chosen = [name for name in WEB_SCENARIOS if name in settings.scenarios]
+    if not runs and not realtime_scenarios(settings) and not web_chosen:
         raise BenchError(
             "nothing to measure: "
             + "; ".join(f"{s.name} runs with {', '.join(s.generators)} only" for s in chosen)
@@ -98,6 +100,7 @@ def main() -> int:
         started = dt.datetime.now(dt.UTC)
         runs = schedule(settings)
         ws_chosen = realtime_scenarios(settings)
+        web_chosen = [name for name in WEB_SCENARIOS if name in settings.scenarios]
         used = tuple(generator for generator, _ in runs)
         # Also fails early if a tool is missing.
         machine = machine_info(used + (("k6",) if "ws_latency" in ws_chosen else ()))
@@ -120,14 +123,17 @@ def main() -> int:
                 check_target(settings, [prepared.resolve(s) for s in chosen], prepared.photos)
                 rows = measure_all(settings, runs, prepared, posts, f"{started:%Y%m%dT%H%M%SZ}")
                 realtime_rows = measure_realtime(settings, ws_chosen, block, social)
+                web_rows = measure_web(settings, web_chosen, block, social)
             finally:
                 # What the posting scenarios made, even if a run failed.
                 cleaned = social.finish()
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
-    out = write_results(started, settings, machine, prepared.info, cleaned, rows, realtime_rows)
-    print_report(rows, realtime_rows, out)
+    out = write_results(
+        started, settings, machine, prepared.info, cleaned, rows, realtime_rows, web_rows
+    )
+    print_report(rows, realtime_rows, web_rows, out)
     return 0
 
 

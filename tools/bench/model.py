@@ -12,6 +12,8 @@ from social_stack.paths import REPO_ROOT
 
 GENERATOR_NAMES = ("wrk", "k6")
 WS_SCENARIOS = ("ws_sockets", "ws_latency")
+# The web client's (web_bench.py): measured after all the others.
+WEB_SCENARIOS = ("web_bundle", "web_paint")
 RESULTS_DIR = REPO_ROOT / "results"
 
 
@@ -115,6 +117,7 @@ class Settings:
     ws_channels: int
     ws_subscribers: int
     ws_rate: int
+    web_loads: int
 
 
 @dataclass(frozen=True)

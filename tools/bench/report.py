@@ -17,7 +17,7 @@ from typing import Any
 
 from social_stack.paths import REPO_ROOT
 
-from . import generators, observe, ws_bench
+from . import generators, observe, web_bench, ws_bench
 from .model import RESULTS_DIR, Goal, Settings
 
 
@@ -110,6 +110,7 @@ def write_results(
     cleaned: dict[str, int],
     rows: list[dict[str, Any]],
     realtime_rows: list[dict[str, Any]],
+    web_rows: list[dict[str, Any]],
 ) -> Path:
     """Write the results file of the run ``started``; its path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -122,19 +123,25 @@ def write_results(
         "cleanup": cleaned,
         "results": rows,
         "realtime": realtime_rows,
+        "web": web_rows,
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
     return out
 
 
 def print_report(
-    rows: list[dict[str, Any]], realtime_rows: list[dict[str, Any]], out: Path
+    rows: list[dict[str, Any]],
+    realtime_rows: list[dict[str, Any]],
+    web_rows: list[dict[str, Any]],
+    out: Path,
 ) -> None:
-    """The table, the notes and the realtime lines on stdout, then where the file is."""
+    """The table, the notes, the realtime and web lines on stdout, then where the file is."""
     if rows:
         print(format_table(rows))
     if notes := format_notes(rows):
         print(f"\n{notes}")
     if realtime_rows:
         print("\n" + "\n".join(ws_bench.describe(row) for row in realtime_rows))
+    if web_rows:
+        print("\n" + "\n".join(web_bench.describe(row) for row in web_rows))
     print(f"\nresults: {out.relative_to(REPO_ROOT)}")

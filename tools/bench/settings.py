@@ -20,6 +20,7 @@ Settings come from the environment (defaults in brackets):
   BENCH_WS_CHANNELS     [100]     posts the ws_latency scenario's sockets watch
   BENCH_WS_SUBSCRIBERS  [10]      sockets per post in ws_latency
   BENCH_WS_RATE         [1000]    messages/s ws_latency posts
+  BENCH_WEB_LOADS       [10]      page loads web_paint times, cold and warm each
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import socket
 import urllib.parse
 from collections.abc import Mapping
 
-from .model import GENERATOR_NAMES, WS_SCENARIOS, Settings
+from .model import GENERATOR_NAMES, WEB_SCENARIOS, WS_SCENARIOS, Settings
 from .plans import MAX_ACCOUNTS, MAX_SOCIAL_USERS
 from .scenarios import SCENARIOS
 from .stackapi import BenchError
@@ -100,7 +101,7 @@ def _list_setting(
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Read and validate the BENCH_* settings."""
-    scenario_names = tuple(s.name for s in SCENARIOS) + WS_SCENARIOS
+    scenario_names = tuple(s.name for s in SCENARIOS) + WS_SCENARIOS + WEB_SCENARIOS
     settings = Settings(
         base_url=check_loopback(env.get("BENCH_BASE_URL", "").strip() or "http://127.0.0.1:8000"),
         duration_s=_int_setting(env, "BENCH_DURATION", 10, 1),
@@ -133,6 +134,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ws_channels=_int_setting(env, "BENCH_WS_CHANNELS", 100, 1),
         ws_subscribers=_int_setting(env, "BENCH_WS_SUBSCRIBERS", 10, 1),
         ws_rate=_int_setting(env, "BENCH_WS_RATE", 1_000, 1),
+        web_loads=_int_setting(env, "BENCH_WEB_LOADS", 10, 1),
     )
     if settings.social_follows >= settings.social_users:
         raise BenchError("BENCH_SOCIAL_FOLLOWS must be below BENCH_SOCIAL_USERS")
