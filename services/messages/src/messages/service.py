@@ -3,6 +3,7 @@ the events that tell the rest of the fleet."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -56,7 +57,10 @@ class MessagesService:
 
     async def send(self, post_id: uuid.UUID, sender_id: uuid.UUID, body: str) -> store.Message:
         """Stores a message whose text passed message_text."""
-        post = await self._post(post_id)
+        post, authors = await asyncio.gather(
+            self._post(post_id), self.authors.authors([str(sender_id)])
+        )
+        sender = authors.get(str(sender_id))
         message = store.Message(uuid7(), post_id, sender_id, body, datetime.now(UTC))
         # One round trip: BEGIN, the message, its event and COMMIT pipelined.
         async with self.db.connection() as conn, conn.pipeline(), conn.transaction():
@@ -67,6 +71,8 @@ class MessagesService:
                 sender_id=str(sender_id),
                 text=body,
                 post_author_id=post.author_id,
+                sender_username=sender.username if sender else "",
+                sender_display_name=sender.display_name if sender else "",
             )
             created.created_at.FromDatetime(message.created_at)
             await emit(

@@ -49,7 +49,12 @@ return 1
 
 
 def _data(payload: Message) -> bytes:
-    return encode(MessageToDict(payload, preserving_proto_field_name=True))
+    # Every field, empty ones too: clients read the same keys every time.
+    return encode(
+        MessageToDict(
+            payload, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+    )
 
 
 class Router:

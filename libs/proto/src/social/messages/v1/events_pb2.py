@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsocial/messages/v1/events.proto\x12\x12social.messages.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x01\n\x0eMessageCreated\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07post_id\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epost_author_id\x18\x06 \x01(\t\"`\n\x0eMessageDeleted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07post_id\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x16\n\x0epost_author_id\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsocial/messages/v1/events.proto\x12\x12social.messages.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x0eMessageCreated\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07post_id\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epost_author_id\x18\x06 \x01(\t\x12\x17\n\x0fsender_username\x18\x07 \x01(\t\x12\x1b\n\x13sender_display_name\x18\x08 \x01(\t\"`\n\x0eMessageDeleted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07post_id\x18\x02 \x01(\t\x12\x11\n\tsender_id\x18\x03 \x01(\t\x12\x16\n\x0epost_author_id\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'social.messages.v1.events_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MESSAGECREATED']._serialized_start=89
-  _globals['_MESSAGECREATED']._serialized_end=247
-  _globals['_MESSAGEDELETED']._serialized_start=249
-  _globals['_MESSAGEDELETED']._serialized_end=345
+  _globals['_MESSAGECREATED']._serialized_end=301
+  _globals['_MESSAGEDELETED']._serialized_start=303
+  _globals['_MESSAGEDELETED']._serialized_end=399
 # @@protoc_insertion_point(module_scope)

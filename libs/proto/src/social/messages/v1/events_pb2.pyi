@@ -33,12 +33,19 @@ class MessageCreated(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     POST_AUTHOR_ID_FIELD_NUMBER: _builtins.int
+    SENDER_USERNAME_FIELD_NUMBER: _builtins.int
+    SENDER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     post_id: _builtins.str
     sender_id: _builtins.str
     text: _builtins.str
     post_author_id: _builtins.str
     """post_author_id wrote the post (whose notifications the message goes to)."""
+    sender_username: _builtins.str
+    """The sender as the message shows them when it is sent, so that a live
+    client draws it without asking anyone (empty when auth could not say).
+    """
+    sender_display_name: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -50,10 +57,12 @@ class MessageCreated(_message.Message):
         text: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         post_author_id: _builtins.str = ...,
+        sender_username: _builtins.str = ...,
+        sender_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "message_id", b"message_id", "post_author_id", b"post_author_id", "post_id", b"post_id", "sender_id", b"sender_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "message_id", b"message_id", "post_author_id", b"post_author_id", "post_id", b"post_id", "sender_display_name", b"sender_display_name", "sender_id", b"sender_id", "sender_username", b"sender_username", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
