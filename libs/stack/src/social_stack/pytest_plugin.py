@@ -42,9 +42,10 @@ def stack_runner() -> Iterator[Stack]:
             # Hybrid timelines show with a handful of followers, and the
             # paths past a full timeline with a few dozen posts.
             "posts": {"POSTS_CELEBRITY_FOLLOWERS": "3", "POSTS_TIMELINE_SIZE": "40"},
-            # A few dozen frames behind is too slow, and a third channel too
-            # many: limits easy to reach.
-            "realtime": {"REALTIME_SEND_QUEUE": "32", "REALTIME_MAX_CHANNELS": "2"},
+            # A few dozen frames behind is too slow, and a fourth channel too
+            # many (the web client holds three: user, feed and one post):
+            # limits easy to reach.
+            "realtime": {"REALTIME_SEND_QUEUE": "32", "REALTIME_MAX_CHANNELS": "3"},
             # The sweeper runs every second; one worker and one queued upload
             # make a saturated pool easy to reach.
             "media": {
