@@ -40,6 +40,7 @@ CHART_KEYS = {
     "clusterDomain",
     "serviceDefaults",
     "gateway",
+    "web",
     "database",
     "redis",
     "objects",
@@ -205,6 +206,21 @@ def egress_rules_on(policy: Obj, port: int) -> list[Obj]:
     ]
 
 
+def egress_peers_on(policy: Obj, port: int) -> dict[str, Obj]:
+    """The pods a policy lets out to on a port, by app name: each one's selector."""
+    peers: dict[str, Obj] = {}
+    for rule in egress_rules_on(policy, port):
+        for peer in rule["to"]:
+            selector = peer["podSelector"]
+            names = [selector["matchLabels"].get("app.kubernetes.io/name")]
+            for expression in selector.get("matchExpressions", []):
+                if expression["key"] == "app.kubernetes.io/name":
+                    assert expression["operator"] == "In", expression
+                    names = expression["values"]
+            peers |= dict.fromkeys(names, selector)
+    return peers
+
+
 # --- Helm, Kubernetes schemas, trivy -----------------------------------------------
 
 
@@ -247,7 +263,8 @@ def test_oldest_supported_kubernetes_renders_valid_manifests() -> None:
     manifest = render("values.yaml", "social", "--kube-version", "1.29.0")
     for obj in manifest.objects:
         kubernetes_validate.validate(obj, "1.29", strict=True)
-    assert "lifecycle" not in container(manifest.get("Deployment", "gateway"))
+    for envoy in ("gateway", "web"):
+        assert "lifecycle" not in container(manifest.get("Deployment", envoy)), envoy
 
 
 def _write_objects(manifest: Manifest, directory: Path) -> list[Path]:
@@ -309,8 +326,8 @@ def test_trivy_scanned_the_chart_and_every_workload(trivy_scan: TrivyScan) -> No
     results = trivy_scan.report.get("Results", [])
     # Its Helm scanner rendered the packaged chart's templates...
     helm_targets = {r["Target"] for r in results if r["Type"] == "helm"}
-    assert any("service-deployment.yaml" in t for t in helm_targets), helm_targets
-    assert any("gateway-deployment.yaml" in t for t in helm_targets), helm_targets
+    for template in ("service-deployment.yaml", "gateway-deployment.yaml", "web-deployment.yaml"):
+        assert any(template in t for t in helm_targets), (template, helm_targets)
     # ...and its Kubernetes checks ran on every rendered Deployment and Job.
     checked = {
         r["Target"]
@@ -419,19 +436,18 @@ def test_services_expose_the_pod_ports(default: Manifest, fleet: Fleet) -> None:
 def test_autoscaling_follows_the_roster(
     renders: dict[tuple[str, str], Manifest], fleet: Fleet
 ) -> None:
+    bounds = {name: (s.min_replicas, s.max_replicas) for name, s in fleet.services.items()}
+    bounds["web"] = (fleet.web.min_replicas, fleet.web.max_replicas)
     for values in ("values.yaml", "values-production.yaml"):
         manifest = renders[(values, "social")]
-        for name, service in fleet.services.items():
+        for name, (low, high) in bounds.items():
             hpa = manifest.get("HorizontalPodAutoscaler", name)["spec"]
             assert hpa["scaleTargetRef"] == {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
                 "name": name,
             }
-            assert (hpa["minReplicas"], hpa["maxReplicas"]) == (
-                service.min_replicas,
-                service.max_replicas,
-            )
+            assert (hpa["minReplicas"], hpa["maxReplicas"]) == (low, high), name
             cpu = [m for m in hpa["metrics"] if m["resource"]["name"] == "cpu"]
             assert cpu[0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
             assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
@@ -442,9 +458,9 @@ def test_autoscaling_follows_the_roster(
             assert "cpu" in requests  # what utilization is a percentage of
 
 
-def test_default_bounds_are_3_to_50(default: Manifest) -> None:
+def test_default_bounds_are_3_to_50(default: Manifest, fleet: Fleet) -> None:
     for hpa in default.of_kind("HorizontalPodAutoscaler"):
-        if hpa["metadata"]["name"] != "gateway":
+        if hpa["metadata"]["name"] in fleet.names:
             assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 50)
 
 
@@ -460,6 +476,10 @@ def test_values_may_override_the_roster_bounds() -> None:
     hpa = manifest.get("HorizontalPodAutoscaler", "posts")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (5, 80)
     assert manifest.get("HorizontalPodAutoscaler", "auth")["spec"]["maxReplicas"] == 50
+    # The web client's too, checked as the others' are.
+    result = render_text("values.yaml", "social", "--set", "web.autoscaling.maxReplicas=1")
+    assert result.returncode != 0
+    assert "web: autoscaling.minReplicas (2) is above maxReplicas (1)" in result.stderr
 
 
 def test_dev_has_one_replica_and_no_autoscaler(renders: dict[tuple[str, str], Manifest]) -> None:
@@ -527,6 +547,7 @@ def _image_user(dockerfile: Path) -> tuple[int, int]:
 def test_pods_run_as_their_images_users(default: Manifest, fleet: Fleet) -> None:
     owners = {name: REPO_ROOT / "services" / name / "Dockerfile" for name in fleet.names}
     owners["gateway"] = REPO_ROOT / "gateway" / "Dockerfile"
+    owners["web"] = REPO_ROOT / "web" / "Dockerfile"
     for name, dockerfile in owners.items():
         context = pod_spec(default.get("Deployment", name))["securityContext"]
         assert (context["runAsUser"], context["runAsGroup"]) == _image_user(dockerfile), name
@@ -541,6 +562,11 @@ def test_probes(default: Manifest, fleet: Fleet) -> None:
     gateway = container(default.get("Deployment", "gateway"))
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert gateway[probe]["httpGet"] == {"path": "/ready", "port": "ops"}
+    # The web client's page, on the HTTP port (its admin API is on loopback).
+    web = container(default.get("Deployment", "web"))
+    assert {p["name"]: p["containerPort"] for p in web["ports"]} == {"http": fleet.pod_ports.http}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert web[probe]["httpGet"] == {"path": "/", "port": "http"}
 
 
 def test_termination_grace_matches_the_shutdown_settings(
@@ -566,11 +592,20 @@ def test_termination_grace_matches_the_shutdown_settings(
             float(env_of(manifest.get("Deployment", "realtime"))["SHUTDOWN_GRACE_SECONDS"]["value"])
             >= 30
         )
-        gateway = manifest.get("Deployment", "gateway")
-        sleep = container(gateway)["lifecycle"]["preStop"]["sleep"]["seconds"]
-        margin = chart_values(values)["gateway"]["shutdown"]["marginSeconds"]
-        assert sleep > 0
-        assert pod_spec(gateway)["terminationGracePeriodSeconds"] == sleep + margin
+        for envoy in ("gateway", "web"):
+            deployment = manifest.get("Deployment", envoy)
+            sleep = container(deployment)["lifecycle"]["preStop"]["sleep"]["seconds"]
+            margin = chart_values(values)[envoy]["shutdown"]["marginSeconds"]
+            assert sleep > 0, envoy
+            assert pod_spec(deployment)["terminationGracePeriodSeconds"] == sleep + margin
+        # A web pod serves on until the gateway's health checks could have
+        # given up on it (the sleep also covers the gateway's DNS forgetting it).
+        config = yaml.safe_load(manifest.get("ConfigMap", "gateway")["data"]["envoy.yaml"])
+        (cluster,) = (c for c in config["static_resources"]["clusters"] if c["name"] == "web")
+        (check,) = cluster["health_checks"]
+        noticed = float(check["interval"].removesuffix("s")) * check["unhealthy_threshold"]
+        sleep = container(manifest.get("Deployment", "web"))["lifecycle"]["preStop"]["sleep"]
+        assert sleep["seconds"] >= noticed, values
 
 
 def test_spread_over_zones_and_nodes(default: Manifest) -> None:
@@ -783,13 +818,34 @@ def test_backing_services_egress_only_where_the_roster_says(
 
 
 def test_gateway_network_policy(default: Manifest, fleet: Fleet) -> None:
-    spec = default.get("NetworkPolicy", "gateway")["spec"]
+    policy = default.get("NetworkPolicy", "gateway")
+    spec = policy["spec"]
     assert spec["ingress"] == [{"ports": [{"port": GATEWAY.public, "protocol": "TCP"}]}]  # anyone
-    (upstream,) = egress_rules_on(default.get("NetworkPolicy", "gateway"), fleet.pod_ports.http)
-    (selector,) = upstream["to"]
-    (names,) = selector["podSelector"]["matchExpressions"]
-    assert set(names["values"]) == set(fleet.names)
-    assert egress_rules_on(default.get("NetworkPolicy", "gateway"), 53)
+    upstreams = egress_peers_on(policy, fleet.pod_ports.http)
+    assert set(upstreams) == {*fleet.names, "web"}
+    for name in fleet.names:
+        assert upstreams[name]["matchLabels"]["app.kubernetes.io/component"] == "server"
+    # The web client's pods, by their Deployment's own selector.
+    web = default.get("Deployment", "web")["spec"]["selector"]
+    assert upstreams["web"] == {"matchLabels": web["matchLabels"]}
+    assert egress_rules_on(policy, 53)
+
+
+def test_web_network_policy_admits_the_gateway_alone_and_lets_nothing_out(
+    renders: dict[tuple[str, str], Manifest], fleet: Fleet
+) -> None:
+    for label, manifest in all_renders(renders):
+        spec = manifest.get("NetworkPolicy", "web")["spec"]
+        gateway = manifest.get("Deployment", "gateway")["spec"]["selector"]
+        assert spec["podSelector"] == manifest.get("Deployment", "web")["spec"]["selector"]
+        assert spec["policyTypes"] == ["Ingress", "Egress"], label
+        assert spec["ingress"] == [
+            {
+                "from": [{"podSelector": gateway}],
+                "ports": [{"port": fleet.pod_ports.http, "protocol": "TCP"}],
+            }
+        ], label
+        assert spec["egress"] == [], label  # it calls nothing, not even DNS
 
 
 def test_migration_jobs_are_hooks_with_their_own_account_and_policy(
@@ -864,15 +920,19 @@ def test_gateway_config_map_holds_the_rendered_config(
                 "endpoint"
             ]["address"]["socket_address"]
             for cluster in envoy["static_resources"]["clusters"]
-            if cluster["name"] in fleet.services
+            if cluster["name"] in {*fleet.names, "web"}
         }
+        # Every upstream, the web client too, at its headless Service's name and port.
         assert addresses == {
             name: {
                 "address": f"{name}-headless.{namespace}.svc.cluster.local",
                 "port_value": fleet.pod_ports.http,
             }
-            for name in fleet.names
+            for name in [*fleet.names, "web"]
         }
+        for name in addresses:
+            ports = manifest.get("Service", f"{name}-headless")["spec"]["ports"]
+            assert {p["name"]: p["port"] for p in ports}["http"] == fleet.pod_ports.http, name
         listeners = {
             listener["name"]: listener["address"]["socket_address"]["port_value"]
             for listener in envoy["static_resources"]["listeners"]
@@ -909,6 +969,72 @@ def test_gateway_pods_roll_when_its_config_changes(default: Manifest) -> None:
     config = changed.get("ConfigMap", "gateway")["data"]["envoy.yaml"]
     assert "posts-headless.social.svc.cluster.example" in config
     assert re.fullmatch(r"[0-9a-f]{64}", checksum(default))
+
+
+# --- the web client --------------------------------------------------------------
+
+
+def test_web_client_objects(renders: dict[tuple[str, str], Manifest], fleet: Fleet) -> None:
+    for (values, namespace), manifest in renders.items():
+        label = f"{values} in {namespace}"
+        deployment = manifest.get("Deployment", "web")
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector["app.kubernetes.io/component"] == "web"
+        for name in ("web", "web-headless"):
+            service = manifest.get("Service", name)["spec"]
+            assert service["type"] == "ClusterIP", label  # behind the gateway only
+            assert service["selector"] == selector, label
+            assert service["ports"] == [
+                {
+                    "name": "http",
+                    "port": fleet.pod_ports.http,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ], label
+        headless = manifest.get("Service", "web-headless")["spec"]
+        assert (headless["clusterIP"], headless["publishNotReadyAddresses"]) == ("None", False)
+        c = container(deployment)
+        cfg = chart_values(values)["web"]
+        assert c["image"].rpartition(":")[0] == "social-web", label
+        assert c["args"] == [
+            *("-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart"),
+            *("--concurrency", str(cfg["concurrency"])),
+        ]
+        # The bundle and its config are the image's: only /tmp is mounted.
+        assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
+        assert pod_spec(deployment)["serviceAccountName"] == "web"
+        for kind in ("PodDisruptionBudget", "ServiceAccount", "NetworkPolicy"):
+            assert (kind, "web") in manifest.by_key(), f"{label}: {kind}"
+        has_hpa = ("HorizontalPodAutoscaler", "web") in manifest.by_key()
+        assert has_hpa == cfg["autoscaling"]["enabled"], label
+
+
+def test_a_disabled_web_client_renders_none_of_its_objects(default: Manifest) -> None:
+    manifest = render("values.yaml", "social", "--set", "web.enabled=false")
+    leftovers = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in manifest.objects
+        if o["metadata"]["labels"].get("app.kubernetes.io/name") == "web"
+    ]
+    assert leftovers == []
+    upstreams = egress_peers_on(manifest.get("NetworkPolicy", "gateway"), 8080)
+    assert set(upstreams) == set(roster().names)
+    removed = {
+        key
+        for key, obj in default.by_key().items()
+        if obj["metadata"]["labels"].get("app.kubernetes.io/name") == "web"
+    }
+    assert changed_objects(default, manifest) == removed | {("NetworkPolicy", "gateway")}
+    # The gateway still routes the pages to it: they answer 503 (as values.yaml says).
+    assert "web-headless." in manifest.get("ConfigMap", "gateway")["data"]["envoy.yaml"]
+
+
+def test_a_new_web_image_tag_changes_only_its_deployment(default: Manifest) -> None:
+    upgraded = render("values.yaml", "social", "--set", "web.image.tag=X")
+    assert changed_objects(default, upgraded) == {("Deployment", "web")}
+    assert container(upgraded.get("Deployment", "web"))["image"] == "social-web:X"
 
 
 # --- upgrades and switches -----------------------------------------------------------
@@ -954,8 +1080,8 @@ def test_a_disabled_service_renders_none_of_its_objects(service: str, default: M
         or o["metadata"]["name"] in (service, f"{service}-headless", f"{service}-migrate")
     ]
     assert leftovers == []
-    (upstream,) = egress_rules_on(manifest.get("NetworkPolicy", "gateway"), 8080)
-    assert service not in upstream["to"][0]["podSelector"]["matchExpressions"][0]["values"]
+    upstreams = egress_peers_on(manifest.get("NetworkPolicy", "gateway"), 8080)
+    assert set(upstreams) == {*roster().names, "web"} - {service}
     # Nothing else changes: the others keep their peers (the roster's) as they were.
     removed = {
         key

@@ -1,6 +1,7 @@
 """The images: their Dockerfiles lint clean, copy only what the build context
 holds, and their build stages, carried out for real, give a working service
-(only its locked runtime dependencies) and a gateway config Envoy accepts.
+(only its locked runtime dependencies), a gateway config Envoy accepts and a
+web client's bundle with the config that serves it.
 
 No container engine here can pull the base images, so the Dockerfiles are
 interpreted: FROM, ARG, ENV, WORKDIR, COPY, RUN, USER, EXPOSE, ENTRYPOINT, CMD.
@@ -10,8 +11,9 @@ a finished stage moves aside for later stages to COPY --from). The image's
 absolute paths map into it, COPY reads the repository through .dockerignore,
 RUN runs with /bin/sh in the mapped WORKDIR with the stage's ARGs and ENV, and
 the base images are stood in for by what this machine has of them: the
-Python interpreter, Envoy and uv of the same versions. The final stage then
-starts as its ENTRYPOINT says.
+Python interpreter, Envoy and uv of the same versions, Node.js of the same
+major version with this machine's npm. Cache mounts of uv and npm are this
+machine's caches of theirs. The final stage then starts as its ENTRYPOINT says.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from packaging.markers import Marker
 from social_common.fleet import roster
 from social_stack.gateway import kubernetes_config, openapi_document, render_envoy
 from social_stack.paths import REPO_ROOT, binary
+from social_stack.web import bundle, kubernetes_web_config, render_web
 
 # The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
 TrivyConfig = Callable[..., dict[str, Any]]
@@ -44,7 +47,8 @@ TrivyConfig = Callable[..., dict[str, Any]]
 SERVICE_DOCKERFILES = sorted(REPO_ROOT.glob("services/*/Dockerfile"))
 SERVICES = [path.parent.name for path in SERVICE_DOCKERFILES]
 GATEWAY_DOCKERFILE = REPO_ROOT / "gateway" / "Dockerfile"
-DOCKERFILES = [*SERVICE_DOCKERFILES, GATEWAY_DOCKERFILE]
+WEB_DOCKERFILE = REPO_ROOT / "web" / "Dockerfile"
+DOCKERFILES = [*SERVICE_DOCKERFILES, GATEWAY_DOCKERFILE, WEB_DOCKERFILE]
 DOCKERFILE_IDS = [str(path.relative_to(REPO_ROOT)) for path in DOCKERFILES]
 
 # Never in a service image: the dev group's tools, and the local stack with
@@ -323,8 +327,26 @@ def uv_cache_dir() -> Path:
 
 
 @cache
+def npm_cache_dir() -> Path:
+    """The machine's npm cache (warm from `make web`): cache mounts of npm's reuse it."""
+    output = subprocess.run(
+        [str(_node()[1]), "config", "get", "cache"], capture_output=True, text=True, check=True
+    )
+    return Path(output.stdout.strip())
+
+
+@cache
 def envoy_version() -> str:
     return _version([binary("envoy"), "--version"])
+
+
+@cache
+def _node() -> tuple[Path, Path, str]:
+    """This machine's node, npm (its package's entry script) and node's version."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise BuildError("node and npm are not on PATH: the web image's build stage needs them")
+    return Path(node), Path(os.path.realpath(npm)), _version([node, "--version"])
 
 
 @dataclass(frozen=True)
@@ -349,6 +371,22 @@ def base_image(reference: str) -> BaseImage:
                 for name in ("python", "python3", f"python{python}")
             },
         )
+    if reference.startswith("node:"):
+        # The official image's layout (/usr/local), this machine's files. Its
+        # npm is whatever this machine's Node came with (the image's comes with
+        # its Node release): `npm ci` installs the lockfile as it is either way.
+        node_path, npm_cli, version = _node()
+        npm = npm_cli.parents[1]  # .../node_modules/npm/bin/npm-cli.js
+        if reference == f"node:{version.split('.')[0]}-bookworm-slim":
+            return BaseImage(
+                {"PATH": _SYSTEM_PATH, "NODE_VERSION": version},
+                {
+                    "/usr/local/bin/node": node_path,
+                    "/usr/local/lib/node_modules/npm": npm,
+                    "/usr/local/bin/npm": npm / "bin" / "npm-cli.js",
+                    "/usr/local/bin/npx": npm / "bin" / "npx-cli.js",
+                },
+            )
     if reference in (
         f"envoyproxy/envoy:distroless-v{envoy_version()}",
         f"envoyproxy/envoy-distroless:v{envoy_version()}",
@@ -357,10 +395,13 @@ def base_image(reference: str) -> BaseImage:
             {"PATH": _SYSTEM_PATH, "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"},
             {"/usr/local/bin/envoy": Path(binary("envoy"))},
         )
+    node = shutil.which("node")
+    node_major = _version([node, "--version"]).split(".")[0] if node else "(none)"
     raise BuildError(
         f"no stand-in for the base image {reference!r}: this machine has Python {python} "
-        f"(python:{python}-slim-bookworm) and Envoy {envoy_version()} "
-        f"(envoyproxy/envoy:distroless-v{envoy_version()})"
+        f"(python:{python}-slim-bookworm), Envoy {envoy_version()} "
+        f"(envoyproxy/envoy:distroless-v{envoy_version()}) and Node.js {node_major} "
+        f"(node:{node_major}-bookworm-slim)"
     )
 
 
@@ -376,6 +417,7 @@ _PASSED_THROUGH = (
     "UV_NATIVE_TLS",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
@@ -405,6 +447,11 @@ class Image:
 
     def remap(self, text: str) -> str:
         return _ABSOLUTE.sub(f"{self.root}/", text)
+
+    def unmap(self, text: str) -> str:
+        """What a build step wrote with its (remapped) paths in it, as Docker
+        would have written it: the image's paths."""
+        return text.replace(f"{self.root}/", "/")
 
     def process_env(self) -> dict[str, str]:
         env = {key: self.remap(value) for key, value in self.env.items()}
@@ -623,10 +670,13 @@ class Build:
             hidden = target.with_name(target.name + ".hidden-by-cache-mount")
             if target.exists() or target.is_symlink():
                 target.rename(hidden)
-            # A cache mount is not part of the image: uv's is the machine's own cache.
+            # A cache mount is not part of the image: uv's and npm's are the
+            # machine's own caches.
             cache_dir = self.stash.parent / "caches" / options["target"].strip("/")
             if options["target"].endswith("/.cache/uv"):
                 cache_dir = uv_cache_dir()
+            elif options["target"].endswith("/.npm"):
+                cache_dir = npm_cache_dir()
             cache_dir.mkdir(parents=True, exist_ok=True)
             target.symlink_to(cache_dir)
             caches.append((target, hidden))
@@ -744,6 +794,9 @@ def test_dockerignore_keeps_local_environments_and_tests_out() -> None:
         ".run/state.json",
         ".tools/bin/uv",
         "tools/deploy/node_modules/x",
+        "web/node_modules/vite/package.json",
+        "web/dist/index.html",
+        "web/e2e/journey.mjs",
         "results/a.json",
         "tests/test_fleet.py",
         "services/posts/tests/test_api.py",
@@ -756,6 +809,10 @@ def test_dockerignore_keeps_local_environments_and_tests_out() -> None:
         "libs/common/src/social_common/fleet.yaml",
         "services/posts/src/posts/app.py",
         "gateway/envoy.yaml.j2",
+        "web/package-lock.json",
+        "web/index.html",
+        "web/src/main.ts",
+        "web/envoy.yaml.j2",
     ):
         assert not ignore.excludes(kept), kept
 
@@ -798,6 +855,8 @@ def test_final_stage_is_non_root_labelled_and_exposes_the_pod_ports(dockerfile: 
     if dockerfile == GATEWAY_DOCKERFILE:
         config = kubernetes_config("social")
         assert exposed == {config.listen_port, config.ops_port}
+    elif dockerfile == WEB_DOCKERFILE:
+        assert exposed == {kubernetes_web_config().listen_port} == {roster().pod_ports.http}
     else:
         assert exposed == {roster().pod_ports.http, roster().pod_ports.grpc}
     # Only the account's set-up and pip's removal may run in the final stage:
@@ -910,6 +969,32 @@ def test_gateway_image_build_renders_a_config_envoy_accepts(tmp_path: Path) -> N
     checked.write_text(rendered.replace("/etc/envoy/", f"{config_dir}/"))
     argv = image.argv()
     argv[argv.index(str(config_dir / "envoy.yaml"))] = str(checked)
+    result = subprocess.run(
+        [*argv, "--mode", "validate"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_web_image_build_serves_the_bundle_with_a_config_envoy_accepts(tmp_path: Path) -> None:
+    image = build(WEB_DOCKERFILE, tmp_path)
+    (tmp_path / "stages").rename(tmp_path / "gone")  # neither node_modules nor the renderer
+    served = image.host("/srv/web")
+    assert (served / "index.html").is_file()
+    assert (served / "docs.html").is_file()
+    assets = [path for path in (served / "assets").iterdir() if path.is_file()]
+    assert {path.suffix for path in assets} >= {".js", ".css"}, assets
+    assert not list(image.root.rglob("node_modules")), "no package of the build in the image"
+
+    # The Kubernetes config for exactly the files the image holds, where it holds them.
+    rendered = image.unmap(image.host("/etc/envoy/envoy.yaml").read_text())
+    assert rendered == render_web(kubernetes_web_config(), bundle(served, Path("/srv/web")))
+
+    # Envoy reads every file at start (validating too: a missing one fails it):
+    # point them into the scratch root.
+    checked = tmp_path / "envoy-validate.yaml"
+    checked.write_text(rendered.replace('"/srv/web/', f'"{served}/'))
+    argv = image.argv()
+    argv[argv.index(str(image.host("/etc/envoy/envoy.yaml")))] = str(checked)
     result = subprocess.run(
         [*argv, "--mode", "validate"], capture_output=True, text=True, timeout=60, check=False
     )

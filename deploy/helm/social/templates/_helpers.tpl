@@ -12,12 +12,24 @@ ranges over its services; nothing here lists them.
 {{- end -}}
 
 {{/*
+The roster's web client (fleet.yaml's `web:`): its ports on the local stack
+and its replicas bounds. Use with fromYaml.
+*/}}
+{{- define "social.webRoster" -}}
+{{- $web := (include "social.fleet" . | fromYaml).web -}}
+{{- if not (and $web $web.replicas) -}}
+{{- fail "fleet.yaml has no web: entry with replicas (min, max): the web client's objects need it" -}}
+{{- end -}}
+{{- toYaml $web -}}
+{{- end -}}
+
+{{/*
 Top-level values keys of the chart itself; every other key must be a roster
 service (its overrides), so that a typo such as `--set post.image.tag=X`
 fails instead of silently doing nothing.
 */}}
 {{- define "social.chartKeys" -}}
-{{- list "global" "clusterDomain" "serviceDefaults" "gateway" "database" "redis" "objects" "networkPolicy" | toJson -}}
+{{- list "global" "clusterDomain" "serviceDefaults" "gateway" "web" "database" "redis" "objects" "networkPolicy" | toJson -}}
 {{- end -}}
 
 {{/* Fails on values sections that are neither chart keys nor roster services. */}}
@@ -51,7 +63,7 @@ after it. Call with (dict "root" $ "name" $name); use with fromYaml.
 
 {{/*
 Labels of one object. Call with (dict "root" $ "name" <app> "component"
-<server|migration|gateway> ["version" <image tag>]). Only workloads carry
+<server|migration|gateway|web> ["version" <image tag>]). Only workloads carry
 their image's tag as version: changing one service's tag then changes only
 that service's Deployment and migration Job.
 */}}
