@@ -11,13 +11,16 @@ import httpx
 import pytest
 from social_stack.local import Endpoints
 from social_stack.web import (
-    CONTENT_SECURITY_POLICY,
     DIST_DIR,
     IMMUTABLE,
     NO_CACHE,
     BundleError,
     bundle,
+    content_security_policy,
 )
+
+# The local stack serves the images from its own /media/.
+CONTENT_SECURITY_POLICY = content_security_policy()
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,9 @@ def test_the_policy_forbids_inline_script_and_the_pages_have_none() -> None:
     assert "script-src 'self'" in CONTENT_SECURITY_POLICY
     assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
     assert "'unsafe-eval'" not in CONTENT_SECURITY_POLICY
+    assert "img-src 'self' blob: data: https://cdn.example.net;" in content_security_policy(
+        "https://cdn.example.net"
+    )
     for page in ("index.html", "docs.html"):
         html = (DIST_DIR / page).read_text()
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"inline script in {page}"

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from social_common.fleet import Fleet, roster
 from social_stack.paths import REPO_ROOT, binary
+from social_stack.web import content_security_policy
 
 HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 CHART = REPO_ROOT / "deploy" / "helm" / "social"
@@ -606,6 +607,19 @@ def test_termination_grace_matches_the_shutdown_settings(
         noticed = float(check["interval"].removesuffix("s")) * check["unhealthy_threshold"]
         sleep = container(manifest.get("Deployment", "web"))["lifecycle"]["preStop"]["sleep"]
         assert sleep["seconds"] >= noticed, values
+
+
+def test_the_pages_may_load_images_from_where_the_media_are_served(default: Manifest) -> None:
+    config = yaml.safe_load(default.get("ConfigMap", "gateway")["data"]["envoy.yaml"])
+    (host,) = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    routes = host["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    to_web = [r for r in routes if r.get("route", {}).get("cluster") == "web"]
+    assert len(to_web) == 2  # /api/docs and every other page
+    media = REQUIRED["objects.publicBaseUrl"]
+    for route in to_web:
+        added = route["response_headers_to_add"]
+        headers = {h["header"]["key"]: h["header"]["value"] for h in added}
+        assert headers["content-security-policy"] == content_security_policy(media)
 
 
 def test_spread_over_zones_and_nodes(default: Manifest) -> None:

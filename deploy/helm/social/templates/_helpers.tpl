@@ -404,3 +404,16 @@ spec:
   selector:
     matchLabels: {{- include "social.selectorLabels" .ctx | nindent 6 }}
 {{- end -}}
+
+{{- /*
+Where clients load the images from when not from the gateway: the scheme and
+host of objects.publicBaseUrl (a CDN, the bucket's public URL), which the web
+client's pages may then load images from (the gateway's
+Content-Security-Policy); empty when it is unset.
+*/ -}}
+{{- define "social.imagesOrigin" -}}
+{{- with .Values.objects.publicBaseUrl }}
+{{- $url := urlParse . }}
+{{- printf "%s://%s" $url.scheme $url.host }}
+{{- end }}
+{{- end }}

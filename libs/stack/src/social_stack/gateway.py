@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from social_common.fleet import Fleet, Route, roster
 from social_common.settings import Settings
 
 from social_stack.paths import GATEWAY_DIR, REPO_ROOT
+from social_stack.web import security_headers
 
 # The chart's copy of the Kubernetes config (`make chart`): Helm fills in the
 # namespace and the cluster's DNS domain when it renders the gateway's ConfigMap.
@@ -41,6 +42,9 @@ class GatewayConfig:
     objects: Upstream | None = None
     # The web client's static server (None: pages are 404s, a stack without a built client).
     web: Upstream | None = None
+    # Where the images are served when not from the gateway's own /media/
+    # (a CDN's scheme://host): the pages' policy lets them load from there.
+    media_origin: str = ""
     bucket: str = "social-media"
     jwt_issuer: str = Settings.jwt_issuer
     jwt_audience: str = Settings.jwt_audience
@@ -106,8 +110,10 @@ def kubernetes_config(
 
 def helm_config() -> GatewayConfig:
     """The chart's gateway: the Kubernetes one, with Helm's names for the
-    namespace and the cluster domain (the ConfigMap renders it with ``tpl``)."""
-    return kubernetes_config("{{ .Release.Namespace }}", "{{ .Values.clusterDomain }}")
+    namespace, the cluster domain and the images' origin (the ConfigMap
+    renders it with ``tpl``)."""
+    config = kubernetes_config("{{ .Release.Namespace }}", "{{ .Values.clusterDomain }}")
+    return replace(config, media_origin="{{ include `social.imagesOrigin` . }}")
 
 
 # Envoy's name for each kind of roster route.
@@ -148,6 +154,7 @@ def render_envoy(config: GatewayConfig) -> str:
     return env.get_template("envoy.yaml.j2").render(
         services=fleet.names,
         routes=_routes(fleet),
+        web_headers=security_headers(config.media_origin),
         **{f.name: getattr(config, f.name) for f in fields(config)},
     )
 

@@ -2,8 +2,11 @@
 
 The bundle is what `npm run build` writes to web/dist: the app's page
 (index.html), the API reference's page (docs.html) and content-hashed files
-under assets/. Every page is sent with the same Content-Security-Policy: only
-this origin's scripts and styles, nothing inline, nothing framed.
+under assets/. The server says what each file is and how long it keeps; the
+gateway adds the pages' security headers (``security_headers``): one
+Content-Security-Policy for all of them, only this origin's scripts and
+styles, nothing inline, nothing framed, images also from where the media
+service says they are served.
 """
 
 from __future__ import annotations
@@ -19,29 +22,39 @@ from social_stack.paths import REPO_ROOT
 WEB_DIR = REPO_ROOT / "web"
 DIST_DIR = WEB_DIR / "dist"
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        # blob: the photos being composed; data: the blurhash placeholders.
-        "img-src 'self' blob: data:",
-        # 'self' takes in the same origin's WebSocket (ws: or wss:).
-        "connect-src 'self'",
-        "font-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-        "form-action 'self'",
-    ]
-)
-SECURITY_HEADERS = {
-    "content-security-policy": CONTENT_SECURITY_POLICY,
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "cross-origin-opener-policy": "same-origin",
-    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
-}
+
+def content_security_policy(media_origin: str = "") -> str:
+    """What the pages may load: ``media_origin`` is where the images are
+    served when not from this origin (a CDN: MEDIA_PUBLIC_BASE_URL's)."""
+    # blob: the photos being composed; data: the blurhash placeholders.
+    images = " ".join(["'self'", "blob:", "data:", *([media_origin] if media_origin else [])])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {images}",
+            # 'self' takes in the same origin's WebSocket (ws: or wss:).
+            "connect-src 'self'",
+            "font-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+        ]
+    )
+
+
+def security_headers(media_origin: str = "") -> dict[str, str]:
+    """The headers of every page and file of the web client (set by the gateway)."""
+    return {
+        "content-security-policy": content_security_policy(media_origin),
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "same-origin",
+        "cross-origin-opener-policy": "same-origin",
+        "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    }
+
 
 # Files named by their content's hash never change: a year, immutable. The
 # pages change with every release and are fetched again every time.
@@ -134,7 +147,6 @@ def render_web(config: WebConfig, files: list[StaticFile]) -> str:
         listen_port=config.listen_port,
         admin_host=config.admin_host,
         admin_port=config.admin_port,
-        security_headers=SECURITY_HEADERS,
         files=[f for f in files if f.path != "/"],
         index=index,
         max_file_bytes=max(f.size for f in files),
