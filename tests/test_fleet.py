@@ -108,3 +108,15 @@ def test_websocket_upgrades_are_routed_to_realtime(stack: Endpoints) -> None:
     # realtime has no WebSocket endpoint yet and refuses the handshake itself.
     assert response.status_code == 403
     assert _realtime_requests(stack) == before + 1
+
+
+@pytest.mark.parametrize("service", roster().names)
+def test_each_service_reports_how_saturated_it_is(stack: Endpoints, service: str) -> None:
+    exposition = httpx.get(f"http://{stack.services_http[service]}/metrics").text
+    expected = ["redis_pool_max_connections", 'redis_pool_connections{state="in_use"}']
+    expected.append("event_loop_lag_seconds_count")
+    if roster().services[service].database:
+        expected += ["db_pool_max_connections", "db_pool_requests_waiting"]
+    if service == "media":
+        expected += ["media_queue_capacity", "media_queue_in_use"]
+    assert [name for name in expected if name not in exposition] == []

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 from social.auth.v1.auth_pb2 import User
 from social.events.v1.events_pb2 import Envelope
@@ -268,6 +269,8 @@ def test_a_failing_handler_is_retried_and_then_dead_lettered(
             assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
         assert await client.xlen(f"dead:{stream_for(flaky)}") == 0
         assert await client.xlen(f"dead:{stream_for(broken)}") == 1
+        dead = {"stream": stream_for(broken), "group": "g1"}
+        assert REGISTRY.get_sample_value("events_dead_lettered_total", dead) == 1
 
     _run(stack, url, scenario)
 
@@ -299,3 +302,41 @@ def test_event_ids_are_uuids_or_the_event_is_ignored() -> None:
     assert event_ids(envelope, PostDeleted, "post_id", "author_id") is None
     envelope.payload = b"\xff\xff"
     assert event_ids(envelope, PostDeleted, "post_id") is None
+
+
+def _gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_the_backlogs_are_measured_outbox_and_consumer_group(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+    stream = stream_for(event_type)
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        relay = OutboxRelay(name, url, pool, client)
+        consumer, seen = await _collecting(client, event_type, block_ms=100)
+        for key in ("a", "b", "c"):
+            await _emit(pool, name, event_type, key)
+        await relay.measure_backlog()
+        assert _gauge("outbox_pending_events", producer=name) == 3
+        oldest = _gauge("outbox_oldest_pending_seconds", producer=name)
+        assert oldest is not None
+        assert 0 <= oldest < 60
+        await relay.publish_pending()
+        await relay.measure_backlog()
+        assert _gauge("outbox_pending_events", producer=name) == 0
+        assert _gauge("outbox_oldest_pending_seconds", producer=name) == 0
+        # Three entries in the stream, none delivered to the group yet.
+        await consumer.measure_backlog()
+        assert _gauge("events_consumer_pending", stream=stream, group="g1") == 0
+        lag = _gauge("events_consumer_lag_seconds", stream=stream, group="g1")
+        assert lag is not None
+        assert lag > 0  # its last delivered id is 0-0: as old as it gets
+        await _until_received(consumer, seen)
+        await consumer.measure_backlog()
+        assert _gauge("events_consumer_lag_seconds", stream=stream, group="g1") == 0
+
+    _run(stack, url, scenario)

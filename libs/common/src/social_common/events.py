@@ -26,7 +26,7 @@ import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions
 from google.protobuf.message import DecodeError, Message
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from social.events.v1.events_pb2 import Envelope
@@ -45,6 +45,26 @@ STREAM_MAXLEN = 1_000_000
 
 RELAYED = Counter("events_relayed_total", "Events moved from the outbox to Redis", ["type"])
 HANDLED = Counter("events_handled_total", "Events consumed", ["type", "outcome"])
+DEAD_LETTERED = Counter(
+    "events_dead_lettered_total", "Events set aside unhandled", ["stream", "group"]
+)
+# The backlogs, sampled by the relays and the consumers as they run.
+OUTBOX_PENDING = Gauge("outbox_pending_events", "Outbox rows not yet relayed", ["producer"])
+OUTBOX_OLDEST = Gauge(
+    "outbox_oldest_pending_seconds", "Age of the oldest outbox row not yet relayed", ["producer"]
+)
+CONSUMER_PENDING = Gauge(
+    "events_consumer_pending",
+    "Entries delivered to a group, not yet acknowledged",
+    ["stream", "group"],
+)
+CONSUMER_LAG = Gauge(
+    "events_consumer_lag_seconds",
+    "How far behind the stream's newest entry a group's last delivered one is",
+    ["stream", "group"],
+)
+# How often the backlogs are measured (a count of the outbox, two XINFO a stream).
+BACKLOG_SAMPLE_SECONDS = 5.0
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
@@ -112,6 +132,8 @@ DELETE FROM outbox
 WHERE (SELECT alone FROM relay) AND id IN (SELECT id FROM outbox ORDER BY id LIMIT %s)
 RETURNING id, event_type, envelope
 """
+# Rows waiting, and the oldest one's age in seconds (NULL when none waits).
+_BACKLOG = "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox"
 
 
 def event_ids(envelope: Envelope, payload: type[Message], *fields: str) -> list[uuid.UUID] | None:
@@ -180,8 +202,18 @@ class OutboxRelay:
             RELAYED.labels(event_type).inc()
         return len(rows)
 
+    async def measure_backlog(self) -> None:
+        """Sets the outbox's backlog gauges: rows waiting, and the oldest's age."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(_BACKLOG)
+            row = await cursor.fetchone()
+        pending, oldest = row if row is not None else (0, None)
+        OUTBOX_PENDING.labels(self.producer).set(pending)
+        OUTBOX_OLDEST.labels(self.producer).set(oldest or 0.0)
+
     async def run(self) -> None:
         """Relays until cancelled (a background task of the producing service)."""
+        measured = 0.0
         while not cancel_requested():
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -192,6 +224,9 @@ class OutboxRelay:
                     while not cancel_requested():
                         while await self.publish_pending() == self.batch:
                             pass  # a backlog: drain it before waiting
+                        if time.monotonic() - measured >= BACKLOG_SAMPLE_SECONDS:
+                            measured = time.monotonic()
+                            await self.measure_backlog()
                         async for _ in listener.notifies(timeout=self.idle_poll, stop_after=1):
                             pass
             except (psycopg.Error, OSError, redis.exceptions.RedisError) as exc:
@@ -281,6 +316,22 @@ class EventConsumer:
                     await self._handle(stream, claimed_id, fields)
         return retried
 
+    async def measure_backlog(self) -> None:
+        """Sets the group's backlog gauges for each stream it reads: entries
+        delivered but not acknowledged, and how far (in time) its last
+        delivered entry is behind the stream's newest."""
+        for stream in self.streams:
+            groups: Any = await self.redis.xinfo_groups(stream)
+            info: Any = await self.redis.xinfo_stream(stream)
+            mine = next((g for g in groups if as_text(g["name"]) == self.group), None)
+            if mine is None:
+                continue
+            behind_ms = _stream_ms(info["last-generated-id"]) - _stream_ms(
+                mine["last-delivered-id"]
+            )
+            CONSUMER_PENDING.labels(stream, self.group).set(mine["pending"])
+            CONSUMER_LAG.labels(stream, self.group).set(max(0, behind_ms) / 1000)
+
     async def _handle(self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> None:
         envelope = _decode(fields)
         if envelope is None:
@@ -309,21 +360,30 @@ class EventConsumer:
         for _, fields in entries:
             await self.redis.xadd(f"dead:{stream}", {**fields, b"group": self.group.encode()})
         await self.redis.xack(stream, self.group, entry_id)
+        DEAD_LETTERED.labels(stream, self.group).inc()
         log.error("event_dead_lettered", stream=stream, entry_id=as_text(entry_id))
 
     async def run(self, reclaim_every: float = 2.0) -> None:
         """Consumes until cancelled (a background task of the consuming service)."""
         await self.ensure_groups()
-        last_reclaim = time.monotonic()
+        last_reclaim = measured = time.monotonic()
         while not cancel_requested():
             try:
                 await self.poll_once()
                 if time.monotonic() - last_reclaim >= reclaim_every:
                     last_reclaim = time.monotonic()
                     await self.reclaim_once()
+                if time.monotonic() - measured >= BACKLOG_SAMPLE_SECONDS:
+                    measured = time.monotonic()
+                    await self.measure_backlog()
             except redis.exceptions.RedisError as exc:
                 log.warning("event_consumer_failed", group=self.group, error=str(exc))
                 await asyncio.sleep(1.0)
+
+
+def _stream_ms(entry_id: bytes | str) -> int:
+    """The milliseconds part of a stream entry id ("<ms>-<seq>")."""
+    return int(as_text(entry_id).partition("-")[0])
 
 
 def _decode(fields: Mapping[bytes, bytes]) -> Envelope | None:

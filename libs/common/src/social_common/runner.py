@@ -35,6 +35,7 @@ from social_common.grpc import SERVING, add_health_and_reflection, create_server
 from social_common.logging import configure_logging, get_logger
 from social_common.redis import check_redis, create_redis
 from social_common.rest import Check, Readiness, build_app
+from social_common.saturation import POOLS, sample_event_loop_lag
 from social_common.settings import Settings
 
 log = get_logger(__name__)
@@ -145,9 +146,10 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
         pool = db
         checks["postgres"] = lambda: check_database(pool)
     resources = Resources(settings=settings, redis=redis, db=db)
+    POOLS.watch(db, redis)
 
     wiring = spec.wire(resources)
-    background = list(wiring.background)
+    background = [*wiring.background, sample_event_loop_lag]
     if wiring.events:
         consumer = EventConsumer(redis, spec.name, consumer_name(), wiring.events)
         background.append(consumer.run)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import AsyncConnectionPool
 from social_common.errors import Problem
 from social_common.ids import uuid7
@@ -36,6 +36,9 @@ PROCESSING = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8),
 )
 SWEPT = Counter("media_swept_total", "Media deleted by the sweeper")
+# Uploads being processed or waiting for a worker, and how many may be.
+QUEUE_IN_USE = Gauge("media_queue_in_use", "Uploads holding a processing slot")
+QUEUE_CAPACITY = Gauge("media_queue_capacity", "Processing slots: workers plus queue")
 
 MAX_DESCRIPTION = 1500
 # Declared types a direct upload may be created for; what arrives is decoded all the same.
@@ -86,6 +89,7 @@ class MediaService:
         self.storage = storage
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.workers + settings.queue)
+        QUEUE_CAPACITY.set(settings.workers + settings.queue)
         self._workers = self._new_workers()
 
     def _new_workers(self) -> ProcessPoolExecutor:
@@ -130,10 +134,11 @@ class MediaService:
             UPLOADS.labels("busy").inc()
             raise busy()
         async with self._slots:
-            incoming = await read()
-            description = check_description(incoming.description)
-            processed = await self._process(incoming.data)
-            return await self._store(owner_id, processed, description)
+            with QUEUE_IN_USE.track_inprogress():
+                incoming = await read()
+                description = check_description(incoming.description)
+                processed = await self._process(incoming.data)
+                return await self._store(owner_id, processed, description)
 
     async def _store(
         self, owner_id: uuid.UUID, processed: imaging.ProcessedImage, description: str
