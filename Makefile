@@ -26,9 +26,12 @@ NPM := npm --no-audit --no-fund --no-update-notifier --loglevel=error
 # Chromium for the browser tests: Debian's, as the tests drive it with playwright-core.
 CHROMIUM := /usr/bin/chromium
 # apt-get as root, else through sudo.
-APT := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo )
+APT := $(SUDO)apt-get
+# Debian's packages carrying promtool and amtool, and the daemons they bring.
+OBSERVABILITY_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help install deploy-tools web web-dev web-test browser dev up down status logs test deploy-check chart openapi lint format proto proto-check bench bench-deps
+.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test deploy-check chart openapi lint format proto proto-check bench bench-deps
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +76,25 @@ web-test: web/node_modules/.package-lock.json ## The web client's unit tests (vi
 browser: ## Install Debian's Chromium for the browser tests (apt, as root or through sudo)
 	@test -x $(CHROMIUM) || { $(APT) update -qq && $(APT) install -y -qq chromium; }
 
+# Only the tools are wanted: no Recommends (node-exporter), a policy-rc.d
+# that forbids starting services during the install (containers have one
+# already), and the packages' units stopped and disabled afterwards where
+# systemd runs, so nothing listens on 9090/9093.
+observability-tools: ## Install promtool and amtool (Debian's prometheus, prometheus-alertmanager) without starting their daemons
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  set -e; new=; for p in $(OBSERVABILITY_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || new="$$new $$p"; done; \
+	  policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO)tee $$policy >/dev/null; $(SUDO)chmod 755 $$policy; fi; \
+	  trap '[ -z "$$policy" ] || $(SUDO)rm -f $$policy' EXIT; \
+	  $(APT) update -qq; \
+	  $(APT) install -y -qq --no-install-recommends $(OBSERVABILITY_PACKAGES); \
+	  if [ -d /run/systemd/system ]; then for p in $$new; do \
+	    $(SUDO)systemctl disable --now $$p.service >/dev/null 2>&1 || true; done; fi; }
+
+observability: install ## Start Prometheus and Alertmanager on loopback against the running stack, print their URLs
+	$(STACK) observability
+
 dev: install web ## Start the whole stack in the foreground, print the URLs; Ctrl-C stops it all
 	$(STACK) run $(STACK_START_FLAGS)
 
@@ -85,10 +107,13 @@ down: ## Stop what `make up` started, and only that
 status: ## One line per component: healthy or not
 	@$(STACK) status
 
+health-check: ## Every component's health and each service's key signals (requests, 5xx, p95, pools, loop lag, backlogs) on one screen
+	@$(STACK) health
+
 logs: ## Follow the logs of every component (Ctrl-C to stop)
 	tail -n 20 -F .run/logs/*.log
 
-test: install deploy-tools web browser web-test ## Run every test: the web client's unit tests, then the rest against real PostgreSQL, Redis, SeaweedFS, Envoy and Chromium
+test: install deploy-tools web browser observability-tools web-test ## Run every test: the web client's unit tests, then the rest against real PostgreSQL, Redis, SeaweedFS, Envoy and Chromium
 	$(PY) -m pytest
 
 deploy-check: install deploy-tools ## Check the images and the chart with their own tools (part of `make test`)

@@ -5,6 +5,7 @@ run      start everything in the foreground, print the URLs, follow the
 up       start everything in the background; return once all is healthy
 down     stop what ``up`` started, and only that
 status   one line per component: healthy or not
+health   every component's health and each service's key signals on one screen
 render-gateway --target k8s --out DIR
          write the Kubernetes gateway config and OpenAPI document
 render-chart
@@ -14,6 +15,11 @@ render-web --dist DIR --served-from DIR --out FILE
 render-openapi
          write the OpenAPI document (gateway/openapi.yaml) from its source and the
          services' typed bodies
+observability [--scrape-interval 5s]
+         start Prometheus and Alertmanager on loopback against the running
+         stack, in the foreground; print their URLs; Ctrl-C stops them
+render-dashboards
+         write the Grafana dashboards (deploy/observability/dashboards/*.json)
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from types import FrameType
 
 from social_common.fleet import roster
 
-from social_stack import processes
+from social_stack import health, processes
 from social_stack.gateway import (
     CHART_ENVOY_YAML,
     helm_config,
@@ -37,6 +43,20 @@ from social_stack.gateway import (
     write_gateway,
 )
 from social_stack.local import BACKING, Endpoints, Ports, Stack, load_state, stop_recorded
+from social_stack.observability import (
+    ALERTMANAGER,
+    DASHBOARDS_DIR,
+    INSTALL_HINT,
+    PROMETHEUS,
+    Running,
+    ToolMissing,
+    forget_in_stack,
+    record_in_stack,
+    start_alertmanager,
+    start_prometheus,
+    tool,
+    write_dashboards,
+)
 from social_stack.openapi import DOCUMENT, render_openapi
 from social_stack.paths import DEFAULT_RUN_DIR
 from social_stack.processes import StackError
@@ -163,6 +183,79 @@ def cmd_status(run_dir: Path) -> None:
     sys.exit(0 if all_healthy else 1)
 
 
+def cmd_observability(run_dir: Path, scrape_interval: str) -> None:
+    """Prometheus and Alertmanager against the stack recorded in ``run_dir``,
+    until Ctrl-C (or ``make down``, which stops them with the stack)."""
+    try:
+        tool(PROMETHEUS)
+        tool(ALERTMANAGER)
+    except ToolMissing:
+        print(INSTALL_HINT, file=sys.stderr)
+        sys.exit(1)
+    loaded = load_state(run_dir)
+    if loaded is None or not any(processes.is_running(c) for c in loaded[1]):
+        print(f"No stack is running from {run_dir}: `make up` or `make dev` first.")
+        sys.exit(1)
+    endpoints, _ = loaded
+    work = run_dir / "observability"
+    started: list[Running] = []
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        started.append(start_alertmanager(work))
+        alertmanager = started[0]
+        started.append(
+            start_prometheus(
+                endpoints,
+                work,
+                scrape_interval=scrape_interval,
+                alertmanager_url=alertmanager.url,
+            )
+        )
+        prometheus = started[1]
+        record_in_stack(run_dir, [r.component for r in started])
+        print(
+            f"""
+  Prometheus     {prometheus.url}  (see /targets, /alerts)
+  Alertmanager   {alertmanager.url}
+  Dashboards     {DASHBOARDS_DIR}/*.json: import them into Grafana with
+                 {prometheus.url} as a Prometheus data source
+  Logs           {work}/logs/
+
+Ctrl-C stops both.""",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(r.process.poll() is None for r in started):
+                time.sleep(0.5)
+            for r in started:
+                if r.process.returncode is not None:
+                    print(f"{r.component.name} exited with code {r.process.returncode}.")
+    except StackError as error:
+        print(f"Observability failed to start: {error}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for r in started:
+            r.stop()
+        forget_in_stack(run_dir, [r.component for r in started])
+    print("Stopped.")
+
+
+def cmd_health(run_dir: Path) -> None:
+    loaded = load_state(run_dir)
+    if loaded is None:
+        print("Not running (no stack started with `make up` or `make dev`).")
+        sys.exit(1)
+    screen, healthy = health.report(*loaded)
+    print(screen)
+    sys.exit(0 if healthy else 1)
+
+
 def _replicas(text: str) -> dict[str, int]:
     replicas: dict[str, int] = {}
     for item in filter(None, text.split(",")):
@@ -191,7 +284,7 @@ def main() -> None:
             metavar="SERVICE=N[,SERVICE=N]",
             help="run N processes of a service on its ports, as N pods would be (posts=2)",
         )
-    for name in ("down", "status"):
+    for name in ("down", "status", "health"):
         sub.add_parser(name)
     render = sub.add_parser("render-gateway")
     render.add_argument("--target", choices=["k8s"], required=True)
@@ -205,6 +298,11 @@ def main() -> None:
     )
     sub.add_parser("render-chart")
     sub.add_parser("render-openapi")
+    observe = sub.add_parser("observability")
+    observe.add_argument(
+        "--scrape-interval", default="5s", help="how often Prometheus scrapes (1s to 5s)"
+    )
+    sub.add_parser("render-dashboards")
     web = sub.add_parser("render-web")
     web.add_argument("--dist", type=Path, required=True, help="the built bundle")
     web.add_argument("--served-from", type=Path, required=True, help="where the image keeps it")
@@ -228,11 +326,18 @@ def main() -> None:
         DOCUMENT.write_text(render_openapi())
         print(DOCUMENT)
         return
+    if args.command == "render-dashboards":
+        for path in write_dashboards():
+            print(path)
+        return
+    if args.command == "observability":
+        cmd_observability(run_dir, args.scrape_interval)
+        return
     if args.command in ("run", "up"):
         ports = Ports.free() if args.free_ports else Ports.dev()
         (cmd_run if args.command == "run" else cmd_up)(run_dir, ports, args.replicas)
     else:
-        (cmd_down if args.command == "down" else cmd_status)(run_dir)
+        {"down": cmd_down, "status": cmd_status, "health": cmd_health}[args.command](run_dir)
 
 
 if __name__ == "__main__":

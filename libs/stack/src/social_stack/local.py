@@ -88,7 +88,7 @@ class Ports:
     def free(cls) -> Ports:
         """Ports free now: for a stack beside the dev one (tests)."""
         names = roster().names
-        numbers = _free_ports(10 + 2 * len(names))
+        numbers = free_ports(10 + 2 * len(names))
         services = {
             name: (numbers[10 + 2 * i], numbers[11 + 2 * i]) for i, name in enumerate(names)
         }
@@ -110,7 +110,7 @@ def _ephemeral_ports_start() -> int:
         return 32768
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Distinct free ports whose port + 10000 is free too, all below the
     kernel's ephemeral range: the source port of some outgoing connection
     (a busy machine opens thousands) cannot take one between this check and
