@@ -41,6 +41,7 @@ CHART_KEYS = {
     "clusterDomain",
     "serviceDefaults",
     "gateway",
+    "monitoring",
     "web",
     "database",
     "redis",
@@ -1173,3 +1174,79 @@ def test_more_autoscaling_metrics_join_cpu() -> None:
     assert metrics[1] == pods_metric
     posts = manifest.get("HorizontalPodAutoscaler", "posts")["spec"]["metrics"]
     assert [m["resource"]["name"] for m in posts] == ["cpu"]
+
+
+# --- monitoring (kube-prometheus-stack objects, off by default) ----------------
+
+OBSERVABILITY = REPO_ROOT / "deploy" / "observability"
+MONITORING_ON = tuple(
+    arg
+    for part in ("podMonitors", "prometheusRules", "dashboards")
+    for arg in ("--set", f"monitoring.{part}.enabled=true")
+)
+MONITORING_KINDS = {"PodMonitor", "PrometheusRule"}
+
+
+@pytest.fixture(scope="module")
+def monitored() -> Manifest:
+    return render("values.yaml", "social", *MONITORING_ON)
+
+
+def test_monitoring_objects_are_off_by_default(renders: dict[tuple[str, str], Manifest]) -> None:
+    for label, manifest in all_renders(renders):
+        assert not MONITORING_KINDS & {o["kind"] for o in manifest.objects}, label
+        assert not [n for n in manifest.names("ConfigMap") if "dashboard" in n], label
+
+
+def test_pod_monitors_scrape_every_server_pod_and_the_gateway_as_the_rules_expect(
+    monitored: Manifest, fleet: Fleet
+) -> None:
+    monitors = {o["metadata"]["name"]: o["spec"] for o in monitored.of_kind("PodMonitor")}
+    assert set(monitors) == {"social-services", "social-gateway"}
+    for owner in monitored.of_kind("Deployment"):
+        labels = owner["spec"]["template"]["metadata"]["labels"]
+        chosen = [
+            spec
+            for spec in monitors.values()
+            if spec["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        name = owner["metadata"]["name"]
+        if name == "web":
+            assert chosen == [], "the web server has no metrics of its own"
+            continue
+        (spec,) = chosen
+        (endpoint,) = spec["podMetricsEndpoints"]
+        ports = {p["name"] for p in container(owner)["ports"]}
+        assert endpoint["port"] in ports, name
+        if name == "gateway":
+            assert endpoint["path"] == "/stats/prometheus"
+            assert {"targetLabel": "job", "replacement": "gateway"} in endpoint["relabelings"]
+        else:
+            assert name in fleet.services
+            assert (endpoint["path"], spec["jobLabel"]) == ("/metrics", "app.kubernetes.io/name")
+
+
+def test_prometheus_rules_are_the_rules_files_and_promtool_accepts_them(
+    monitored: Manifest, promtool: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    sources = sorted((OBSERVABILITY / "prometheus" / "rules").glob("*.yml"))
+    rules = {o["metadata"]["name"]: o["spec"] for o in monitored.of_kind("PrometheusRule")}
+    assert set(rules) == {f"social-{p.stem}" for p in sources}
+    for source in sources:
+        spec = rules[f"social-{source.stem}"]
+        assert spec == {"groups": yaml.safe_load(source.read_text())["groups"]}, source.name
+        rendered = tmp_path / source.name
+        rendered.write_text(yaml.safe_dump(spec))
+        checked = promtool("check", "rules", rendered)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_dashboards_are_config_maps_for_grafanas_sidecar(monitored: Manifest) -> None:
+    sources = sorted((OBSERVABILITY / "dashboards").glob("*.json"))
+    maps = [o for o in monitored.of_kind("ConfigMap") if "dashboard" in o["metadata"]["name"]]
+    assert len(maps) == len(sources)
+    ordered = sorted(maps, key=lambda o: o["metadata"]["name"])
+    for source, config_map in zip(sources, ordered, strict=True):
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(config_map["data"][source.name]) == json.loads(source.read_text())
+        kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)

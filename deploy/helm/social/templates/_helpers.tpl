@@ -29,7 +29,7 @@ service (its overrides), so that a typo such as `--set post.image.tag=X`
 fails instead of silently doing nothing.
 */}}
 {{- define "social.chartKeys" -}}
-{{- list "global" "clusterDomain" "serviceDefaults" "gateway" "web" "database" "redis" "objects" "networkPolicy" | toJson -}}
+{{- list "global" "clusterDomain" "serviceDefaults" "gateway" "web" "database" "redis" "objects" "networkPolicy" "monitoring" | toJson -}}
 {{- end -}}
 
 {{/* Fails on values sections that are neither chart keys nor roster services. */}}

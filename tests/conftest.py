@@ -1,4 +1,5 @@
-"""What the observability checks share: the Prometheus and Alertmanager tools."""
+"""What the cross-service checks share: the Prometheus and Alertmanager tools
+(the rules in tests/observability, the chart's PrometheusRules in tests/deploy)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from social_stack.paths import REPO_ROOT
-
-OBSERVABILITY = REPO_ROOT / "deploy" / "observability"
 
 # Runs a tool with arguments: its completed process (never raises on exit code).
 Tool = Callable[..., subprocess.CompletedProcess[str]]
