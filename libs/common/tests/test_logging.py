@@ -14,6 +14,7 @@ import httpx
 import msgspec
 import pytest
 import structlog
+from opentelemetry.sdk.trace import TracerProvider
 from social_common.logging import (
     bind_request_context,
     clear_request_context,
@@ -178,3 +179,20 @@ def test_lines_written_while_handling_a_request_carry_its_id(
         ("bob", None),
     ]
     assert {line["service"] for line in lines} == {"demo"}
+
+
+def test_a_line_written_in_a_traced_span_names_the_trace_and_the_span(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("messages")
+    log = get_logger("test.logging")
+    # A provider of its own: the process-wide one stays the no-op.
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("send") as span:
+        log.info("message_sent")
+    log.info("after")
+    traced, untraced = _lines(capsys)
+    context = span.get_span_context()
+    assert traced["trace_id"] == format(context.trace_id, "032x")
+    assert traced["span_id"] == format(context.span_id, "016x")
+    assert "trace_id" not in untraced

@@ -2,7 +2,8 @@
 
 Every line carries ``service``; lines written while a request is handled also
 carry its ``request_id`` (bound by the HTTP middleware and the gRPC interceptor
-through contextvars).
+through contextvars), and, when the request is traced, its ``trace_id`` and
+``span_id`` (social_common.tracing).
 """
 
 from __future__ import annotations
@@ -11,15 +12,28 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
 
 bind_request_context = structlog.contextvars.bind_contextvars
 clear_request_context = structlog.contextvars.clear_contextvars
+
+
+def _add_trace_context(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """The ids of the trace and span the line was written in, when traced."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = format(context.trace_id, "032x")
+        event["span_id"] = format(context.span_id, "016x")
+    return event
 
 
 def configure_logging(service: str, level: str = "info") -> None:
     """Route structlog and the standard library's loggers to JSON lines on stdout."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _add_trace_context,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),

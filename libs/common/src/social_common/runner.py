@@ -37,6 +37,7 @@ from social_common.redis import check_redis, create_redis
 from social_common.rest import Check, Readiness, build_app
 from social_common.saturation import POOLS, sample_event_loop_lag
 from social_common.settings import Settings
+from social_common.tracing import configure_tracing, shutdown_tracing, traced_app
 
 log = get_logger(__name__)
 
@@ -168,7 +169,7 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
         await health.set(name, SERVING)
     grpc_server.add_insecure_port(f"{settings.bind_host}:{settings.grpc_port}")
 
-    app = build_app(spec.name, wiring.routes, readiness, wiring.middleware)
+    app = traced_app(build_app(spec.name, wiring.routes, readiness, wiring.middleware))
     config = uvicorn.Config(
         app,
         lifespan="off",
@@ -252,4 +253,9 @@ def run_service(spec: ServiceSpec[S], settings: S | None = None) -> None:
     """Entry point of ``python -m <service>``: configure, serve, drain."""
     settings = settings or spec.settings_class.from_env(spec.name)
     configure_logging(spec.name, settings.log_level)
-    uvloop.run(serve(spec, settings))
+    # Before any pool, channel or server exists: tracing wraps their making.
+    configure_tracing(spec.name)
+    try:
+        uvloop.run(serve(spec, settings))
+    finally:
+        shutdown_tracing()
