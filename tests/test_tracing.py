@@ -102,7 +102,19 @@ def traced(stack: Endpoints) -> Iterator[tuple[Endpoints, Receiver]]:
         tie_to_parent=True,
         durable=False,
         external=external,
-        service_env={name: tracing for name in roster().names},
+        service_env={
+            name: {
+                **tracing,
+                # Its posts stay in the shared database: their images must
+                # be served where the session stack's pages may load them.
+                **(
+                    {"MEDIA_PUBLIC_BASE_URL": f"{stack.gateway_url}/media"}
+                    if name == "media"
+                    else {}
+                ),
+            }
+            for name in roster().names
+        },
     )
     try:
         yield second.start(), receiver
