@@ -317,7 +317,8 @@ def test_the_command_runs_both_against_a_recorded_stack(stack: Endpoints) -> Non
         assert {"prometheus", "alertmanager"} <= {c["name"] for c in recorded}
     finally:
         command.send_signal(signal.SIGINT)
-        rest = command.communicate(timeout=30)[0]
+        # Within the stop timeout (10 s) of the two, stopped together.
+        rest = command.communicate(timeout=60)[0]
     assert command.returncode == 0, "".join(printed) + rest
     assert "Stopped." in rest
     recorded = json.loads((run_dir / "stack.json").read_text())["components"]
