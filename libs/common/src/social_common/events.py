@@ -26,6 +26,7 @@ import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions
 from google.protobuf.message import DecodeError, Message
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -35,6 +36,7 @@ from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
 from social_common.redis import as_text
 from social_common.tasks import cancel_requested
+from social_common.tracing import continued_span, inject_context
 
 log = get_logger(__name__)
 
@@ -101,6 +103,7 @@ def make_envelope(
         payload=payload.SerializeToString(),
     )
     envelope.time.GetCurrentTime()
+    inject_context(envelope.trace_context)
     return envelope
 
 
@@ -347,7 +350,19 @@ class EventConsumer:
             log.error("event_version_unknown", type=envelope.type, version=envelope.version)
             return
         try:
-            await handler(envelope)
+            with continued_span(
+                f"process {envelope.type}",
+                envelope.trace_context,
+                SpanKind.CONSUMER,
+                {
+                    "messaging.system": "redis",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": stream,
+                    "messaging.consumer.group.name": self.group,
+                    "messaging.message.id": envelope.id,
+                },
+            ):
+                await handler(envelope)
         except Exception as exc:  # any failure: retried later, then dead-lettered
             HANDLED.labels(envelope.type, "failed").inc()
             log.warning("event_handler_failed", type=envelope.type, id=envelope.id, error=str(exc))

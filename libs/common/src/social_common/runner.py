@@ -37,7 +37,7 @@ from social_common.redis import check_redis, create_redis
 from social_common.rest import Check, Readiness, build_app
 from social_common.saturation import POOLS, sample_event_loop_lag
 from social_common.settings import Settings
-from social_common.tracing import configure_tracing, shutdown_tracing, traced_app
+from social_common.tracing import configure_tracing, shutdown_tracing, traced_app, untraced
 
 log = get_logger(__name__)
 
@@ -207,7 +207,8 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
 
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
-    tasks = [asyncio.create_task(run(), name=run.__qualname__) for run in background]
+    with untraced():
+        tasks = [asyncio.create_task(run(), name=run.__qualname__) for run in background]
     for task in tasks:
         task.add_done_callback(_log_crash)
     log.info(

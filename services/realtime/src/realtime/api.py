@@ -20,12 +20,14 @@ import grpc
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
+from opentelemetry.trace import SpanKind
 from social.posts.v1 import posts_pb2_grpc
 from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.peers import find_post
 from social_common.redis import as_text
 from social_common.tokens import InvalidToken, TokenVerifier, bearer_token
+from social_common.tracing import continued_span
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime.hub import (
@@ -143,7 +145,16 @@ class RealtimeEndpoint:
     async def _send(self, websocket: WebSocket, client: Client) -> None:
         while True:
             frame = await client.queue.get()
-            await websocket.send_text(frame)
+            if isinstance(frame, str):
+                await websocket.send_text(frame)
+                continue
+            with continued_span(
+                "websocket send",
+                {"traceparent": frame.traceparent},
+                SpanKind.PRODUCER,
+                {"realtime.event_id": frame.id, "enduser.id": client.user_id},
+            ):
+                await websocket.send_text(frame.frame)
 
     async def _receive(self, websocket: WebSocket, client: Client) -> None:
         with contextlib.suppress(WebSocketDisconnect):

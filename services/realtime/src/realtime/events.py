@@ -27,6 +27,7 @@ from social.posts.v1.events_pb2 import PostCreated, PostLiked
 from social_common.events import Handler
 from social_common.models import encode
 from social_common.peers import follow_pages
+from social_common.tracing import sampled_traceparent
 
 from realtime.hub import stream_key
 
@@ -42,7 +43,7 @@ end
 for i = 2, #KEYS do
   local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*',
                         'type', ARGV[3], 'data', ARGV[4])
-  redis.call('PUBLISH', KEYS[i], id .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+  redis.call('PUBLISH', KEYS[i], id .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. ARGV[4])
 end
 return 1
 """
@@ -72,7 +73,9 @@ class Router:
         large routing this is; each is remembered on its own)."""
         await self._route(
             keys=[f"rt:seen:{envelope.id}:{part}", *(stream_key(c) for c in channels)],
-            args=[SEEN_SECONDS, self.retention, envelope.type, data],
+            # The live message carries the trace context (when sampled) so
+            # the sockets' writes of it join the trace; the stream does not.
+            args=[SEEN_SECONDS, self.retention, envelope.type, data, sampled_traceparent()],
         )
 
     async def _on_post_created(self, envelope: Envelope) -> None:

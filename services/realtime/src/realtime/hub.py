@@ -61,16 +61,20 @@ class Event:
     id: str
     position: tuple[int, int]
     frame: str
+    # The trace context of a sampled event: its socket writes join the trace.
+    traceparent: str = ""
 
     @classmethod
-    def of(cls, channel: str, event_id: str, event_type: bytes, data: bytes) -> Event:
+    def of(
+        cls, channel: str, event_id: str, event_type: bytes, data: bytes, traceparent: str = ""
+    ) -> Event:
         frame = b'{"op":"event","channel":%s,"id":"%s","type":"%s","data":%s}' % (
             encode(channel),
             event_id.encode(),
             event_type,
             data,
         )
-        return cls(event_id, stream_position(event_id), frame.decode())
+        return cls(event_id, stream_position(event_id), frame.decode(), traceparent)
 
 
 @dataclass
@@ -88,7 +92,8 @@ class Client:
         self, user_id: str, queue_size: int, pending_limit: int, cut: Callable[[], None]
     ) -> None:
         self.user_id = user_id
-        self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        # Frames to write; an Event where its write is traced.
+        self.queue: asyncio.Queue[str | Event] = asyncio.Queue(queue_size)
         # Live events held while a replay runs, at most (beyond: cut off).
         self.pending_limit = pending_limit
         self.watches: dict[str, Watch] = {}
@@ -109,7 +114,7 @@ class Client:
                 return
             watch.pending.append(event)
         elif self._new(watch, event):
-            self._put(event.frame)
+            self._put(event if event.traceparent else event.frame)
 
     async def replay(self, key: str, event: Event) -> None:
         """Queues a past event, waiting for room: a replay goes at the
@@ -134,7 +139,7 @@ class Client:
         for event in pending:
             self.deliver(key, event)
 
-    def _put(self, frame: str) -> None:
+    def _put(self, frame: str | Event) -> None:
         if self.cut_off:
             return
         try:
@@ -195,14 +200,18 @@ class Hub:
         if seen is None or stream_position(event_id) > stream_position(seen):
             self.last_seen[key] = event_id
 
-    def event(self, key: str, event_id: str, event_type: bytes, data: bytes) -> Event:
+    def event(
+        self, key: str, event_id: str, event_type: bytes, data: bytes, traceparent: str = ""
+    ) -> Event:
         """An event of the watched stream ``key``, framed for its watchers."""
-        return Event.of(self.channels[key], event_id, event_type, data)
+        return Event.of(self.channels[key], event_id, event_type, data, traceparent)
 
-    def _dispatch(self, key: str, event_id: str, event_type: bytes, data: bytes) -> None:
+    def _dispatch(
+        self, key: str, event_id: str, event_type: bytes, data: bytes, traceparent: str = ""
+    ) -> None:
         if key not in self.channels:
             return  # no longer watched here
-        event = self.event(key, event_id, event_type, data)
+        event = self.event(key, event_id, event_type, data, traceparent)
         self.note(key, event_id)
         for client in list(self.watchers.get(key, ())):
             client.deliver(key, event)
@@ -238,8 +247,10 @@ class Hub:
                                 if not unconfirmed:
                                     await self._catch_up()
                         elif kind == "message":
-                            event_id, event_type, data = message["data"].split(b"|", 2)
-                            self._dispatch(key, event_id.decode(), event_type, data)
+                            event_id, event_type, traceparent, data = message["data"].split(b"|", 3)
+                            self._dispatch(
+                                key, event_id.decode(), event_type, data, traceparent.decode()
+                            )
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("hub_subscription_lost", error=str(exc))
             self._live.clear()
