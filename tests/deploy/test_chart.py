@@ -47,6 +47,8 @@ CHART_KEYS = {
     "redis",
     "objects",
     "networkPolicy",
+    "tracing",
+    "logs",
 }
 
 
@@ -957,7 +959,11 @@ def test_gateway_config_map_holds_the_rendered_config(
 
 
 def test_gateway_config_passes_envoy_validate(default: Manifest, tmp_path: Path) -> None:
-    data = default.get("ConfigMap", "gateway")["data"]
+    assert_envoy_accepts(default.get("ConfigMap", "gateway")["data"], tmp_path)
+
+
+def assert_envoy_accepts(data: dict[str, str], tmp_path: Path) -> None:
+    """Envoy's own check of a gateway ConfigMap's config."""
     openapi = tmp_path / "openapi.json"
     openapi.write_text(data["openapi.json"])
     assert "/etc/envoy/openapi.json" in data["envoy.yaml"]
@@ -1250,3 +1256,73 @@ def test_dashboards_are_config_maps_for_grafanas_sidecar(monitored: Manifest) ->
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(config_map["data"][source.name]) == json.loads(source.read_text())
         kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
+
+
+# --- tracing ------------------------------------------------------------------
+
+TRACING_ON = ("--set", "tracing.enabled=true")
+OTEL_VARIABLES = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring.svc:4318",
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.01",
+}
+
+
+def test_tracing_is_off_by_default(renders: dict[tuple[str, str], Manifest]) -> None:
+    for label, manifest in all_renders(renders):
+        for owner in manifest.pod_owners():
+            assert not {n for n in env_of(owner) if n.startswith("OTEL_")}, label
+        envoy = yaml.safe_load(manifest.get("ConfigMap", "gateway")["data"]["envoy.yaml"])
+        clusters = {c["name"] for c in envoy["static_resources"]["clusters"]}
+        assert "otlp" not in clusters, label
+        assert "tracing" not in json.dumps(envoy), label
+
+
+def test_tracing_is_on_with_one_value_for_the_gateway_and_every_service(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    traced = render("values.yaml", "social", *TRACING_ON)
+    for name in fleet.names:
+        env = env_of(traced.get("Deployment", name))
+        assert {k: env[k].get("value") for k in OTEL_VARIABLES} == OTEL_VARIABLES, name
+    data = traced.get("ConfigMap", "gateway")["data"]
+    envoy = yaml.safe_load(data["envoy.yaml"])
+    (manager,) = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    tracing = manager["typed_config"]["tracing"]
+    # The gateway starts a trace for the sampled share; the services follow it.
+    assert tracing["random_sampling"] == {"value": 1}
+    provider = tracing["provider"]["typed_config"]
+    assert provider["service_name"] == "gateway"
+    assert provider["http_service"]["http_uri"]["uri"] == (
+        OTEL_VARIABLES["OTEL_EXPORTER_OTLP_ENDPOINT"] + "/v1/traces"
+    )
+    (otlp,) = [c for c in envoy["static_resources"]["clusters"] if c["name"] == "otlp"]
+    address = otlp["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {
+        "address": "otel-collector.monitoring.svc",
+        "port_value": 4318,
+    }
+    assert_envoy_accepts(data, tmp_path)
+    for obj in traced.objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_tracing_lets_the_gateway_and_the_services_reach_the_collector(
+    default: Manifest, fleet: Fleet
+) -> None:
+    def collector_egress(manifest: Manifest, policy: str) -> list[Obj]:
+        return [
+            rule
+            for rule in manifest.get("NetworkPolicy", policy)["spec"]["egress"]
+            if rule.get("ports") == [{"port": 4318, "protocol": "TCP"}]
+        ]
+
+    policies = ["gateway", *fleet.names]
+    assert all(collector_egress(default, name) == [] for name in policies)
+    traced = render("values.yaml", "social", *TRACING_ON)
+    for name in policies:
+        (rule,) = collector_egress(traced, name)
+        (peer,) = rule["to"]
+        assert peer["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "opentelemetry-collector"
+        }, name

@@ -29,7 +29,7 @@ service (its overrides), so that a typo such as `--set post.image.tag=X`
 fails instead of silently doing nothing.
 */}}
 {{- define "social.chartKeys" -}}
-{{- list "global" "clusterDomain" "serviceDefaults" "gateway" "web" "database" "redis" "objects" "networkPolicy" "monitoring" | toJson -}}
+{{- list "global" "clusterDomain" "serviceDefaults" "gateway" "web" "database" "redis" "objects" "networkPolicy" "monitoring" "tracing" "logs" | toJson -}}
 {{- end -}}
 
 {{/* Fails on values sections that are neither chart keys nor roster services. */}}
@@ -229,6 +229,15 @@ variables, then the section's `env` (which overrides them). Call with
 {{- $_ := set $env "S3_SECRET_ACCESS_KEY" (dict "secretKeyRef" (dict "name" . "key" $objects.secretAccessKeyKey)) -}}
 {{- end -}}
 {{- end -}}
+{{- with $root.Values.tracing -}}
+{{- if .enabled -}}
+{{- /* OpenTelemetry's standard variables; the gateway decides which
+     requests are traced, the services follow (parentbased). */ -}}
+{{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" (printf "http://%s:%d" .collector.host (int .collector.port)) -}}
+{{- $_ := set $env "OTEL_TRACES_SAMPLER" "parentbased_traceidratio" -}}
+{{- $_ := set $env "OTEL_TRACES_SAMPLER_ARG" (toString .sampleRatio) -}}
+{{- end -}}
+{{- end -}}
 {{- range $name, $value := $cfg.env -}}
 {{- $_ := set $env $name (ternary $value (toString $value) (kindIs "map" $value)) -}}
 {{- end -}}
@@ -312,6 +321,18 @@ only serving needs (Redis, the object store's keys, the peers). Call with
 {{- $m := .Values.networkPolicy.monitoring -}}
 - namespaceSelector: {{- toYaml $m.namespaceSelector | nindent 4 }}
   podSelector: {{- toYaml $m.podSelector | nindent 4 }}
+{{- end -}}
+
+{{/* Egress to the trace collector's OTLP port, when tracing is on. */}}
+{{- define "social.tracingEgress" -}}
+{{- $t := .Values.tracing -}}
+{{- if $t.enabled -}}
+- to:
+    - namespaceSelector: {{- toYaml $t.collector.namespaceSelector | nindent 8 }}
+      podSelector: {{- toYaml $t.collector.podSelector | nindent 8 }}
+  ports:
+    - {port: {{ int $t.collector.port }}, protocol: TCP}
+{{- end -}}
 {{- end -}}
 
 {{/* An HPA's metrics. Call with the autoscaling values. */}}

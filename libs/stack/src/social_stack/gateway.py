@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 import yaml
@@ -24,6 +26,42 @@ CHART_ENVOY_YAML = REPO_ROOT / "deploy" / "helm" / "social" / "files" / "envoy.y
 class Upstream:
     host: str
     port: int
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Where the gateway sends its spans (an OTLP/HTTP receiver) and the
+    share of requests without a trace context it starts one for."""
+
+    host: str
+    port: int | str
+    sample_percent: float | str
+    path: str = "/v1/traces"
+    # The chart's condition around the tracing parts (Helm template text);
+    # nothing where the config is rendered for one place.
+    begin: str = ""
+    end: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tracing | None:
+        """The gateway's tracing as OpenTelemetry's standard variables ask
+        the services': OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, and the ratio of
+        a ``*traceidratio`` OTEL_TRACES_SAMPLER (every request otherwise, as
+        the SDK samples). None when no endpoint is set."""
+        traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        endpoint = traces_endpoint or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if not endpoint:
+            return None
+        url = urlsplit(endpoint)
+        ratio = 1.0
+        if env.get("OTEL_TRACES_SAMPLER", "").endswith("traceidratio"):
+            ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "1"))
+        return cls(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or 4318,
+            sample_percent=round(ratio * 100, 6),
+            path=url.path if traces_endpoint else url.path.rstrip("/") + "/v1/traces",
+        )
 
 
 @dataclass(frozen=True)
@@ -50,6 +88,8 @@ class GatewayConfig:
     jwt_audience: str = Settings.jwt_audience
     jwks_cache_seconds: int = 300
     xff_trusted_hops: int = 0
+    # Spans of the gateway's requests (None: not traced).
+    tracing: Tracing | None = None
 
 
 def dev_config(
@@ -61,6 +101,7 @@ def dev_config(
     bucket: str = "social-media",
     jwks_cache_seconds: int = 300,
     web: Upstream | None = None,
+    tracing: Tracing | None = None,
 ) -> GatewayConfig:
     """The local stack's gateway: loopback only, with the bench ceiling route."""
     return GatewayConfig(
@@ -78,6 +119,7 @@ def dev_config(
         bucket=bucket,
         jwks_cache_seconds=jwks_cache_seconds,
         web=web,
+        tracing=tracing,
     )
 
 
@@ -113,7 +155,14 @@ def helm_config() -> GatewayConfig:
     namespace, the cluster domain and the images' origin (the ConfigMap
     renders it with ``tpl``)."""
     config = kubernetes_config("{{ .Release.Namespace }}", "{{ .Values.clusterDomain }}")
-    return replace(config, media_origin="{{ include `social.imagesOrigin` . }}")
+    tracing = Tracing(
+        host="{{ .Values.tracing.collector.host }}",
+        port="{{ .Values.tracing.collector.port }}",
+        sample_percent="{{ mulf .Values.tracing.sampleRatio 100 }}",
+        begin="{{- if .Values.tracing.enabled }}",
+        end="{{- end }}",
+    )
+    return replace(config, media_origin="{{ include `social.imagesOrigin` . }}", tracing=tracing)
 
 
 # Envoy's name for each kind of roster route.

@@ -24,7 +24,7 @@ from social_common.fleet import roster
 from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT
 
 from social_stack import processes
-from social_stack.gateway import Upstream, dev_config, write_gateway
+from social_stack.gateway import Tracing, Upstream, dev_config, write_gateway
 from social_stack.paths import binary, postgres_install_dir
 from social_stack.postgres import data_home, install_for
 from social_stack.processes import Component, Probe, StackError
@@ -481,6 +481,8 @@ class Stack:
                 **self.endpoints.service_env(name),
                 "JWKS_CACHE_SECONDS": str(self.jwks_cache_seconds),
                 **({"SHARE_PORTS": "1"} if shared else {}),
+                # OpenTelemetry's settings, as the gateway's tracing follows them.
+                **{k: v for k, v in self.external.items() if k.startswith("OTEL_")},
                 **self.service_env.get(name, {}),
             },
             # The first replica checks the ports are free; the others join it.
@@ -499,6 +501,7 @@ class Stack:
             bucket=self.endpoints.s3_bucket,
             jwks_cache_seconds=self.jwks_cache_seconds,
             web=Upstream("127.0.0.1", self.ports.web) if self.endpoints.web_url else None,
+            tracing=Tracing.from_env(self.external),
         )
         envoy_yaml = write_gateway(config, self.run_dir / "gateway")
         return Component(
