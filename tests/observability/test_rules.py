@@ -4,7 +4,9 @@ promtool and amtool (`make observability-tools` installs them).
 
 Besides the tools' own checks: every alert is unit-tested both firing and
 not firing, carries a severity the Alertmanager routes and a runbook that
-exists, and every recorded series an expression reads is recorded.
+exists, every recorded series an expression reads is recorded, and every
+scrape job (each roster service, the gateway) pages when it vanishes, the
+services' rule generated from the roster.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from social_common.fleet import roster
+from social_stack.observability import GATEWAY_JOB, SERVICE_RULES, render_service_rules
 from social_stack.paths import REPO_ROOT
 
 OBSERVABILITY = REPO_ROOT / "deploy" / "observability"
@@ -155,6 +158,26 @@ def test_slo_route_groups_are_the_roster_services() -> None:
     assert availability == set(roster().services)
 
 
+def test_service_absent_rule_is_generated_from_the_roster() -> None:
+    """ServiceAbsent lists the services (absent() knows only the jobs it is
+    given): the end of services.yml is generated from the roster, and fresh."""
+    text = SERVICE_RULES.read_text()
+    assert text == render_service_rules(text), (
+        f"{SERVICE_RULES.name} is stale: python -m social_stack render-dashboards"
+    )
+
+
+def test_every_scrape_job_pages_when_it_vanishes() -> None:
+    """A job with no target left has no `up` for ServiceDown to see: an
+    absent() alert per job, each roster service and the gateway."""
+    absent = {
+        rule["alert"]: re.findall(r'absent\(up\{job="(\w+)"\}\)', rule["expr"])
+        for rule in _alerts()
+        if "absent" in rule["expr"]
+    }
+    assert absent == {"ServiceAbsent": list(roster().names), "GatewayAbsent": [GATEWAY_JOB]}
+
+
 # --- the reference scrape config ---------------------------------------------------
 
 
@@ -275,5 +298,8 @@ def test_alertmanager_groups_and_inhibits() -> None:
     critical = next(r for r in inhibit if r["source_matchers"] == ['severity="critical"'])
     assert critical["target_matchers"] == ['severity="warning"']
     assert {"alertname", "job"} <= set(critical["equal"])
-    down = next(r for r in inhibit if r["source_matchers"] == ['alertname="ServiceDown"'])
+    down = next(
+        r for r in inhibit if r["source_matchers"] == ['alertname=~"ServiceDown|ServiceAbsent"']
+    )
+    assert down["target_matchers"] == ['alertname!~"ServiceDown|ServiceAbsent"']
     assert down["equal"] == ["job"]

@@ -20,6 +20,8 @@ observability [--scrape-interval 5s]
          stack, in the foreground; print their URLs; Ctrl-C stops them
 render-dashboards
          write the Grafana dashboards (deploy/observability/dashboards/*.json)
+         and the rules generated from the roster (ServiceAbsent, at the end of
+         deploy/observability/prometheus/rules/services.yml)
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from social_stack.observability import (
     start_alertmanager,
     start_prometheus,
     tool,
-    write_dashboards,
+    write_generated,
 )
 from social_stack.openapi import DOCUMENT, render_openapi
 from social_stack.paths import DEFAULT_RUN_DIR
@@ -327,7 +329,7 @@ def main() -> None:
         print(DOCUMENT)
         return
     if args.command == "render-dashboards":
-        for path in write_dashboards():
+        for path in write_generated():
             print(path)
         return
     if args.command == "observability":

@@ -16,6 +16,12 @@ from :data:`DASHBOARDS` below (``python -m social_stack render-dashboards``;
 a test fails while the committed files are stale): the panels' queries are
 code that the tests run against a real Prometheus, and the JSON model's
 boilerplate (ids, grid positions, the data source) is written once.
+
+The same command writes the rule that needs the roster's list of services:
+``ServiceAbsent``, one ``absent()`` per service (``absent()`` only knows the
+job names it is given), the end of ``rules/services.yml`` from
+:data:`GENERATED_RULES_MARKER` on (:func:`render_service_rules`; the lines
+above it are written by hand, and a test fails while the end is stale).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ OBSERVABILITY_DIR = REPO_ROOT / "deploy" / "observability"
 RULES_DIR = OBSERVABILITY_DIR / "prometheus" / "rules"
 ALERTMANAGER_CONFIG = OBSERVABILITY_DIR / "alertmanager" / "alertmanager.yml"
 DASHBOARDS_DIR = OBSERVABILITY_DIR / "dashboards"
+# The rules file whose end is generated from the roster.
+SERVICE_RULES = RULES_DIR / "services.yml"
 
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -958,13 +966,70 @@ def render_dashboards() -> dict[str, str]:
     }
 
 
-def write_dashboards(out: Path = DASHBOARDS_DIR) -> list[Path]:
+# The generated end of rules/services.yml: the ServiceAbsent rule, one
+# absent() per roster service (why names and not one expression without them:
+# the comment above the marker in that file). Its first line is the marker.
+_GENERATED_RULES_HEADER = """\
+  # --- Generated from the roster (libs/common/src/social_common/fleet.yaml)
+  # down to the end of this file by `python -m social_stack render-dashboards`
+  # (social_stack.observability.render_service_rules): edit that, not these
+  # lines; tests/observability/test_rules.py fails while they are stale.
+  - name: services-absent
+    rules:
+      # One absent() per service: each gives {job="<service>"} while that
+      # job has no `up` series, and each job's alert waits its own 2 minutes.
+      - alert: ServiceAbsent
+        expr: >-
+"""
+
+# Where the generated end starts: the lines above it are written by hand.
+GENERATED_RULES_MARKER = _GENERATED_RULES_HEADER.splitlines()[0]
+
+# After the expression (annotations read the job label that absent() takes
+# from the selector's equality matcher).
+_GENERATED_RULES_FOOTER = """\
+        for: 2m
+        labels:
+          severity: critical
+        annotations:
+          summary: "{{ $labels.job }} has no target to scrape"
+          description: >-
+            Prometheus has had no target of {{ $labels.job }} for 2 minutes:
+            every pod of it is gone (deleted, scaled to zero, not running) or
+            no longer discovered. If its pods are gone its routes fail at the
+            gateway; either way none of its other alerts can fire.
+          runbook_url: deploy/observability/RUNBOOKS.md#serviceabsent
+"""
+
+
+def service_absent_rules() -> str:
+    """The generated end of rules/services.yml: its header and the
+    ServiceAbsent rule, one absent() per service of the roster in its order."""
+    terms = [f'absent(up{{job="{name}"}})' for name in roster().names]
+    expr = "".join(f"          {'or ' if i else ''}{term}\n" for i, term in enumerate(terms))
+    return _GENERATED_RULES_HEADER + expr + _GENERATED_RULES_FOOTER
+
+
+def render_service_rules(text: str) -> str:
+    """``text`` (rules/services.yml) with its end, from the marker line on,
+    generated anew; the lines above the marker are kept as they are."""
+    head, marker, _ = text.partition(GENERATED_RULES_MARKER + "\n")
+    if not marker:
+        raise ValueError(f"no line {GENERATED_RULES_MARKER.strip()!r} in the rules file")
+    return head + service_absent_rules()
+
+
+def write_generated(out: Path = DASHBOARDS_DIR, service_rules: Path = SERVICE_RULES) -> list[Path]:
+    """Writes what is generated: the dashboards into ``out``, and the
+    roster's rules at the end of ``service_rules``."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render_dashboards().items():
         path = out / name
         path.write_text(text)
         written.append(path)
+    service_rules.write_text(render_service_rules(service_rules.read_text()))
+    written.append(service_rules)
     return written
 
 
@@ -982,8 +1047,10 @@ __all__ = [
     "ALERTMANAGER_CONFIG",
     "DASHBOARDS",
     "DASHBOARDS_DIR",
+    "GENERATED_RULES_MARKER",
     "INSTALL_HINT",
     "RULES_DIR",
+    "SERVICE_RULES",
     "Running",
     "ToolMissing",
     "dashboard_json",
@@ -993,8 +1060,10 @@ __all__ = [
     "record_in_stack",
     "render_dashboards",
     "render_prometheus_config",
+    "render_service_rules",
     "rule_files",
+    "service_absent_rules",
     "start_alertmanager",
     "start_prometheus",
-    "write_dashboards",
+    "write_generated",
 ]
