@@ -11,7 +11,7 @@ throughout, whatever the ratio), and these are traced:
 - incoming REST (:class:`TracedRequests`, continuing the gateway's
   ``traceparent``; spans named by route template),
 - gRPC in and out (so a peer's span is a child of its caller's),
-- PostgreSQL (psycopg), Redis and S3 (botocore),
+- PostgreSQL (psycopg), Redis and, in media, S3 (botocore),
 - the event path: an event carries the trace context of the request that
   wrote it (:func:`inject_context`, in its envelope), its consumer's span is a
   child of that request's (:func:`continued_span`), and realtime's socket
@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
 from opentelemetry.instrumentation.grpc import (
     GrpcAioInstrumentorClient,
     GrpcAioInstrumentorServer,
@@ -76,8 +75,18 @@ def configure_tracing(service: str, exporter: SpanExporter | None = None) -> boo
     GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
     PsycopgInstrumentor().instrument(enable_commenter=False)
     RedisInstrumentor().instrument()
-    BotocoreInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    _instrument_s3()
     return True
+
+
+def _instrument_s3() -> None:
+    """S3 calls, in a service that makes them: its package brings boto3 and
+    the botocore instrumentation (media's does); the others have neither."""
+    try:
+        from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+    except ImportError:
+        return
+    BotocoreInstrumentor().instrument()  # type: ignore[no-untyped-call]
 
 
 def tracing_on() -> bool:
