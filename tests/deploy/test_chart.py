@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -26,15 +25,31 @@ from social_common.fleet import Fleet, roster
 from social_stack.paths import REPO_ROOT, binary
 from social_stack.web import content_security_policy
 
-HELM = REPO_ROOT / ".tools" / "bin" / "helm"
-CHART = REPO_ROOT / "deploy" / "helm" / "social"
+from tests.deploy.chart import (
+    CHART,
+    HELM,
+    KUBERNETES_VERSION,
+    RELEASE,
+    REQUIRED,
+    REQUIRED_SETS,
+    VALUES_FILES,
+    Manifest,
+    Obj,
+    TrivyConfig,
+    changed_objects,
+    chart_values,
+    container,
+    deep_merge,
+    failures,
+    helm,
+    manifest_of,
+    pod_spec,
+    render,
+    render_text,
+)
+
 GATEWAY = roster().gateway_ports
-# The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
-TrivyConfig = Callable[..., dict[str, Any]]
-VALUES_FILES = ("values.yaml", "values-production.yaml", "values-dev.yaml")
 NAMESPACES = ("social", "social-staging")
-KUBERNETES_VERSION = "1.33"
-RELEASE = "social"
 # The chart's own top-level values keys; every other one is a roster service.
 CHART_KEYS = {
     "global",
@@ -60,64 +75,7 @@ def _helm_installed() -> None:
         pytest.fail(f"Helm is missing at {HELM}: run `make deploy-tools`")
 
 
-Obj = dict[str, Any]
-
-
 # --- rendering ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The objects of one `helm template`."""
-
-    objects: tuple[Obj, ...]
-
-    def by_key(self) -> dict[tuple[str, str], Obj]:
-        return {(o["kind"], o["metadata"]["name"]): o for o in self.objects}
-
-    def get(self, kind: str, name: str) -> Obj:
-        return self.by_key()[(kind, name)]
-
-    def names(self, kind: str) -> set[str]:
-        return {o["metadata"]["name"] for o in self.objects if o["kind"] == kind}
-
-    def of_kind(self, kind: str) -> list[Obj]:
-        return [o for o in self.objects if o["kind"] == kind]
-
-    def pod_owners(self) -> list[Obj]:
-        return [o for o in self.objects if o["kind"] in ("Deployment", "Job")]
-
-
-# What an install must say (the chart has no default for them).
-REQUIRED = {"objects.bucket": "social-media", "objects.publicBaseUrl": "https://media.example.com"}
-REQUIRED_SETS = ("--set", ",".join(f"{key}={value}" for key, value in REQUIRED.items()))
-
-
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(HELM), *args], capture_output=True, text=True, check=False, timeout=120
-    )
-
-
-def render_text(
-    values: str = "values.yaml", namespace: str = "social", *extra: str
-) -> subprocess.CompletedProcess[str]:
-    return helm(
-        "template",
-        RELEASE,
-        str(CHART),
-        *("--namespace", namespace, "-f", str(CHART / values), *REQUIRED_SETS, *extra),
-    )
-
-
-def manifest_of(result: subprocess.CompletedProcess[str]) -> Manifest:
-    assert result.returncode == 0, result.stderr
-    docs = yaml.load_all(result.stdout, Loader=yaml.CSafeLoader)
-    return Manifest(tuple(doc for doc in docs if doc))
-
-
-def render(values: str = "values.yaml", namespace: str = "social", *extra: str) -> Manifest:
-    return manifest_of(render_text(values, namespace, *extra))
 
 
 def edited_chart(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess[str]:
@@ -153,35 +111,9 @@ def all_renders(renders: dict[tuple[str, str], Manifest]) -> Iterator[tuple[str,
         yield f"{values} in {namespace}", manifest
 
 
-def deep_merge(base: Obj, override: Obj) -> Obj:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def chart_values(values: str) -> Obj:
-    """values.yaml with a values file over it, as Helm merges them."""
-    base: Obj = yaml.safe_load((CHART / "values.yaml").read_text())
-    return deep_merge(base, yaml.safe_load((CHART / values).read_text()) or {})
-
-
 def service_values(values: str, service: str) -> Obj:
     merged = chart_values(values)
     return deep_merge(merged["serviceDefaults"], merged.get(service) or {})
-
-
-def pod_spec(owner: Obj) -> Obj:
-    spec: Obj = owner["spec"]["template"]["spec"]
-    return spec
-
-
-def container(owner: Obj) -> Obj:
-    (only,) = pod_spec(owner)["containers"]
-    return dict(only)
 
 
 def env_of(owner: Obj) -> dict[str, Obj]:
@@ -311,15 +243,6 @@ def trivy_scan(
         REQUIRED_SETS[1],
     )
     return TrivyScan(report, root, tuple(workloads))
-
-
-def failures(report: Obj, severities: set[str]) -> list[str]:
-    return [
-        f"{result['Target']}: {m['ID']} ({m['Severity']}) {m['Message']}"
-        for result in report.get("Results", [])
-        for m in result.get("Misconfigurations", [])
-        if m["Status"] == "FAIL" and m["Severity"] in severities
-    ]
 
 
 def test_trivy_finds_nothing_high_or_critical(trivy_scan: TrivyScan) -> None:
@@ -1059,11 +982,6 @@ def test_a_new_web_image_tag_changes_only_its_deployment(default: Manifest) -> N
 
 
 # --- upgrades and switches -----------------------------------------------------------
-
-
-def changed_objects(before: Manifest, after: Manifest) -> set[tuple[str, str]]:
-    old, new = before.by_key(), after.by_key()
-    return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
 
 
 def test_a_new_image_tag_changes_only_that_services_workloads(default: Manifest) -> None:

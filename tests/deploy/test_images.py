@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -41,8 +41,9 @@ from social_stack.gateway import kubernetes_config, openapi_document, render_env
 from social_stack.paths import REPO_ROOT, binary
 from social_stack.web import bundle, kubernetes_web_config, render_web
 
+from tests.deploy.chart import TrivyConfig
+
 # The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
-TrivyConfig = Callable[..., dict[str, Any]]
 
 SERVICE_DOCKERFILES = sorted(REPO_ROOT.glob("services/*/Dockerfile"))
 SERVICES = [path.parent.name for path in SERVICE_DOCKERFILES]
