@@ -90,6 +90,7 @@ def _instrument_s3() -> None:
 
 
 def tracing_on() -> bool:
+    """Whether this process traces (configure_tracing installed a provider)."""
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
@@ -144,6 +145,10 @@ class TracedRequests:
 
         try:
             await self.app(scope, receive, send_and_record)
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR))
+            raise
         finally:
             # The router records the route it matched (see metrics).
             route = scope.get("route")
