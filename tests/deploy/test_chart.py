@@ -590,6 +590,26 @@ def test_base_environment(default: Manifest, fleet: Fleet) -> None:
         }
 
 
+def test_redis_ca_comes_from_the_redis_secret_only_when_given(
+    renders: dict[tuple[str, str], Manifest], fleet: Fleet
+) -> None:
+    for label, manifest in all_renders(renders):
+        for owner in manifest.pod_owners():
+            assert "REDIS_CA_CERT" not in env_of(owner), f"{label}: {owner['metadata']['name']}"
+    manifest = render("values.yaml", "social", "--set", "redis.caKey=ca.crt")
+    for name in fleet.names:
+        env = env_of(manifest.get("Deployment", name))
+        assert env["REDIS_CA_CERT"]["valueFrom"]["secretKeyRef"] == {
+            "name": "social-redis",
+            "key": "ca.crt",
+        }, name
+    # Neither the migration Jobs (no Redis) nor the gateway and web pods.
+    services = {("Deployment", name) for name in fleet.names}
+    for owner in manifest.pod_owners():
+        if (owner["kind"], owner["metadata"]["name"]) not in services:
+            assert "REDIS_CA_CERT" not in env_of(owner), owner["metadata"]["name"]
+
+
 def test_database_and_object_store_settings_only_where_the_roster_says(
     renders: dict[tuple[str, str], Manifest], fleet: Fleet
 ) -> None:

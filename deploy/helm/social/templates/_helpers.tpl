@@ -208,6 +208,9 @@ variables, then the section's `env` (which overrides them). Call with
   "SHUTDOWN_GRACE_SECONDS" (toString $cfg.shutdown.graceSeconds)
   "REDIS_URL" (dict "secretKeyRef" (dict "name" $root.Values.redis.existingSecret "key" $root.Values.redis.key))
 -}}
+{{- with $root.Values.redis.caKey -}}
+{{- $_ := set $env "REDIS_CA_CERT" (dict "secretKeyRef" (dict "name" $root.Values.redis.existingSecret "key" .)) -}}
+{{- end -}}
 {{- /* Exactly the roster's peers, each through its headless Service: the gRPC
      client resolves every ready pod and balances round-robin over them. */ -}}
 {{- range $peer := $svc.peers -}}

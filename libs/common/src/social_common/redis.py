@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlsplit
+
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -19,7 +22,16 @@ _RETRY = Retry(
 )
 
 
-def create_redis(url: str) -> aioredis.Redis:
+def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
+    """A client of the Redis at ``url``. ``ca_cert``: for a rediss:// URL, the
+    PEM of the CA certificate(s) that signed the server's certificate (such as
+    Memorystore's own CA), trusted besides the system's trust store; the
+    server's name (or address) is still checked against its certificate."""
+    tls: dict[str, Any] = {}
+    if ca_cert is not None:
+        if urlsplit(url).scheme != "rediss":
+            raise ValueError("a CA certificate needs a rediss:// (TLS) URL")
+        tls["ssl_ca_data"] = ca_cert
     # At most 256 connections per process; past that a command waits (up to
     # 2 s) for one to be free instead of failing: a burst of requests queues
     # briefly rather than answering 503. A pool handed to the client brings
@@ -33,6 +45,7 @@ def create_redis(url: str) -> aioredis.Redis:
         socket_timeout=5.0,
         health_check_interval=30,
         retry=_RETRY,
+        **tls,
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 

@@ -131,7 +131,7 @@ def _listen(host: str, port: int, *, share: bool) -> socket.socket:
 
 async def serve(spec: ServiceSpec[S], settings: S) -> None:
     """Serves until SIGTERM/SIGINT, then drains and returns."""
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis_url, settings.redis_ca_cert)
     db: AsyncConnectionPool | None = None
     checks: dict[str, Check] = {"redis": lambda: check_redis(redis)}
     if spec.uses_database:

@@ -20,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import ssl
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from social_common.fleet import roster
 
@@ -112,6 +114,11 @@ class Settings:
     # An administrator's URL of the same database, for `migrate` alone: then it
     # first makes the service's role (DATABASE_URL's user and password) and schema.
     database_admin_url: str | None = setting("DATABASE_ADMIN_URL", None, secret=True)
+    # The PEM of the CA certificate(s) that signed Redis's TLS certificate, for
+    # a rediss:// REDIS_URL whose server the system's trust store does not
+    # vouch for (Memorystore's own CA); unset: the system's trust store alone.
+    # Public, not secret: `secret` only keeps the long PEM out of the repr.
+    redis_ca_cert: str | None = setting("REDIS_CA_CERT", None, secret=True)
     db_pool_min: int = setting("DB_POOL_MIN", 2, minimum=1)
     db_pool_max: int = setting("DB_POOL_MAX", 10, minimum=1)
     log_level: str = setting("LOG_LEVEL", "info")
@@ -179,6 +186,7 @@ class Settings:
             for f in dataclasses.fields(cls)
             if "env" in f.metadata
         }
+        _check_redis_ca(declared["redis_ca_cert"], redis_url)
         return cls(
             service=service,
             environment=environment,
@@ -221,6 +229,22 @@ def _read(f: dataclasses.Field[Any], hint: Any, production: bool) -> Any:
         return kind.parse(raw)
     except ValueError as exc:
         raise SettingsError(f"{var.name}: {exc}") from None
+
+
+def _check_redis_ca(ca_cert: str | None, redis_url: str) -> None:
+    """REDIS_CA_CERT, when set, is PEM certificates for a rediss:// REDIS_URL: a
+    plain redis:// connection has no TLS, and its CA would verify nothing."""
+    if ca_cert is None:
+        return
+    if redis_url and urlsplit(redis_url).scheme != "rediss":
+        raise SettingsError(
+            "REDIS_CA_CERT is set but REDIS_URL is not a rediss:// (TLS) URL: "
+            "the CA would verify nothing"
+        )
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=ca_cert)
+    except (ssl.SSLError, TypeError) as exc:
+        raise SettingsError(f"REDIS_CA_CERT must hold PEM certificates: {exc}") from None
 
 
 def _read_str(name: str, default: str | None) -> str:
