@@ -1,0 +1,83 @@
+variable "project_id" {
+  description = "The Google Cloud project of this environment."
+  type        = string
+}
+
+variable "region" {
+  description = "The region of everything (a regional GKE cluster, Cloud SQL HA, Memorystore HA, the bucket)."
+  type        = string
+}
+
+variable "environment" {
+  description = "The environment's name (prod, staging): a suffix of every resource name."
+  type        = string
+}
+
+variable "subnet_cidr" {
+  description = "The nodes' range."
+  type        = string
+  default     = "10.10.0.0/20"
+}
+
+variable "pods_cidr" {
+  description = "The pods' secondary range: a /14 gives 1,024 nodes x 110 pods."
+  type        = string
+  default     = "10.16.0.0/14"
+}
+
+variable "services_cidr" {
+  description = "The Services' secondary range."
+  type        = string
+  default     = "10.20.0.0/20"
+}
+
+variable "master_cidr" {
+  description = "The control plane's private /28."
+  type        = string
+  default     = "172.16.0.0/28"
+}
+
+variable "master_authorized_cidrs" {
+  description = "Who may reach the control plane's endpoint (a bastion, the CI's egress, a VPN)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "node_pool_max_nodes" {
+  description = "The node pool's total maximum over the region's zones (see gke.tf for the arithmetic)."
+  type        = number
+  default     = 36
+}
+
+variable "database_tier" {
+  description = "Cloud SQL's machine: 8 vCPU, 32 GiB holds the 1,500 connections of database.tf."
+  type        = string
+  default     = "db-custom-8-32768"
+}
+
+variable "redis_memory_size_gb" {
+  description = "Memorystore's capacity."
+  type        = number
+  default     = 5
+}
+
+variable "media_public_base_url" {
+  description = "Where clients fetch the images (objects.publicBaseUrl): the CDN or domain in front of the bucket, which stays private."
+  type        = string
+}
+
+variable "github_repository" {
+  description = "The GitHub repository (owner/name) whose release workflows deploy to this environment, through Workload Identity Federation (ci.tf)."
+  type        = string
+}
+
+variable "github_environment" {
+  description = "The GitHub environment whose deploy jobs act here (staging, production): the only ones that get a token (ci.tf)."
+  type        = string
+}
+
+variable "release_cluster_role" {
+  description = "The release account's role in the cluster. roles/container.developer writes the chart's objects but not RBAC, nor the cluster, its nodes or IAM; with the chart's logs.enabled (a Role for the log DaemonSet) a release needs roles/container.admin."
+  type        = string
+  default     = "roles/container.developer"
+}
