@@ -32,6 +32,7 @@ resource "google_iam_workload_identity_pool_provider" "github" {
 resource "google_service_account" "release" {
   account_id   = "${local.name}-release"
   display_name = "Releases of ${local.name} from GitHub Actions"
+  depends_on   = [google_project_service.apis]
 }
 
 resource "google_service_account_iam_member" "release_workload_identity" {
@@ -48,9 +49,13 @@ resource "google_artifact_registry_repository_iam_member" "release" {
   member     = "serviceAccount:${google_service_account.release.email}"
 }
 
-# `helm upgrade` in the project's one cluster (var.release_cluster_role).
+# In IAM, only what it takes to find the cluster and reach its API; in
+# Kubernetes, the `admin` role in the chart's namespace alone, bound once by
+# an administrator (README: `kubectl create rolebinding social-release`), so
+# that a release reads no Secret of any other namespace and cannot touch the
+# cluster, its nodes or IAM.
 resource "google_project_iam_member" "release" {
   project = var.project_id
-  role    = var.release_cluster_role
+  role    = "roles/container.clusterViewer"
   member  = "serviceAccount:${google_service_account.release.email}"
 }

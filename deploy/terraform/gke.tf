@@ -47,6 +47,7 @@ locals {
 resource "google_service_account" "nodes" {
   account_id   = "${local.name}-nodes"
   display_name = "GKE nodes of ${local.name}"
+  depends_on   = [google_project_service.apis]
 }
 
 resource "google_project_iam_member" "nodes" {

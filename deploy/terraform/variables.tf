@@ -75,9 +75,3 @@ variable "github_environment" {
   description = "The GitHub environment whose deploy jobs act here (staging, production): the only ones that get a token (ci.tf)."
   type        = string
 }
-
-variable "release_cluster_role" {
-  description = "The release account's role in the cluster. roles/container.developer writes the chart's objects but not RBAC, nor the cluster, its nodes or IAM; with the chart's logs.enabled (a Role for the log DaemonSet) a release needs roles/container.admin."
-  type        = string
-  default     = "roles/container.developer"
-}

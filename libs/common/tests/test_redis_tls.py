@@ -85,17 +85,20 @@ def make_authority(name: str) -> Authority:
     return Authority(pem, certificate, key)
 
 
-def server_context(ca: Authority, tmp_path: Path) -> ssl.SSLContext:
-    """A TLS server's context with a certificate ``ca`` signs for 127.0.0.1."""
+def server_context(ca: Authority, tmp_path: Path, *, ip_in_san: bool = True) -> ssl.SSLContext:
+    """A TLS server's context with a certificate ``ca`` signs for 127.0.0.1: in
+    its subject alternative names, or (``ip_in_san=False``) only as its common
+    name, as Memorystore's are said to be, which TLS clients do not match."""
     key = ec.generate_private_key(ec.SECP256R1())
     issuer = ca.certificate.subject.rfc4514_string().removeprefix("CN=")
-    certificate = (
-        _builder("redis", issuer, key.public_key())
-        .add_extension(
+    builder = _builder("redis" if ip_in_san else LOCALHOST, issuer, key.public_key())
+    if ip_in_san:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOCALHOST))]),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    certificate = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )
@@ -210,6 +213,28 @@ def test_the_given_ca_and_only_it_vouches_for_the_server(redis_port: int, tmp_pa
             for ca_cert in (None, other.pem):
                 with pytest.raises(RedisConnectionError, match="certificate verify failed"):
                     await ping(url, ca_cert)
+
+    asyncio.run(main())
+
+
+def test_the_instance_ca_alone_may_vouch_when_the_name_is_not_in_the_certificate(
+    redis_port: int, tmp_path: Path
+) -> None:
+    # The Terraform's URL says ssl_check_hostname=false: Memorystore's CA is
+    # the instance's own, so what it signed is that instance; the chain is
+    # still verified.
+    ca, other = make_authority("Redis test CA"), make_authority("Another CA")
+    context = server_context(ca, tmp_path, ip_in_san=False)
+
+    async def main() -> None:
+        async with tls_proxy(context, redis_port) as port:
+            url = f"rediss://{LOCALHOST}:{port}/0"
+            with pytest.raises(RedisConnectionError, match="IP address mismatch"):
+                await ping(url, ca.pem)
+            unnamed = f"{url}?ssl_check_hostname=false"
+            assert await ping(unnamed, ca.pem) is True
+            with pytest.raises(RedisConnectionError, match="certificate verify failed"):
+                await ping(unnamed, other.pem)
 
     asyncio.run(main())
 
