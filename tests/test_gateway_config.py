@@ -55,6 +55,8 @@ def test_rendered_config_validates(make_config, tmp_path: Path) -> None:  # type
 def test_bench_ceiling_route_exists_in_dev_only(tmp_path: Path) -> None:
     assert "/__bench/ceiling" in render_envoy(_dev(tmp_path))
     assert "/__bench/ceiling" not in render_envoy(_k8s(tmp_path))
+    # What the chart ships (its test renders it with Helm).
+    assert "/__bench/" not in CHART_ENVOY_YAML.read_text()
 
 
 def test_kubernetes_config_targets_service_dns_and_keeps_admin_private(tmp_path: Path) -> None:

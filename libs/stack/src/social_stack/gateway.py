@@ -22,6 +22,16 @@ from social_stack.web import security_headers
 CHART_ENVOY_YAML = REPO_ROOT / "deploy" / "helm" / "social" / "files" / "envoy.yaml"
 
 
+# The headers of every API answer, set by the gateway (gateway/envoy.yaml.j2
+# adds Cache-Control): JSON is never sniffed as a page, never framed, loads
+# nothing and sends no referrer.
+API_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "referrer-policy": "no-referrer",
+}
+
+
 @dataclass(frozen=True)
 class Upstream:
     host: str
@@ -204,6 +214,7 @@ def render_envoy(config: GatewayConfig) -> str:
         services=fleet.names,
         routes=_routes(fleet),
         web_headers=security_headers(config.media_origin),
+        api_headers=API_HEADERS,
         **{f.name: getattr(config, f.name) for f in fields(config)},
     )
 

@@ -1,0 +1,185 @@
+"""The gateway's policy for what reaches clients: the headers of every API
+answer, how a token is read and refused, and what of the bucket /media/ shows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from social_stack.gateway import API_HEADERS
+from social_stack.local import Endpoints
+from social_stack.testing import Account, client, create_account, create_post, unique_name
+
+# One request of each route group (and of the gateway's own answers): what
+# it sends, and whether the answer may be cached by someone (the anonymous
+# reads that revalidate with an ETag, the published keys).
+Request = Callable[[httpx.Client, Account, dict[str, Any]], httpx.Response]
+
+
+def _login(http: httpx.Client, account: Account, _post: dict[str, Any]) -> httpx.Response:
+    return http.post(
+        "/api/v1/users/login", json={"email": account.email, "password": account.password}
+    )
+
+
+def _refresh(http: httpx.Client, account: Account, _post: dict[str, Any]) -> httpx.Response:
+    fresh = _login(http, account, _post).json()
+    return http.post("/api/v1/users/token/refresh", json={"refresh_token": fresh["refresh_token"]})
+
+
+def _register(http: httpx.Client, _account: Account, _post: dict[str, Any]) -> httpx.Response:
+    name = unique_name()
+    return http.post(
+        "/api/v1/users/register",
+        json={"username": name, "email": f"{name}@example.com", "password": "p" * 12},
+    )
+
+
+ROUTES: dict[str, tuple[Request, bool]] = {
+    "register": (_register, False),
+    "login": (_login, False),
+    "refresh": (_refresh, False),
+    "profile": (lambda h, a, _: h.get("/api/v1/users/profile", headers=a.auth), False),
+    "public profile": (lambda h, a, _: h.get(f"/api/v1/users/{a.username}"), False),
+    "jwks": (lambda h, _a, _p: h.get("/.well-known/jwks.json"), True),
+    "global feed": (lambda h, _a, _p: h.get("/api/v1/posts"), True),
+    "global feed, signed in": (lambda h, a, _: h.get("/api/v1/posts", headers=a.auth), False),
+    "home feed": (lambda h, a, _: h.get("/api/v1/feed", headers=a.auth), False),
+    "post": (lambda h, _a, p: h.get(f"/api/v1/posts/{p['id']}"), True),
+    "messages": (
+        lambda h, a, p: h.post(
+            f"/api/v1/posts/{p['id']}/messages", headers=a.auth, json={"message": "hi"}
+        ),
+        False,
+    ),
+    "media": (lambda h, a, p: h.get(f"/api/v1/media/{p['media'][0]['id']}", headers=a.auth), False),
+    "realtime": (lambda h, _a, _p: h.get("/api/v1/realtime/healthz"), False),
+    "openapi": (lambda h, _a, _p: h.get("/api/v1/openapi.json"), False),
+    "unknown path": (lambda h, _a, _p: h.get("/api/v1/nothing-here"), False),
+    "no token": (lambda h, _a, _p: h.get("/api/v1/feed"), False),
+    "bad token": (
+        lambda h, _a, _p: h.get("/api/v1/feed", headers={"Authorization": "Bearer x.y.z"}),
+        False,
+    ),
+    "invalid body": (
+        lambda h, a, _: h.post("/api/v1/posts", headers=a.auth, json={"caption": 1}),
+        False,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def author(stack: Endpoints) -> tuple[Account, dict[str, Any]]:
+    account = create_account(stack.gateway_url)
+    return account, create_post(stack.gateway_url, account)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_api_answer_carries_the_policy_headers(
+    stack: Endpoints, author: tuple[Account, dict[str, Any]], route: str
+) -> None:
+    request, cacheable = ROUTES[route]
+    account, post = author
+    with client(stack.gateway_url) as http:
+        response = request(http, account, post)
+    assert response.status_code < 500, response.text
+    for name, value in API_HEADERS.items():
+        assert response.headers.get(name) == value, (name, response.headers)
+    cache_control = response.headers.get("cache-control", "")
+    if cacheable:
+        assert "no-store" not in cache_control
+    else:
+        assert cache_control == "no-store"
+
+
+def test_the_bearer_scheme_is_case_insensitive(stack: Endpoints, account: Account) -> None:
+    with client(stack.gateway_url) as http:
+        for scheme in ("bearer", "BEARER", "BeArEr"):
+            headers = {"Authorization": f"{scheme} {account.access_token}"}
+            required = http.get("/api/v1/users/profile", headers=headers)
+            assert required.status_code == 200, (scheme, required.text)
+            optional = http.get("/api/v1/posts", headers=headers)
+            assert optional.status_code == 200, (scheme, optional.text)
+        for other in ("Basic dXNlcjpwYXNz", f"Token {account.access_token}", "Bearer"):
+            refused = http.get("/api/v1/users/profile", headers={"Authorization": other})
+            assert refused.status_code == 401, other
+
+
+INVALID = 'Bearer error="invalid_token"'
+
+
+@pytest.mark.parametrize(
+    ("authorization", "detail", "challenge"),
+    [
+        (None, "A bearer access token is required.", "Bearer"),
+        ("Bearer not-a-jwt", "The access token is invalid or expired.", INVALID),
+        (
+            # Well formed, signed by a key nobody published.
+            "Bearer eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCIsImtpZCI6Im5vLXN1Y2gta2V5In0"
+            ".eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+            "The access token is invalid or expired.",
+            INVALID,
+        ),
+    ],
+)
+def test_a_refused_token_is_a_plain_401_problem(
+    stack: Endpoints, authorization: str | None, detail: str, challenge: str
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    with client(stack.gateway_url) as http:
+        refused = http.get("/api/v1/feed", headers=headers)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["www-authenticate"] == challenge
+    problem = refused.json()
+    assert (problem["code"], problem["detail"]) == ("unauthorized", detail)
+    # Nothing of Envoy's reasons ("Jwt is missing", "Jwks doesn't have key to match kid").
+    assert "jw" not in refused.text.lower().replace("unauthorized", "")
+
+
+def _image_path(stack: Endpoints, account: Account) -> str:
+    post = create_post(stack.gateway_url, account)
+    url: str = post["media"][0]["url"]
+    return url.removeprefix(stack.gateway_url)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "response-content-type=text/html&response-content-disposition=inline",
+        "acl",
+        "tagging",
+        "versions",
+        "x-id=GetObject",
+    ],
+)
+def test_no_query_string_reaches_the_bucket(stack: Endpoints, account: Account, query: str) -> None:
+    path = _image_path(stack, account)
+    with client(stack.gateway_url) as http:
+        served = http.get(path)
+        assert served.status_code == 200, (served.headers, served.text)
+        refused = http.get(f"{path}?{query}")
+    assert refused.status_code == 404, (refused.headers, refused.text)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "text/html" not in refused.headers.get("content-type", "")
+
+
+def test_the_bucket_shows_nothing_of_itself(stack: Endpoints, account: Account) -> None:
+    path = _image_path(stack, account)
+    with client(stack.gateway_url) as http:
+        served = http.get(path)
+        missing = http.get(path.rsplit("/", 2)[0] + "/" + "0" * 32 + "/original.png")
+        writes = [http.request(method, path) for method in ("PUT", "DELETE", "POST")]
+    assert served.status_code == 200
+    leaked = [name for name in served.headers if name.startswith(("x-amz-", "seaweed-"))]
+    assert leaked == []
+    assert served.headers["server"] == "social-gateway"
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    problem = json.loads(missing.text)
+    assert problem["code"] == "not_found"
+    assert stack.s3_bucket not in missing.text
+    assert [w.status_code for w in writes] == [404, 404, 404]
