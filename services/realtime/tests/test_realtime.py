@@ -151,6 +151,28 @@ def test_browsers_send_the_token_as_a_subprotocol_and_no_token_is_refused(
             connect(_ws_url(stack.gateway_url), additional_headers=headers, open_timeout=10)
 
 
+def test_every_spelling_of_a_post_id_is_the_one_canonical_channel(
+    stack: Endpoints, account: Account
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    post_id = uuid.UUID(post["id"])
+    canonical = f"post:{post_id}"
+    # The spellings REST accepts for the same post (social_common.ids).
+    spellings = [str(post_id).upper(), post_id.hex, f"{{{post_id}}}", post_id.urn]
+    for spelling in spellings:
+        with _connect(stack.gateway_url, account) as ws:
+            ws.send(json.dumps({"op": "subscribe", "channel": f"post:{spelling}"}))
+            assert _frame(ws) == {"op": "ack", "for": "subscribe", "channel": canonical}
+            message_id = _say(stack, account, post["id"], spelling)
+            [event] = _events(ws, 1)
+            assert (event["channel"], event["data"]["message_id"]) == (canonical, message_id)
+            ws.send(json.dumps({"op": "unsubscribe", "channel": f"post:{spelling}"}))
+            assert _frame(ws) == {"op": "ack", "for": "unsubscribe", "channel": canonical}
+    with client(stack.gateway_url) as http:
+        for spelling in spellings:
+            assert http.get(f"/api/v1/posts/{spelling}").json()["id"] == post["id"]
+
+
 def test_the_feed_brings_new_posts_of_whom_one_follows(stack: Endpoints, account: Account) -> None:
     author, stranger = create_account(stack.gateway_url), create_account(stack.gateway_url)
     with client(stack.gateway_url) as http:
@@ -188,10 +210,14 @@ def test_only_existing_posts_and_ones_own_notifications(stack: Endpoints, accoun
             (f"post:{uuid7()}", "not_found"),
             (f"user:{other.id}", "invalid_channel"),
             ("everything", "invalid_channel"),
+            ("post:", "invalid_channel"),
+            (f"post:{uuid7()}x", "invalid_channel"),
         ):
             ws.send(json.dumps({"op": "subscribe", "channel": channel}))
             frame = _frame(ws)
             assert (frame["op"], frame["code"]) == ("error", code), channel
+        ws.send(json.dumps({"op": "unsubscribe", "channel": ["feed"]}))
+        assert _frame(ws)["code"] == "invalid_channel"
         ws.send("not json")
         assert _frame(ws)["code"] == "invalid_frame"
 

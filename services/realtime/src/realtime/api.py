@@ -181,8 +181,8 @@ class RealtimeEndpoint:
         elif op == "subscribe":
             await self._subscribe(client, command.get("channel"), command.get("since"))
         elif op == "unsubscribe":
-            channel = command.get("channel")
-            key = stream_key(self._own(client, channel)) if isinstance(channel, str) else ""
+            channel = canonical_channel(command.get("channel"))
+            key = stream_key(self._own(client, channel))
             if key in client.watches:
                 del client.watches[key]
                 await self.hub.unwatch(key, client)
@@ -191,14 +191,12 @@ class RealtimeEndpoint:
             raise Refused("unknown_op", "op is subscribe, unsubscribe or ping")
 
     @staticmethod
-    def _own(client: Client, channel: Any) -> str:
-        """The internal name of a channel a client names (``user`` and ``feed``
-        are the client's own)."""
-        return f"{channel}:{client.user_id}" if channel in OWN_CHANNELS else str(channel)
+    def _own(client: Client, channel: str) -> str:
+        """The internal name of a channel (``user`` and ``feed`` are the client's own)."""
+        return f"{channel}:{client.user_id}" if channel in OWN_CHANNELS else channel
 
-    async def _subscribe(self, client: Client, channel: Any, since: Any) -> None:
-        if not isinstance(channel, str):
-            raise Refused("invalid_channel", "channel is post:<id>, user or feed")
+    async def _subscribe(self, client: Client, named: Any, since: Any) -> None:
+        channel = canonical_channel(named)
         if since is not None and (not isinstance(since, str) or not _is_event_id(since)):
             raise Refused("invalid_since", "since is the id of an event you received")
         await self._authorize(channel)
@@ -248,15 +246,27 @@ class RealtimeEndpoint:
     async def _authorize(self, channel: str) -> None:
         """``post:<id>`` for a post that exists (every post is public); ``user``
         (notifications) and ``feed`` (new posts of whom one follows) are the
-        caller's own; nothing else."""
+        caller's own."""
         if channel in OWN_CHANNELS:
             return
-        kind, _, raw_id = channel.partition(":")
-        post_id = parse_uuid(raw_id) if kind == "post" else None
-        if post_id is None:
-            raise Refused("invalid_channel", "channel is post:<id>, user or feed")
-        if await find_post(self.posts, str(post_id)) is None:
+        if await find_post(self.posts, channel.removeprefix("post:")) is None:
             raise Refused("not_found", "no such post")
+
+
+def canonical_channel(named: object) -> str:
+    """The channel a client names, as the server names it: ``user``, ``feed``,
+    or ``post:<id>`` with the id in its canonical form, however the client
+    spelled it (REST reads ids by the same rule, social_common.ids), so that
+    every spelling of one post is one channel."""
+    if not isinstance(named, str):
+        named = ""
+    if named in OWN_CHANNELS:
+        return named
+    kind, _, raw_id = named.partition(":")
+    post_id = parse_uuid(raw_id) if kind == "post" else None
+    if post_id is None:
+        raise Refused("invalid_channel", "channel is post:<id>, user or feed")
+    return f"post:{post_id}"
 
 
 def _is_event_id(value: str) -> bool:
