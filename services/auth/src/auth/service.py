@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -105,6 +106,15 @@ INVALID_LOGIN = Problem(401, "invalid_credentials", "The login or the password i
 INVALID_REFRESH = Problem(401, "invalid_refresh_token", "The refresh token is not valid.")
 
 
+def _taken(field: str) -> Problem:
+    return Problem(
+        409,
+        f"{field}_taken",
+        f"This {field} is already registered.",
+        errors=[{"field": field, "message": "already registered"}],
+    )
+
+
 class AuthService:
     def __init__(
         self,
@@ -117,25 +127,44 @@ class AuthService:
         self.settings = settings
         self.passwords = passwords
         self.keys = keys
+        # Registrations hashing now, by "username:<name>" and "email:<address>".
+        self._registering: dict[str, asyncio.Future[None]] = {}
 
     # -- accounts ------------------------------------------------------------
 
     async def register(self, username: str, email: str, password: str) -> store.User:
+        """A new account, or a 409 when its name or address is taken.
+
+        A name taken is refused before any hashing, so that a burst of
+        sign-ups for one name costs one hash: the others wait for the one in
+        flight here (per name and per address), then find the name taken. A
+        burst spread over several processes costs one hash in each, and the
+        unique indexes decide.
+        """
         username = normalize_username(username)
         email = normalize_email(email)
         check_password(password)
-        password_hash = await self.passwords.hash(password)
+        claims = (f"username:{username}", f"email:{email.lower()}")
+        while in_flight := [self._registering[c] for c in claims if c in self._registering]:
+            await asyncio.wait(in_flight)
+        async with self.pool.connection() as conn:
+            taken = await store.taken(conn, username, email)
+        if taken is not None:
+            raise _taken(taken)
+        done = asyncio.get_running_loop().create_future()
+        for claim in claims:
+            self._registering[claim] = done
         try:
+            password_hash = await self.passwords.hash(password)
             async with self.pool.connection() as conn:
                 return await store.insert_user(conn, uuid7(), username, email, password_hash)
         except psycopg.errors.UniqueViolation as exc:
-            taken = "email" if "email" in (exc.diag.constraint_name or "") else "username"
-            raise Problem(
-                409,
-                f"{taken}_taken",
-                f"This {taken} is already registered.",
-                errors=[{"field": taken, "message": "already registered"}],
-            ) from None
+            field = "email" if "email" in (exc.diag.constraint_name or "") else "username"
+            raise _taken(field) from None
+        finally:
+            for claim in claims:
+                del self._registering[claim]
+            done.set_result(None)
 
     async def login(self, *, username: str | None, email: str | None, password: str) -> Tokens:
         # Refused before hashing: an over-long input must not buy CPU time.

@@ -67,6 +67,21 @@ async def insert_user(
     return user
 
 
+async def taken(conn: Conn, username: str, email: str) -> str | None:
+    """Which of ``username`` and ``email`` an account already has ("username"
+    first), or None."""
+    cursor = await conn.execute(
+        "SELECT lower(username) = lower(%s) FROM users"
+        " WHERE lower(username) = lower(%s) OR lower(email) = lower(%s)"
+        " ORDER BY 1 DESC LIMIT 1",
+        (username, username, email),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    return "username" if row[0] else "email"
+
+
 async def credentials(conn: Conn, *, username: str | None, email: str | None) -> Credentials | None:
     cursor = conn.cursor(row_factory=class_row(Credentials))
     if email is not None:
