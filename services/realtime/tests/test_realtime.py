@@ -253,8 +253,7 @@ def _client_reading_nothing(
     host: str, port: int, account: Account, channel: str
 ) -> Iterator[socket.socket]:
     """A WebSocket client that subscribes and then reads nothing: a raw socket
-    with a 4 KiB receive buffer, straight to the service (Envoy would buffer
-    megabytes more), doing the handshake by hand."""
+    with a 4 KiB receive buffer, doing the handshake by hand."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, port))
@@ -361,9 +360,8 @@ def test_a_slow_client_is_cut_off_without_delaying_the_others(
 ) -> None:
     post = create_post(stack.gateway_url, account)
     channel = f"post:{post['id']}"
-    # ~8 MB of frames: more than the kernel buffers between the service and
-    # a client that reads nothing (a 4 KiB receive buffer, straight to the
-    # service: Envoy would buffer megabytes more in between).
+    # ~8 MB of frames: far more than the buffers between the service and a
+    # client that reads nothing, straight to the service.
     count = 4000
     big = "x" * 2000
     host, port = stack.services_http["realtime"].split(":")
@@ -373,33 +371,67 @@ def test_a_slow_client_is_cut_off_without_delaying_the_others(
         redis.Redis.from_url(stack.redis_url) as events,
     ):
         _subscribe(fast, channel)
-        # Published as the messages service would, faster than its rate limit allows.
-        with events.pipeline(transaction=False) as pipe:
-            for _ in range(count):
-                message_id = str(uuid7())
-                payload = MessageCreated(
-                    message_id=message_id,
-                    post_id=post["id"],
-                    sender_id=account.id,
-                    text=big,
-                    post_author_id=account.id,
-                )
-                envelope = make_envelope("messages", "message.created", post["id"], payload)
-                pipe.xadd(stream_for("message.created"), {"envelope": envelope.SerializeToString()})
-            pipe.execute()
+        _publish_messages(events, account, post["id"], count, big)
         started = time.monotonic()
         received = _events(fast, count)
         took = time.monotonic() - started
         assert len({f["id"] for f in received}) == count
-        # The slow one was closed for being too slow: it reads its backlog and
-        # finds the close frame (code 1013) at the end of it.
-        slow.settimeout(30)
-        backlog = b""
-        while chunk := slow.recv(1 << 20):
-            backlog += chunk
+        backlog = _backlog_until_cut(slow)
+    assert len(backlog) < count * len(big)
+    assert took < 30
+
+
+def test_the_gateway_holds_little_for_a_client_that_reads_nothing(
+    stack: Endpoints, account: Account
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    host, port = stack.gateway_url.removeprefix("http://").split(":")
+    with (
+        _client_reading_nothing(host, int(port), account, channel) as slow,
+        _connect(stack.gateway_url, account) as fast,
+        redis.Redis.from_url(stack.redis_url) as events,
+    ):
+        _subscribe(fast, channel)  # the slow one's subscription went first
+        _publish_messages(events, account, post["id"], 4000, "x" * 2000)
+        # Once the other has them all, the slow one has had its chance.
+        assert len({f["id"] for f in _events(fast, 4000)}) == 4000
+        backlog = _backlog_until_cut(slow)
+    # What reached the client before its cut: the service's queue (32
+    # frames here) and what the kernel and Envoy hold in between; megabytes
+    # when Envoy buffered what its connection limits allow.
+    assert len(backlog) < 512 * 1024, len(backlog)
+
+
+def _publish_messages(
+    events: redis.Redis, account: Account, post_id: str, count: int, text: str
+) -> None:
+    """``count`` messages on the post, published as the messages service
+    would, faster than its rate limit allows."""
+    with events.pipeline(transaction=False) as pipe:
+        for _ in range(count):
+            payload = MessageCreated(
+                message_id=str(uuid7()),
+                post_id=post_id,
+                sender_id=account.id,
+                text=text,
+                post_author_id=account.id,
+            )
+            envelope = make_envelope("messages", "message.created", post_id, payload)
+            pipe.xadd(stream_for("message.created"), {"envelope": envelope.SerializeToString()})
+        pipe.execute()
+
+
+def _backlog_until_cut(slow: socket.socket) -> bytes:
+    """What a client that read nothing finds once it reads: frames, and last
+    the close frame (code 1013) it was cut off with for being too slow."""
+    slow.settimeout(30)
+    backlog = b""
+    while chunk := slow.recv(1 << 20):
+        backlog += chunk
     assert b"\x88" in backlog[-64:]  # a close frame last
     assert struct.pack(">H", 1013) + b"too slow" in backlog[-64:]
-    assert took < 30
+    return backlog
 
 
 class ThousandMessages:

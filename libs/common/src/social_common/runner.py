@@ -118,11 +118,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+# Bytes a connection may hold in the kernel not yet sent (TCP_NOTSENT_LOWAT).
+NOT_SENT_LIMIT = 16 * 1024
+
+
 def _listen(host: str, port: int, *, share: bool) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if share:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Every connection accepted here (inheriting it) takes no more than this
+    # of bytes not yet sent: writing waits instead, so a WebSocket client
+    # that reads nothing fills the service's own queue (and is cut) rather
+    # than megabytes of kernel buffer; throughput is not capped, as data in
+    # flight does not count.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOT_SENT_LIMIT)
     sock.bind((host, port))
     sock.listen(2048)
     sock.setblocking(False)

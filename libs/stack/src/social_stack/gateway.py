@@ -213,6 +213,7 @@ def render_envoy(config: GatewayConfig) -> str:
     return env.get_template("envoy.yaml.j2").render(
         services=fleet.names,
         routes=_routes(fleet),
+        websocket_services={name for name, route in fleet.routes() if route.kind == "websocket"},
         web_headers=security_headers(config.media_origin),
         api_headers=API_HEADERS,
         **{f.name: getattr(config, f.name) for f in fields(config)},
