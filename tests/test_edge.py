@@ -14,8 +14,8 @@ from social_stack.local import Endpoints
 from social_stack.testing import Account, client, create_account, create_post, unique_name
 
 # One request of each route group (and of the gateway's own answers): what
-# it sends, and whether the answer may be cached by someone (the anonymous
-# reads that revalidate with an ETag, the published keys).
+# it sends, its answer's status, and whether the answer may be cached by
+# someone (the anonymous reads that revalidate with an ETag, the published keys).
 Request = Callable[[httpx.Client, Account, dict[str, Any]], httpx.Response]
 
 
@@ -38,34 +38,41 @@ def _register(http: httpx.Client, _account: Account, _post: dict[str, Any]) -> h
     )
 
 
-ROUTES: dict[str, tuple[Request, bool]] = {
-    "register": (_register, False),
-    "login": (_login, False),
-    "refresh": (_refresh, False),
-    "profile": (lambda h, a, _: h.get("/api/v1/users/profile", headers=a.auth), False),
-    "public profile": (lambda h, a, _: h.get(f"/api/v1/users/{a.username}"), False),
-    "jwks": (lambda h, _a, _p: h.get("/.well-known/jwks.json"), True),
-    "global feed": (lambda h, _a, _p: h.get("/api/v1/posts"), True),
-    "global feed, signed in": (lambda h, a, _: h.get("/api/v1/posts", headers=a.auth), False),
-    "home feed": (lambda h, a, _: h.get("/api/v1/feed", headers=a.auth), False),
-    "post": (lambda h, _a, p: h.get(f"/api/v1/posts/{p['id']}"), True),
+ROUTES: dict[str, tuple[Request, int, bool]] = {
+    "register": (_register, 201, False),
+    "login": (_login, 200, False),
+    "refresh": (_refresh, 200, False),
+    "profile": (lambda h, a, _: h.get("/api/v1/users/profile", headers=a.auth), 200, False),
+    "public profile": (lambda h, a, _: h.get(f"/api/v1/users/{a.username}"), 200, False),
+    "jwks": (lambda h, _a, _p: h.get("/.well-known/jwks.json"), 200, True),
+    "global feed": (lambda h, _a, _p: h.get("/api/v1/posts"), 200, True),
+    "global feed, signed in": (lambda h, a, _: h.get("/api/v1/posts", headers=a.auth), 200, False),
+    "home feed": (lambda h, a, _: h.get("/api/v1/feed", headers=a.auth), 200, False),
+    "post": (lambda h, _a, p: h.get(f"/api/v1/posts/{p['id']}"), 200, True),
     "messages": (
         lambda h, a, p: h.post(
             f"/api/v1/posts/{p['id']}/messages", headers=a.auth, json={"message": "hi"}
         ),
+        201,
         False,
     ),
-    "media": (lambda h, a, p: h.get(f"/api/v1/media/{p['media'][0]['id']}", headers=a.auth), False),
-    "realtime": (lambda h, _a, _p: h.get("/api/v1/realtime/healthz"), False),
-    "openapi": (lambda h, _a, _p: h.get("/api/v1/openapi.json"), False),
-    "unknown path": (lambda h, _a, _p: h.get("/api/v1/nothing-here"), False),
-    "no token": (lambda h, _a, _p: h.get("/api/v1/feed"), False),
+    "media": (
+        lambda h, a, p: h.get(f"/api/v1/media/{p['media'][0]['id']}", headers=a.auth),
+        200,
+        False,
+    ),
+    "realtime": (lambda h, _a, _p: h.get("/api/v1/realtime/healthz"), 200, False),
+    "openapi": (lambda h, _a, _p: h.get("/api/v1/openapi.json"), 200, False),
+    "unknown path": (lambda h, _a, _p: h.get("/api/v1/nothing-here"), 404, False),
+    "no token": (lambda h, _a, _p: h.get("/api/v1/feed"), 401, False),
     "bad token": (
         lambda h, _a, _p: h.get("/api/v1/feed", headers={"Authorization": "Bearer x.y.z"}),
+        401,
         False,
     ),
     "invalid body": (
         lambda h, a, _: h.post("/api/v1/posts", headers=a.auth, json={"caption": 1}),
+        422,
         False,
     ),
 }
@@ -81,11 +88,11 @@ def author(stack: Endpoints) -> tuple[Account, dict[str, Any]]:
 def test_every_api_answer_carries_the_policy_headers(
     stack: Endpoints, author: tuple[Account, dict[str, Any]], route: str
 ) -> None:
-    request, cacheable = ROUTES[route]
+    request, status, cacheable = ROUTES[route]
     account, post = author
     with client(stack.gateway_url) as http:
         response = request(http, account, post)
-    assert response.status_code < 500, response.text
+    assert response.status_code == status, response.text
     for name, value in API_HEADERS.items():
         assert response.headers.get(name) == value, (name, response.headers)
     cache_control = response.headers.get("cache-control", "")
