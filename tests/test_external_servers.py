@@ -29,7 +29,7 @@ def test_a_stack_given_urls_starts_only_the_services_and_gateway(stack: Endpoint
         assert endpoints.redis_url == stack.redis_url
         assert httpx.get(f"{endpoints.gateway_url}/api/v1/posts/healthz").status_code == 200
         ready = httpx.get(f"http://{endpoints.services_http['posts']}/readyz").json()
-        assert ready["checks"] == {"redis": "ok", "postgres": "ok"}
+        assert ready["checks"] == {"redis": "ok", "postgres": "ok", "revocations": "ok"}
     finally:
         second.stop()
         shutil.rmtree(run_dir, ignore_errors=True)

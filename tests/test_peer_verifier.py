@@ -17,7 +17,7 @@ def test_a_peer_verifies_real_tokens_and_refuses_others(stack: Endpoints) -> Non
 
     async def scenario() -> str:
         async with channel(stack.services_grpc["auth"]) as auth:
-            verifier = token_verifier(Settings(service="posts"), auth)
+            verifier = token_verifier(Settings(service="posts"), auth, revoked=frozenset())
             claims = await verifier.verify(account.access_token)
             with pytest.raises(InvalidToken):
                 await verifier.verify(account.refresh_token)

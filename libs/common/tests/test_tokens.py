@@ -33,6 +33,7 @@ NOW = 1_700_000_000
 ISSUER = "https://auth.social.example"
 AUDIENCE = "social"
 USER = "6f1c2b8e-4d3a-4f5e-9a7b-0c1d2e3f4a5b"
+SESSION = "0190b2c4-8a1e-7c3d-9f00-0123456789ab"
 
 
 class Clock:
@@ -71,6 +72,7 @@ def claims(**changes: Any) -> dict[str, Any]:
         "aud": AUDIENCE,
         "sub": USER,
         "jti": secrets.token_hex(8),
+        "sid": SESSION,
         "iat": NOW,
         "exp": NOW + 900,
         "typ": "access",
@@ -117,8 +119,25 @@ def test_a_good_token_verifies() -> None:
     key = es_key("k1")
     body = claims()
     result = verify(verifier(Jwks(key)), sign(key, body))
-    assert result == AccessClaims(USER, body["jti"], NOW, NOW + 900, body)
+    assert result == AccessClaims(USER, body["jti"], SESSION, NOW, NOW + 900, body)
     assert verify(verifier(Jwks(key)), sign(key, claims(aud=["other", AUDIENCE]))).subject == USER
+
+
+def test_a_token_of_a_revoked_session_is_refused_even_when_cached() -> None:
+    key = es_key("k1")
+    revoked: set[str] = set()
+    v = verifier(Jwks(key), revoked=revoked)
+    token = sign(key)
+    assert verify(v, token).session_id == SESSION
+    revoked.add(SESSION)
+    assert "revoked" in refused(v, token)
+    assert verify(v, sign(key, claims(sid="another-session"))).subject == USER
+
+
+def test_a_token_without_a_session_is_refused() -> None:
+    key = es_key("k1")
+    for sid in (None, 7):
+        refused(verifier(Jwks(key)), sign(key, claims(sid=sid)))
 
 
 def test_alg_none_is_refused() -> None:

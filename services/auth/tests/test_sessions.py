@@ -1,12 +1,19 @@
-"""Refresh tokens: rotation, reuse detection, logout and password changes."""
+"""Sessions: refresh-token rotation, reuse detection, logout and password
+changes, and the revocation of access tokens and sockets they bring."""
 
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import httpx
+import pytest
 from social_stack.local import Endpoints
-from social_stack.testing import Account, client, create_account
+from social_stack.testing import Account, client, create_account, create_post, wait_until
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 
 def _refresh(stack: Endpoints, token: str) -> httpx.Response:
@@ -120,3 +127,85 @@ def test_password_change_needs_the_current_one_and_ends_every_session(stack: End
     assert _refresh(stack, second_session).status_code == 401
     assert _login(stack, account).status_code == 401
     assert _login(stack, account, "a brand new secret").status_code == 200
+
+
+def _answers_everywhere(stack: Endpoints, token: str, post_id: str, media_id: str) -> list[int]:
+    """The status each service answers a request with ``token``: 200 (404
+    for the message, which does not exist) while it is valid, else 401."""
+    auth = {"Authorization": f"Bearer {token}"}
+    no_message = f"/api/v1/posts/{post_id}/messages/{uuid.uuid4()}"
+    with client(stack.gateway_url) as http:
+        return [
+            http.get("/api/v1/users/profile", headers=auth).status_code,
+            http.get("/api/v1/feed", headers=auth).status_code,
+            http.delete(no_message, headers=auth).status_code,
+            http.get(f"/api/v1/media/{media_id}", headers=auth).status_code,
+        ]
+
+
+VALID = [200, 200, 404, 200]
+
+
+def _refused_everywhere(stack: Endpoints, token: str, post: dict[str, Any]) -> Callable[[], bool]:
+    media_id = post["media"][0]["id"]
+    return lambda: _answers_everywhere(stack, token, post["id"], media_id) == [401] * 4
+
+
+def _session_closed(ws: ClientConnection) -> bool:
+    """Whether the server closes the socket for its session's end (reading
+    what comes until then)."""
+    try:
+        while True:
+            ws.recv(timeout=15)
+    except ConnectionClosed as closed:
+        return closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (
+            1008,
+            "the session has ended",
+        )
+
+
+def test_a_password_change_revokes_every_access_token_and_socket_at_once(
+    stack: Endpoints,
+) -> None:
+    account = create_account(stack.gateway_url)
+    post = create_post(stack.gateway_url, account)
+    media_id = post["media"][0]["id"]
+    other_device = _login(stack, account).json()["access_token"]
+    assert _answers_everywhere(stack, other_device, post["id"], media_id) == VALID
+    ws_url = stack.gateway_url.replace("http://", "ws://") + "/ws"
+    with connect(ws_url, additional_headers=account.auth, open_timeout=10) as ws:
+        with client(stack.gateway_url) as http:
+            changed = http.post(
+                "/api/v1/users/password",
+                headers=account.auth,
+                json={"current_password": account.password, "new_password": "a brand new secret"},
+            )
+        assert changed.status_code == 204
+        assert _session_closed(ws)
+    for token in (account.access_token, other_device):
+        wait_until(_refused_everywhere(stack, token, post), what="the old tokens refused")
+    with pytest.raises(InvalidStatus):
+        connect(ws_url, additional_headers=account.auth, open_timeout=10)
+    fresh = _login(stack, account, "a brand new secret").json()["access_token"]
+    assert _answers_everywhere(stack, fresh, post["id"], media_id) == VALID
+
+
+def test_logout_revokes_its_access_token_and_no_other(stack: Endpoints) -> None:
+    account = create_account(stack.gateway_url)
+    post = create_post(stack.gateway_url, account)
+    media_id = post["media"][0]["id"]
+    other_device = _login(stack, account).json()["access_token"]
+    with client(stack.gateway_url) as http:
+        out = http.post("/api/v1/users/logout", json={"refresh_token": account.refresh_token})
+    assert out.status_code == 204
+    wait_until(_refused_everywhere(stack, account.access_token, post), what="its token refused")
+    assert _answers_everywhere(stack, other_device, post["id"], media_id) == VALID
+
+
+def test_a_reused_refresh_token_revokes_the_access_tokens_of_its_family(stack: Endpoints) -> None:
+    account = create_account(stack.gateway_url)
+    post = create_post(stack.gateway_url, account)
+    rotated = _refresh(stack, account.refresh_token).json()["access_token"]
+    assert _refresh(stack, account.refresh_token).status_code == 401  # the copy, used again
+    for token in (account.access_token, rotated):
+        wait_until(_refused_everywhere(stack, token, post), what="the family's tokens refused")

@@ -47,6 +47,7 @@ def _claims(**changes: Any) -> dict[str, Any]:
         "iat": now,
         "exp": now + 600,
         "jti": uuid.uuid4().hex,
+        "sid": str(uuid.uuid4()),
         "typ": "access",
     }
     claims.update(changes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Container, Mapping
 from typing import Any, Literal
 
 import grpc
@@ -43,7 +43,9 @@ def auth_jwks_source(auth: grpc.aio.Channel, timeout: float = 2.0) -> JwksSource
     return fetch
 
 
-def token_verifier(settings: Settings, auth: grpc.aio.Channel) -> TokenVerifier:
+def token_verifier(
+    settings: Settings, auth: grpc.aio.Channel, revoked: Container[str]
+) -> TokenVerifier:
     """The access-token verifier of a service other than auth."""
     return TokenVerifier(
         auth_jwks_source(auth),
@@ -51,6 +53,7 @@ def token_verifier(settings: Settings, auth: grpc.aio.Channel) -> TokenVerifier:
         audience=settings.jwt_audience,
         jwks_max_age=settings.jwks_cache_seconds,
         unknown_kid_refresh_interval=min(30.0, settings.jwks_cache_seconds),
+        revoked=revoked,
     )
 
 

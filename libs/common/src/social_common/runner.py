@@ -35,6 +35,7 @@ from social_common.grpc import SERVING, add_health_and_reflection, create_server
 from social_common.logging import configure_logging, get_logger
 from social_common.redis import check_redis, create_redis
 from social_common.rest import Check, Readiness, build_app
+from social_common.revocation import RevokedSessions
 from social_common.saturation import POOLS, sample_event_loop_lag
 from social_common.settings import Settings
 from social_common.tracing import configure_tracing, shutdown_tracing, traced_app, untraced
@@ -52,6 +53,8 @@ class Resources(Generic[S]):
     settings: S
     redis: aioredis.Redis
     db: AsyncConnectionPool | None
+    # Sessions whose access tokens every verifier refuses (followed by the runner).
+    revoked: RevokedSessions
 
 
 @dataclass(frozen=True)
@@ -156,11 +159,12 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
         await db.open(wait=False)
         pool = db
         checks["postgres"] = lambda: check_database(pool)
-    resources = Resources(settings=settings, redis=redis, db=db)
+    resources = Resources(settings=settings, redis=redis, db=db, revoked=RevokedSessions(redis))
+    checks["revocations"] = resources.revoked.check
     POOLS.watch(db, redis)
 
     wiring = spec.wire(resources)
-    background = [*wiring.background, sample_event_loop_lag]
+    background = [*wiring.background, sample_event_loop_lag, resources.revoked.run]
     if wiring.events:
         consumer = EventConsumer(redis, spec.name, consumer_name(), wiring.events)
         background.append(consumer.run)

@@ -15,7 +15,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -50,6 +50,7 @@ log = get_logger(__name__)
 class AccessClaims:
     subject: str  # sub: the user id
     token_id: str  # jti
+    session_id: str  # sid: the login (token family) it belongs to
     issued_at: int
     expires_at: int
     raw: Mapping[str, Any]
@@ -79,8 +80,11 @@ class TokenVerifier:
         jwks_max_age: float = 300.0,
         unknown_kid_refresh_interval: float = 30.0,
         clock: Callable[[], float] = time.time,
+        revoked: Container[str] = frozenset(),
     ) -> None:
         self._source = jwks_source
+        # Sessions whose tokens are refused before they expire (see social_common.revocation).
+        self._revoked = revoked
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
@@ -104,7 +108,7 @@ class TokenVerifier:
         if cached is not None:
             if now < cached.expires_at:
                 self._cache.move_to_end(token)
-                return cached
+                return self._unrevoked(cached)
             del self._cache[token]
 
         kid = _checked_header_kid(token)
@@ -126,10 +130,13 @@ class TokenVerifier:
             raise InvalidToken(f"typ claim is {claims.get('typ')!r}, not {ACCESS_TOKEN_TYPE!r}")
         if not isinstance(claims.get("sub"), str) or parse_uuid(claims["sub"]) is None:
             raise InvalidToken("sub claim is not a user id")
+        if not isinstance(claims.get("sid"), str):
+            raise InvalidToken("sid claim is not a session id")
 
         result = AccessClaims(
             subject=claims["sub"],
             token_id=claims["jti"],
+            session_id=claims["sid"],
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
             raw=MappingProxyType(claims),
@@ -138,7 +145,12 @@ class TokenVerifier:
             self._cache[token] = result
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return result
+        return self._unrevoked(result)
+
+    def _unrevoked(self, claims: AccessClaims) -> AccessClaims:
+        if claims.session_id in self._revoked:
+            raise InvalidToken("its session was revoked")
+        return claims
 
     def _claims_registry(self, now: float) -> jwt.JWTClaimsRegistry:
         # Essential claims must be present; joserfc also rejects blank strings,
@@ -153,6 +165,7 @@ class TokenVerifier:
             iat={"essential": True},
             sub={"essential": True},
             jti={"essential": True},
+            sid={"essential": True},
             typ={"essential": True},
         )
 

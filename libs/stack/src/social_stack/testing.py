@@ -23,6 +23,7 @@ from social.events.v1.events_pb2 import Envelope
 from social_common.db import create_pool
 from social_common.events import stream_for
 from social_common.redis import as_text
+from social_common.revocation import RevokedSessions
 from social_common.runner import Resources, ServiceSpec, Wiring
 
 _addresses = itertools.count(1)
@@ -187,9 +188,11 @@ async def wire_offline(service: str) -> Wiring:
     use), so its routes, handlers and tasks can be inspected. Call it inside
     an event loop: gRPC channels need one."""
     spec: ServiceSpec[Any] = entry_points(group="social.services")[service].load()()
+    redis_client = aioredis.Redis()
     resources = Resources(
         settings=spec.settings_class.from_env(service),
-        redis=aioredis.Redis(),
+        redis=redis_client,
         db=create_pool("postgresql://unused", min_size=1, max_size=1, name=service),
+        revoked=RevokedSessions(redis_client),
     )
     return spec.wire(resources)

@@ -36,6 +36,7 @@ def wire(resources: Resources[AuthSettings]) -> Wiring:
         audience=settings.jwt_audience,
         jwks_max_age=settings.keys_reload_seconds,
         unknown_kid_refresh_interval=1.0,
+        revoked=resources.revoked,
     )
     api = AuthApi(service, keys, verifier, RateLimiter(resources.redis), settings)
 

@@ -15,7 +15,7 @@ from datetime import datetime
 import psycopg
 from email_validator import EmailNotValidError, validate_email
 from psycopg_pool import AsyncConnectionPool
-from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
+from social.auth.v1.events_pb2 import SessionsRevoked, UserFollowed, UserUnfollowed
 from social_common.errors import Problem
 from social_common.events import emit
 from social_common.ids import parse_uuid, uuid7
@@ -200,14 +200,37 @@ class AuthService:
             # A spent token presented again: it was copied. End the whole chain,
             # the thief's tokens and the owner's alike.
             async with conn.transaction():
-                await store.revoke_family(conn, state.family_id, "refresh token reused")
+                await self._revoke(conn, state.user_id, "refresh token reused", state.family_id)
         raise INVALID_REFRESH
 
     async def logout(self, refresh_token: str) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             state = await store.lock_refresh_token(conn, hash_refresh_token(refresh_token))
             if state is not None:
-                await store.revoke_family(conn, state.family_id, "logout")
+                await self._revoke(conn, state.user_id, "logout", state.family_id)
+
+    async def _revoke(
+        self,
+        conn: store.Conn,
+        user_id: uuid.UUID,
+        reason: str,
+        family_id: uuid.UUID | None = None,
+    ) -> None:
+        """Ends one session of the user's (``family_id``) or all of them: their
+        refresh tokens here, their access tokens in every service, which
+        learn of it from the event (social_common.revocation)."""
+        ended = await store.revoke_families(conn, user_id, reason, family_id)
+        if not ended:
+            return
+        event = SessionsRevoked(
+            user_id=str(user_id), session_ids=[str(i) for i in ended], reason=reason
+        )
+        # Until the last access token of these sessions has expired (and the
+        # clock skew verifiers allow).
+        event.expires_at.FromSeconds(int(time.time()) + self.settings.access_ttl + 60)
+        await emit(
+            conn, producer="auth", event_type="sessions.revoked", key=str(user_id), payload=event
+        )
 
     async def change_password(self, user_id: uuid.UUID, current: str, new: str) -> None:
         if len(current) > 128:
@@ -223,7 +246,7 @@ class AuthService:
         new_hash = await self.passwords.hash(new)
         async with self.pool.connection() as conn, conn.transaction():
             await store.set_password_hash(conn, user_id, new_hash)
-            await store.revoke_all_families(conn, user_id, "password changed")
+            await self._revoke(conn, user_id, "password changed")
 
     async def _issue(self, conn: store.Conn, user_id: uuid.UUID, family_id: uuid.UUID) -> Tokens:
         refresh_token = secrets.token_urlsafe(32)
@@ -239,6 +262,7 @@ class AuthService:
                 "iat": now,
                 "exp": now + self.settings.access_ttl,
                 "jti": uuid7().hex,
+                "sid": str(family_id),
                 "typ": "access",
             }
         )

@@ -204,20 +204,17 @@ async def spend_refresh_token(conn: Conn, token_hash: bytes) -> None:
     )
 
 
-async def revoke_family(conn: Conn, family_id: uuid.UUID, reason: str) -> None:
-    await conn.execute(
+async def revoke_families(
+    conn: Conn, user_id: uuid.UUID, reason: str, family_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Ends the user's session ``family_id``, or every one of them; the ids
+    of those that were still open."""
+    cursor = await conn.execute(
         "UPDATE token_families SET revoked_at = now(), revoked_reason = %s"
-        " WHERE id = %s AND revoked_at IS NULL",
-        (reason, family_id),
+        " WHERE user_id = %s AND id = coalesce(%s::uuid, id) AND revoked_at IS NULL RETURNING id",
+        (reason, user_id, family_id),
     )
-
-
-async def revoke_all_families(conn: Conn, user_id: uuid.UUID, reason: str) -> None:
-    await conn.execute(
-        "UPDATE token_families SET revoked_at = now(), revoked_reason = %s"
-        " WHERE user_id = %s AND revoked_at IS NULL",
-        (reason, user_id),
-    )
+    return [row[0] for row in await cursor.fetchall()]
 
 
 async def purge_expired_refresh_tokens(conn: Conn) -> int:

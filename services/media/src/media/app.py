@@ -21,7 +21,12 @@ def wire(resources: Resources[MediaSettings]) -> Wiring:
     storage = Storage(settings)
     service = MediaService(resources.db, storage, settings)
     auth = channel(settings.peers["auth"])
-    api = MediaApi(service, token_verifier(settings, auth), RateLimiter(resources.redis), settings)
+    api = MediaApi(
+        service,
+        token_verifier(settings, auth, resources.revoked),
+        RateLimiter(resources.redis),
+        settings,
+    )
 
     async def close() -> None:
         service.close()

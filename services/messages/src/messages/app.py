@@ -24,7 +24,7 @@ def wire(resources: Resources[MessagesSettings]) -> Wiring:
     service = MessagesService(resources.db, posts, authors)
     api = MessagesApi(
         service,
-        token_verifier(settings, auth),
+        token_verifier(settings, auth, resources.revoked),
         RateLimiter(resources.redis),
         Idempotency(resources.redis, "messages"),
         settings,

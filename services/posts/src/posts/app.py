@@ -40,7 +40,7 @@ def wire(resources: Resources[PostsSettings]) -> Wiring:
         writes,
         feeds,
         cache,
-        token_verifier(settings, auth),
+        token_verifier(settings, auth, resources.revoked),
         RateLimiter(redis),
         Idempotency(redis, "posts"),
         settings,

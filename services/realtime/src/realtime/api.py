@@ -26,7 +26,7 @@ from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.peers import find_post
 from social_common.redis import as_text
-from social_common.tokens import InvalidToken, TokenVerifier, bearer_token
+from social_common.tokens import AccessClaims, InvalidToken, TokenVerifier, bearer_token
 from social_common.tracing import continued_span
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -45,6 +45,7 @@ from realtime.settings import RealtimeSettings
 log = get_logger(__name__)
 
 BEARER_PROTOCOL = "bearer"
+POLICY_VIOLATION = 1008
 # Channels named without an id: the caller's own.
 OWN_CHANNELS = frozenset({"user", "feed"})
 
@@ -75,10 +76,12 @@ class RealtimeEndpoint:
         self.settings = settings
         # Connections per user are counted across the fleet.
         self.presence = presence
+        # What ends each open socket, by the session of its token.
+        self._sockets_by_session: dict[str, set[asyncio.Event]] = {}
 
-    async def _authenticate(self, websocket: WebSocket) -> tuple[str, str | None] | None:
-        """The user id, and the subprotocol to accept (browsers send the token
-        as the second of ``bearer, <token>``); None when there is no valid token."""
+    async def _authenticate(self, websocket: WebSocket) -> tuple[AccessClaims, str | None] | None:
+        """The token's claims, and the subprotocol to accept (browsers send the
+        token as the second of ``bearer, <token>``); None when there is no valid token."""
         subprotocol = None
         token = bearer_token(websocket)
         offered = [
@@ -92,14 +95,21 @@ class RealtimeEndpoint:
             claims = await self.verifier.verify(token)
         except InvalidToken:
             return None
-        return claims.subject, subprotocol
+        return claims, subprotocol
+
+    def end_sessions(self, sessions: frozenset[str]) -> None:
+        """Closes the sockets opened with a token of these (revoked) sessions."""
+        for session_id in sessions:
+            for ended in self._sockets_by_session.get(session_id, ()):
+                ended.set()
 
     async def handle(self, websocket: WebSocket) -> None:
         identity = await self._authenticate(websocket)
         if identity is None:
-            await websocket.close(code=1008, reason="a valid access token is required")
+            await websocket.close(code=POLICY_VIOLATION, reason="a valid access token is required")
             return
-        user_id, subprotocol = identity
+        claims, subprotocol = identity
+        user_id = claims.subject
         try:
             lease = await self.presence.acquire(user_id)
         except (redis.exceptions.RedisError, OSError) as exc:
@@ -112,32 +122,43 @@ class RealtimeEndpoint:
             await websocket.close(code=TRY_AGAIN_LATER, reason="try again later")
             return
         if lease is None:
-            await websocket.close(code=1008, reason="too many connections")
+            await websocket.close(code=POLICY_VIOLATION, reason="too many connections")
             return
+        ended = asyncio.Event()
+        sockets = self._sockets_by_session.setdefault(claims.session_id, set())
+        sockets.add(ended)
         try:
             await websocket.accept(subprotocol=subprotocol)
-            await self._serve(websocket, user_id)
+            await self._serve(websocket, user_id, ended)
         finally:
+            sockets.discard(ended)
+            if not sockets:
+                self._sockets_by_session.pop(claims.session_id, None)
             await self.presence.release(user_id, lease)
 
-    async def _serve(self, websocket: WebSocket, user_id: str) -> None:
-        """Runs an accepted connection until it ends."""
+    async def _serve(self, websocket: WebSocket, user_id: str, ended: asyncio.Event) -> None:
+        """Runs an accepted connection until it ends, or is ``ended`` (its
+        session was revoked)."""
         CONNECTIONS.inc()
         cut = asyncio.Event()
         client = Client(user_id, self.settings.send_queue, self.settings.retention, cut.set)
         sender = asyncio.create_task(self._send(websocket, client))
         receiver = asyncio.create_task(self._receive(websocket, client))
         cut_off = asyncio.create_task(cut.wait())
+        revoked = asyncio.create_task(ended.wait())
+        tasks = {sender, receiver, cut_off, revoked}
         try:
-            await asyncio.wait({sender, receiver, cut_off}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, receiver, cut_off):
+            for task in tasks:
                 task.cancel()
             for key in list(client.watches):
                 await self.hub.unwatch(key, client)
             CONNECTIONS.dec()
-            if cut.is_set():
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if ended.is_set():
+                    await websocket.close(code=POLICY_VIOLATION, reason="the session has ended")
+                elif cut.is_set():
                     await websocket.close(
                         code=TRY_AGAIN_LATER, reason="too slow: reconnect with since"
                     )

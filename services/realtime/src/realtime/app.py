@@ -19,8 +19,14 @@ def wire(resources: Resources[RealtimeSettings]) -> Wiring:
     hub = Hub(resources.redis)
     presence = Presence(resources.redis, settings.max_connections_per_user)
     endpoint = RealtimeEndpoint(
-        hub, resources.redis, token_verifier(settings, auth), posts, settings, presence
+        hub,
+        resources.redis,
+        token_verifier(settings, auth, resources.revoked),
+        posts,
+        settings,
+        presence,
     )
+    resources.revoked.on_revoked(endpoint.end_sessions)
     router = Router(resources.redis, auth, settings.retention)
 
     async def close() -> None:
