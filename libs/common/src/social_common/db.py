@@ -8,9 +8,10 @@ names tables without a schema prefix and cannot reach another service's.
 from __future__ import annotations
 
 import functools
+import select
 from datetime import UTC, datetime
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
@@ -50,6 +51,22 @@ async def _configure(conn: AsyncConnection) -> None:
             conn.adapters.register_loader(oid, _in_utc(base))
 
 
+async def _check(conn: AsyncConnection) -> None:
+    """Raises when a pooled connection is gone (the server restarted, or
+    failed over, since it was last used), so the pool hands out another
+    instead of a request failing on it with a 503.
+
+    An idle connection has nothing to read unless the server spoke: a server
+    that ended the session sends its error and closes. Only then is the
+    connection asked for real (a round trip, which also tells a harmless
+    notice from a closed session); the usual check is one system call."""
+    if conn.closed:
+        raise OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def create_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -> AsyncConnectionPool:
     """An unopened pool; the runner opens it without waiting, so a service
     starts (and reports not ready) while its database is still unreachable."""
@@ -60,6 +77,7 @@ def create_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -> As
         name=name,
         open=False,
         configure=_configure,
+        check=_check,
         kwargs={"application_name": name, "connect_timeout": 5},
         timeout=5.0,
     )

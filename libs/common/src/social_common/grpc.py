@@ -10,15 +10,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from social_common.logging import bind_request_context, clear_request_context
+from social_common.errors import PEER_UNAVAILABLE, UNAVAILABLE
+from social_common.logging import bind_request_context, clear_request_context, get_logger
 from social_common.metrics import GRPC_DURATION, GRPC_HANDLED
+
+log = get_logger(__name__)
 
 UnaryHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every unary RPC by method and status code, and binds
-    the caller's ``x-request-id`` metadata to the log context."""
+    the caller's ``x-request-id`` metadata to the log context.
+
+    A handler that fails because PostgreSQL or Redis is away (or a peer of
+    its own is unavailable) answers UNAVAILABLE, as the REST side answers
+    503: the caller then refuses its own request with a 503 it may retry,
+    not with the 500 an UNKNOWN status would make of it."""
 
     async def intercept_service(
         self,
@@ -42,6 +50,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             failed = False
             try:
                 return await inner(request, context)
+            except UNAVAILABLE as exc:
+                failed = True
+                await _unavailable(context, method, exc)
+            except grpc.aio.AioRpcError as exc:
+                failed = True
+                if exc.code() not in PEER_UNAVAILABLE:
+                    raise
+                await _unavailable(context, method, exc)
             except BaseException:
                 failed = True
                 raise
@@ -58,6 +74,13 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+async def _unavailable(
+    context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception
+) -> None:
+    log.warning("dependency_unavailable", method=method, error=repr(exc))
+    await context.abort(grpc.StatusCode.UNAVAILABLE, "A dependency is unavailable; retry shortly.")
 
 
 def _metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,24 @@ _RETRY = Retry(
     retries=2,
     supported_errors=(RedisConnectionError,),
 )
+
+
+class _Connection(aioredis.Connection):
+    """A connection whose write to a transport already closed (a reset the
+    connection has not noticed yet) fails as a broken connection, which the
+    retry above sends again on a new one. uvloop raises RuntimeError there
+    ("unable to perform operation on <TCPTransport closed=True>"), which
+    redis-py would pass on as is: a 500 instead of a retried command."""
+
+    async def _send_packed_command(self, command: Iterable[bytes]) -> None:
+        try:
+            await super()._send_packed_command(command)
+        except RuntimeError as exc:
+            raise ConnectionResetError(str(exc)) from exc
+
+
+class _SSLConnection(aioredis.SSLConnection, _Connection):
+    """:class:`_Connection` over TLS (rediss://)."""
 
 
 def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
@@ -47,6 +66,12 @@ def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
         retry=_RETRY,
         **tls,
     )
+    # The URL chose the class (TLS or not): its variant that retries a write
+    # to a closed transport.
+    if issubclass(pool.connection_class, aioredis.SSLConnection):
+        pool.connection_class = _SSLConnection
+    elif pool.connection_class is aioredis.Connection:
+        pool.connection_class = _Connection
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 

@@ -2,9 +2,13 @@
 
 run      start everything in the foreground, print the URLs, follow the
          services' logs; Ctrl-C stops it all
-up       start everything in the background; return once all is healthy
+up       start everything in the background (under a detached supervisor
+         process, ``supervise``); return once all is healthy
 down     stop what ``up`` started, and only that
-status   one line per component: healthy or not
+status   one line per component: healthy or not, restarts and last exit
+supervise
+         (what ``up`` runs, detached) start everything, then restart what
+         exits unasked, until SIGTERM; reports the start on --report-fd
 health   every component's health and each service's key signals on one screen
 render-gateway --target k8s --out DIR
          write the Kubernetes gateway config and OpenAPI document
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,7 +50,15 @@ from social_stack.gateway import (
     render_envoy,
     write_gateway,
 )
-from social_stack.local import BACKING, Endpoints, Ports, Stack, load_state, stop_recorded
+from social_stack.local import (
+    BACKING,
+    Endpoints,
+    Ports,
+    Stack,
+    load_state,
+    load_supervisor,
+    stop_recorded,
+)
 from social_stack.observability import (
     ALERTMANAGER,
     DASHBOARDS_DIR,
@@ -111,42 +125,122 @@ def _start(
     return stack
 
 
-def cmd_up(run_dir: Path, ports: Ports, replicas: dict[str, int]) -> None:
-    if _start(run_dir, ports, replicas, tie_to_parent=False) is None:
+class _StopRequested(Exception):
+    """SIGTERM, SIGINT or SIGHUP: stop the stack."""
+
+
+def _stop_on_signals() -> None:
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        raise _StopRequested
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, request_stop)
+
+
+def _ignore_signals() -> None:
+    # A second signal must not cut the stop short and leave processes behind.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def cmd_up(run_dir: Path, free_ports: bool, replicas: dict[str, int]) -> None:
+    """Starts a detached supervisor (``supervise``), which starts the stack
+    and keeps it running after we return; waits for its report on a pipe."""
+    if _already_up(run_dir):
+        print(f"A stack is already running from {run_dir}: `make status`, or `make down` first.")
         sys.exit(1)
+    log = run_dir / "logs" / "supervisor.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    argv = [sys.executable, "-m", "social_stack", "--run-dir", str(run_dir), "supervise"]
+    argv += ["--report-fd", str(write_end)]
+    argv += ["--free-ports"] if free_ports else []
+    if replicas:
+        argv += ["--replicas", ",".join(f"{n}={c}" for n, c in replicas.items())]
+    with log.open("wb") as out:
+        subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_end,),
+            # Its own session: a Ctrl-C or a closed terminal of ours is not its.
+            start_new_session=True,
+        )
+    os.close(write_end)
+    # Its one line, or nothing if it died: EOF either way once it closes the pipe.
+    with os.fdopen(read_end) as report:
+        outcome = report.read()
+    if not outcome.startswith("ok "):
+        print(
+            f"The stack failed to start: {outcome or 'its supervisor exited'}\n"
+            f"(the supervisor's log: {log})",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    loaded = load_state(run_dir)
+    assert loaded is not None
+    print(f"Every component is healthy ({outcome.split()[1]}s).")
+    _print_urls(loaded[0])
+
+
+def cmd_supervise(
+    run_dir: Path, ports: Ports, replicas: dict[str, int], report_fd: int | None
+) -> None:
+    """Starts the stack, reports the outcome on ``report_fd`` (``ok <seconds>``
+    or the error), then restarts what exits unasked until SIGTERM (``make
+    down``), and stops it all."""
+    report = os.fdopen(report_fd, "w") if report_fd is not None else sys.stdout
+    _stop_on_signals()
+    stack = Stack(run_dir, ports, tie_to_parent=False, replicas=replicas)
+    try:
+        started = time.monotonic()
+        try:
+            stack.start()
+        except StackError as error:
+            report.write(f"{error}\n")
+            sys.exit(1)
+        stack.supervise()
+        report.write(f"ok {time.monotonic() - started:.1f}\n")
+        if report is not sys.stdout:
+            report.close()
+        print(f"Supervising the stack from {run_dir} (pid {os.getpid()}).", flush=True)
+        while True:
+            signal.pause()
+    except _StopRequested:
+        pass
+    finally:
+        _ignore_signals()
+        stack.stop()
+    print("Stopped.", flush=True)
 
 
 def cmd_run(run_dir: Path, ports: Ports, replicas: dict[str, int]) -> None:
     stack = _start(run_dir, ports, replicas, tie_to_parent=True)
     if stack is None:
         sys.exit(1)
-
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, request_stop)
-    print("Following the services' logs; Ctrl-C stops everything.\n", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
+    _stop_on_signals()
+    try:
+        stack.supervise()
+        print("Following the services' logs; Ctrl-C stops everything.\n", flush=True)
         _follow_logs(stack)
-    # A second Ctrl-C must not cut the stop short and leave processes behind.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print("\nStopping the stack…", flush=True)
-    stack.stop()
+    except (_StopRequested, KeyboardInterrupt):
+        pass
+    finally:
+        _ignore_signals()
+        print("\nStopping the stack…", flush=True)
+        stack.stop()
     print("Stopped.")
 
 
 def _follow_logs(stack: Stack) -> None:
-    """Prints the gateway's and services' new log lines until one of them exits."""
+    """Prints the gateway's and services' new log lines, until stopped. A
+    component that exits is started again by the supervisor: its log goes on."""
     followed = [c for c in stack.components if c.name not in BACKING]
     offsets = {c.name: 0 for c in followed}
     while True:
         for component in followed:
             offsets[component.name] = _print_new_lines(component, offsets[component.name])
-            process = stack.processes[component.name]
-            if process.poll() is not None:
-                print(f"{component.name} exited with code {process.returncode}.")
-                return
         time.sleep(0.2)
 
 
@@ -175,13 +269,38 @@ def cmd_status(run_dir: Path) -> None:
         print("Not running (no stack started with `make up` or `make dev`).")
         sys.exit(1)
     _, components = loaded
+    supervisor = load_supervisor(run_dir)
+    supervised = supervisor is not None and processes.is_alive(*supervisor)
     all_healthy = True
     for component in components:
         running = processes.is_running(component)
         healthy = running and component.probe.healthy()
         all_healthy &= healthy
-        state = "healthy" if healthy else ("UNHEALTHY" if running else "NOT RUNNING")
-        print(f"{component.name:<10} {state:<12} pid {component.pid:<8} {component.probe.address}")
+        pending = component.backoff_until - time.time()
+        if healthy:
+            state = "healthy"
+        elif running:
+            state = "UNHEALTHY"
+        elif supervised:
+            state = "RESTARTING"
+        else:
+            state = "NOT RUNNING"
+        restarts = f"restarts {component.restarts}"
+        if component.last_exit is not None:
+            restarts += f" (last: {processes.exit_text(component.last_exit)})"
+        if state == "RESTARTING" and pending > 0:
+            restarts += f", next start in {pending:.1f}s"
+        print(
+            f"{component.name:<10} {state:<12} pid {component.pid:<8} {restarts:<28} "
+            f"{component.probe.address}"
+        )
+    if supervisor is None:
+        print("supervisor none recorded: what exits stays down")
+    else:
+        print(
+            f"supervisor {'running' if supervised else 'NOT RUNNING':<12} pid {supervisor[0]:<8} "
+            + ("restarts what exits" if supervised else "what exits stays down")
+        )
     sys.exit(0 if all_healthy else 1)
 
 
@@ -286,6 +405,10 @@ def main() -> None:
             metavar="SERVICE=N[,SERVICE=N]",
             help="run N processes of a service on its ports, as N pods would be (posts=2)",
         )
+    supervise = sub.add_parser("supervise")
+    supervise.add_argument("--free-ports", action="store_true")
+    supervise.add_argument("--replicas", type=_replicas, default={})
+    supervise.add_argument("--report-fd", type=int, default=None)
     for name in ("down", "status", "health"):
         sub.add_parser(name)
     render = sub.add_parser("render-gateway")
@@ -335,9 +458,14 @@ def main() -> None:
     if args.command == "observability":
         cmd_observability(run_dir, args.scrape_interval)
         return
-    if args.command in ("run", "up"):
+    if args.command == "up":
+        cmd_up(run_dir, args.free_ports, args.replicas)
+    elif args.command in ("run", "supervise"):
         ports = Ports.free() if args.free_ports else Ports.dev()
-        (cmd_run if args.command == "run" else cmd_up)(run_dir, ports, args.replicas)
+        if args.command == "run":
+            cmd_run(run_dir, ports, args.replicas)
+        else:
+            cmd_supervise(run_dir, ports, args.replicas, args.report_fd)
     else:
         {"down": cmd_down, "status": cmd_status, "health": cmd_health}[args.command](run_dir)
 

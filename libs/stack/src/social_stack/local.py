@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from social_stack.gateway import Tracing, Upstream, dev_config, write_gateway
 from social_stack.paths import binary, postgres_install_dir
 from social_stack.postgres import data_home, install_for
 from social_stack.processes import Component, Probe, StackError
+from social_stack.supervisor import Backoff, Supervisor
 from social_stack.web import DIST_DIR, WebConfig, bundle, render_web
 
 DATABASE = "social"
@@ -233,6 +238,10 @@ class Stack:
         self.components: list[Component] = []
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoints = self._endpoints()
+        # Restarts what exits unasked, once supervise() is called.
+        self.supervisor: Supervisor | None = None
+        # Starts, stops and saves from the supervisor's threads and the caller's.
+        self._lock = threading.RLock()
 
     @property
     def state_file(self) -> Path:
@@ -535,30 +544,118 @@ class Stack:
 
     # -- state --------------------------------------------------------------
 
+    def supervise(self, backoff: Backoff | None = None) -> Supervisor:
+        """From now on, a component that exits unasked is started again (with
+        back-off, see :mod:`social_stack.supervisor`), until :meth:`stop`.
+        This process is recorded as the stack's supervisor: ``make down``
+        signals it to stop the stack, ``make status`` shows it."""
+        supervisor = Supervisor(self._start_again, self._save, backoff)
+        with self._lock:
+            self.supervisor = supervisor
+            self._save()
+            watched = [(c, self.processes[c.name]) for c in self.components]
+        # Never under our lock: the supervisor calls back into it under its own.
+        for component, process in watched:
+            supervisor.watch(component, process)
+        return supervisor
+
+    def _start_again(self, component: Component, reason: str) -> subprocess.Popen[bytes]:
+        with self._lock:
+            process = processes.start(component, tie_to_parent=self.tie_to_parent, again=reason)
+            self.processes[component.name] = process
+            return process
+
+    def _held(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.supervisor.held(name) if self.supervisor else contextlib.nullcontext()
+
     def restart(self, name: str, timeout: float = 90.0) -> None:
         """Stops the component ``name`` if it still runs (SIGTERM, as an
         orchestrator would) and starts it again as it was; waits until it is
-        healthy. Clients of it must reconnect on their own (tests of that)."""
-        component = next(c for c in self.components if c.name == name)
-        processes.stop([component])
-        self.processes[name] = processes.start(component, tie_to_parent=self.tie_to_parent)
-        self._save()
-        processes.wait_healthy([component], self.processes, timeout)
+        healthy. Clients of it must reconnect on their own (tests of that).
+        The supervisor, if any, keeps its hands off meanwhile."""
+        with self.stopped(name, timeout):
+            pass
+
+    @contextlib.contextmanager
+    def stopped(self, name: str, timeout: float = 90.0) -> Iterator[Component]:
+        """The component ``name`` stopped for the duration (the supervisor
+        leaves it down), then started again and waited for until healthy.
+        For tests of a dependency that is away."""
+        component = self._component(name)
+        with self._held(name):
+            processes.stop([component])
+            try:
+                yield component
+            finally:
+                process = self._start_again(component, "started again by the stack")
+                if self.supervisor is not None:
+                    self.supervisor.watch(component, process)
+                self._save()
+            processes.wait_healthy([component], self.processes, timeout)
+
+    def _component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
 
     def _save(self) -> None:
-        state: dict[str, Any] = {
-            "endpoints": asdict(self.endpoints),
-            "components": [c.record() for c in self.components],
-        }
-        # Written aside then renamed: a runner killed mid-write leaves the old file.
-        partial = self.state_file.with_suffix(".json.partial")
-        partial.write_text(json.dumps(state, indent=2))
-        partial.replace(self.state_file)
+        with self._lock:
+            own = [c.record() for c in self.components]
+            supervisor = (
+                {"pid": os.getpid(), "start_time": processes.start_time_of(os.getpid())}
+                if self.supervisor is not None
+                else None
+            )
+
+            def replace(state: dict[str, Any] | None) -> dict[str, Any]:
+                # Components others recorded in the same file (make observability) stay.
+                names = {c["name"] for c in own}
+                others = [c for c in (state or {}).get("components", []) if c["name"] not in names]
+                return {
+                    "endpoints": asdict(self.endpoints),
+                    "components": own + others,
+                    **({"supervisor": supervisor} if supervisor else {}),
+                }
+
+            update_state(self.run_dir, replace)
 
     def stop(self) -> None:
-        _stop_in_order(self.components)
-        self.components = []
-        self.state_file.unlink(missing_ok=True)
+        supervisor = self.supervisor
+        if supervisor is not None:
+            supervisor.close()
+        with self._lock:
+            _stop_in_order(self.components)
+            self.components = []
+            self.state_file.unlink(missing_ok=True)
+        if supervisor is not None:
+            supervisor.join(timeout=10)
+
+
+@contextlib.contextmanager
+def _state_lock(run_dir: Path) -> Iterator[None]:
+    """Held while ``stack.json`` is read and rewritten: the stack's supervisor
+    and ``make observability`` both change it."""
+    with (run_dir / "stack.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def update_state(
+    run_dir: Path, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+) -> None:
+    """Rewrites the run dir's ``stack.json`` with what ``change`` makes of it
+    (None: the file is absent, or has gone); no other writer interleaves."""
+    state_file = run_dir / "stack.json"
+    with _state_lock(run_dir):
+        try:
+            state: dict[str, Any] | None = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            state = None
+        new = change(state)
+        if new is None:
+            return
+        # Written aside then renamed: a runner killed mid-write leaves the old file.
+        partial = state_file.with_suffix(".json.partial")
+        partial.write_text(json.dumps(new, indent=2))
+        partial.replace(state_file)
 
 
 def load_state(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:
@@ -574,16 +671,52 @@ def load_state(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:
     return endpoints, components
 
 
-def stop_recorded(run_dir: Path) -> list[str]:
-    """Stops the stack recorded under ``run_dir`` (by ``make up``); returns what it stopped."""
+def load_supervisor(run_dir: Path) -> tuple[int, str] | None:
+    """The pid and start time of the process supervising the stack recorded
+    under ``run_dir``, if one is recorded."""
+    try:
+        record = json.loads((run_dir / "stack.json").read_text()).get("supervisor")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    return int(record.get("pid", 0)), str(record.get("start_time", ""))
+
+
+def stop_recorded(run_dir: Path, timeout: float = 60.0) -> list[str]:
+    """Stops the stack recorded under ``run_dir`` (by ``make up``); returns what it stopped.
+
+    Its supervisor, when alive, is asked first (SIGTERM): it stops what it
+    supervises in order and exits. Whatever still runs after that (it was
+    killed, or a part was recorded by another command) is stopped here."""
     loaded = load_state(run_dir)
     if loaded is None:
         return []
     _, components = loaded
     running = [c.name for c in components if processes.is_running(c)]
-    _stop_in_order(components)
+    supervisor = load_supervisor(run_dir)
+    if supervisor is not None and processes.is_alive(*supervisor):
+        _stop_and_wait(supervisor[0], timeout)
+    # The supervisor may have restarted some since: the latest record too.
+    latest = load_state(run_dir)
+    _stop_in_order(components + (latest[1] if latest else []))
     (run_dir / "stack.json").unlink(missing_ok=True)
     return running
+
+
+def _stop_and_wait(pid: int, timeout: float) -> None:
+    """SIGTERM to ``pid`` (not our child), then waits for it to exit."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(handle, signal.SIGTERM)
+        # A pidfd turns readable when its process exits.
+        select.select([handle], [], [], timeout)
+    finally:
+        os.close(handle)
 
 
 def _stop_in_order(components: list[Component]) -> None:
@@ -630,4 +763,14 @@ def _ensure_bucket(endpoints: Endpoints) -> None:
             raise
 
 
-__all__ = ["BACKING", "Endpoints", "Ports", "Stack", "StackError", "load_state", "stop_recorded"]
+__all__ = [
+    "BACKING",
+    "Endpoints",
+    "Ports",
+    "Stack",
+    "StackError",
+    "load_state",
+    "load_supervisor",
+    "stop_recorded",
+    "update_state",
+]

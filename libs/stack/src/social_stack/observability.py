@@ -38,7 +38,7 @@ import yaml
 from social_common.fleet import roster
 
 from social_stack import processes
-from social_stack.local import Endpoints, free_ports
+from social_stack.local import Endpoints, free_ports, update_state
 from social_stack.paths import REPO_ROOT
 from social_stack.processes import Component, Probe, StackError
 
@@ -225,30 +225,26 @@ def start_alertmanager(
 def record_in_stack(run_dir: Path, components: Sequence[Component]) -> None:
     """Adds ``components`` to the stack's ``stack.json``, so that ``make down``
     stops them with the rest; :func:`forget_in_stack` takes them out again."""
-    state_file = run_dir / "stack.json"
-    state = json.loads(state_file.read_text())
     names = {c.name for c in components}
-    state["components"] = [c for c in state["components"] if c["name"] not in names] + [
-        c.record() for c in components
-    ]
-    _write_state(state_file, state)
+
+    def add(state: dict[str, Any] | None) -> dict[str, Any]:
+        if state is None:
+            raise StackError(f"no stack is recorded in {run_dir}")
+        kept = [c for c in state["components"] if c["name"] not in names]
+        return {**state, "components": kept + [c.record() for c in components]}
+
+    update_state(run_dir, add)
 
 
 def forget_in_stack(run_dir: Path, components: Sequence[Component]) -> None:
-    state_file = run_dir / "stack.json"
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        return
     names = {c.name for c in components}
-    state["components"] = [c for c in state["components"] if c["name"] not in names]
-    _write_state(state_file, state)
 
+    def remove(state: dict[str, Any] | None) -> dict[str, Any] | None:
+        if state is None:
+            return None
+        return {**state, "components": [c for c in state["components"] if c["name"] not in names]}
 
-def _write_state(state_file: Path, state: dict[str, Any]) -> None:
-    partial = state_file.with_suffix(".json.partial")
-    partial.write_text(json.dumps(state, indent=2))
-    partial.replace(state_file)
+    update_state(run_dir, remove)
 
 
 # -- dashboards ---------------------------------------------------------------

@@ -76,6 +76,13 @@ class Component:
     run_as_uid: int | None = None
     # Every port it listens on: checked free before it starts.
     ports: list[int] = field(default_factory=list)
+    # What the supervisor (social_stack.supervisor) did: how often it started
+    # the component again, how its last run ended (an exit code, or minus the
+    # signal that killed it), and until when (epoch seconds) it waits before
+    # the next start; 0 when no start is pending.
+    restarts: int = 0
+    last_exit: int | None = None
+    backoff_until: float = 0.0
 
     def record(self) -> dict[str, Any]:
         data = asdict(self)
@@ -104,11 +111,32 @@ def _process_stat(pid: int) -> tuple[str, str] | None:
 
 
 def is_running(component: Component) -> bool:
-    if component.pid <= 0:
+    return is_alive(component.pid, component.start_time)
+
+
+def is_alive(pid: int, start_time: str) -> bool:
+    """Whether the process ``pid`` started at ``start_time`` still runs."""
+    if pid <= 0:
         return False
-    stat = _process_stat(component.pid)
+    stat = _process_stat(pid)
     # A zombie (Z) has exited: it only waits for its parent to collect it.
-    return stat is not None and stat[1] == component.start_time and stat[0] != "Z"
+    return stat is not None and stat[1] == start_time and stat[0] != "Z"
+
+
+def start_time_of(pid: int) -> str:
+    """The kernel's start time of ``pid`` (with the pid, names it for good)."""
+    stat = _process_stat(pid)
+    return stat[1] if stat else ""
+
+
+def exit_text(code: int | None) -> str:
+    """How a run ended, for people: ``exit 1``, ``SIGKILL``."""
+    if code is None:
+        return "-"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+    return f"exit {code}"
 
 
 def unprivileged_uid() -> int | None:
@@ -166,11 +194,21 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def start(component: Component, *, tie_to_parent: bool) -> subprocess.Popen[bytes]:
-    ensure_ports_free(component)
+def start(
+    component: Component, *, tie_to_parent: bool, again: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts ``component`` with its log written afresh; ``again``: a start
+    after the first, whose log is kept and continued after that line. A
+    component whose ports its replicas share (``SHARE_PORTS``) finds them in
+    use by its siblings then, so they are not checked."""
+    if again is None or component.env.get("SHARE_PORTS") != "1":
+        ensure_ports_free(component)
     log = Path(component.log)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
+    with log.open("wb" if again is None else "ab") as out:
+        if again is not None:
+            out.write(f"\n--- {again} ---\n".encode())
+            out.flush()
         process = subprocess.Popen(
             _launcher(component.run_as_uid, tie_to_parent) + component.argv,
             stdin=subprocess.DEVNULL,

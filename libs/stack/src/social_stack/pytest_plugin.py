@@ -23,7 +23,8 @@ from social_stack.testing import Account, create_account
 @pytest.fixture(scope="session")
 def stack_runner() -> Iterator[Stack]:
     """The running stack (to restart a part of it); everything stops when
-    the session ends."""
+    the session ends. A component that exits unasked is started again by a
+    supervising thread of this process (:mod:`social_stack.supervisor`)."""
     # Not pytest's tmp_path: its directories are private to us, and PostgreSQL
     # may run as another user (as root, we run it as nobody).
     run_dir = Path(tempfile.mkdtemp(prefix="social-stack-"))
@@ -57,6 +58,7 @@ def stack_runner() -> Iterator[Stack]:
     )
     try:
         running.start()
+        running.supervise()
         yield running
     finally:
         running.stop()
