@@ -4,14 +4,23 @@ answer, how a token is read and refused, and what of the bucket /media/ shows.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from social_stack.gateway import API_HEADERS
 from social_stack.local import Endpoints
-from social_stack.testing import Account, client, create_account, create_post, unique_name
+from social_stack.testing import (
+    Account,
+    client,
+    create_account,
+    create_post,
+    fresh_address,
+    unique_name,
+)
 
 # One request of each route group (and of the gateway's own answers): what
 # it sends, its answer's status, and whether the answer may be cached by
@@ -190,3 +199,27 @@ def test_the_bucket_shows_nothing_of_itself(stack: Endpoints, account: Account) 
     assert problem["code"] == "not_found"
     assert stack.s3_bucket not in missing.text
     assert [w.status_code for w in writes] == [404, 404, 404]
+
+
+def test_each_client_address_has_a_ceiling(stack: Endpoints) -> None:
+    # The test stack has the chart's: 100 a second, 200 at once.
+    address = fresh_address()
+
+    def burst(_: int) -> list[httpx.Response]:
+        with client(stack.gateway_url, address) as http:
+            return [http.get("/api/v1/users/nobody-at-all") for _ in range(40)]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        answers = [answer for batch in pool.map(burst, range(16)) for answer in batch]
+    took = time.monotonic() - started
+    served = [a for a in answers if a.status_code == 404]
+    limited = [a for a in answers if a.status_code == 429]
+    assert len(served) + len(limited) == len(answers)
+    assert 200 <= len(served) <= 200 + 100 * (took + 1)
+    assert limited[0].headers["retry-after"] == "1"
+    assert limited[0].headers["content-type"] == "application/problem+json"
+    assert limited[0].json()["code"] == "rate_limited"
+    # Another address is not held back.
+    with client(stack.gateway_url) as http:
+        assert http.get("/api/v1/users/nobody-at-all").status_code == 404

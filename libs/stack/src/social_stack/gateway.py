@@ -97,6 +97,11 @@ class GatewayConfig:
     jwt_issuer: str = Settings.jwt_issuer
     jwt_audience: str = Settings.jwt_audience
     jwks_cache_seconds: int = 300
+    # Requests a second each client address may make through one gateway
+    # process, and the burst it may spend at once (the seed's "global: 100
+    # requests/s"; Helm expressions in the chart).
+    client_rate: int | str = 100
+    client_burst: int | str = 200
     xff_trusted_hops: int = 0
     # Spans of the gateway's requests (None: not traced).
     tracing: Tracing | None = None
@@ -112,6 +117,7 @@ def dev_config(
     jwks_cache_seconds: int = 300,
     web: Upstream | None = None,
     tracing: Tracing | None = None,
+    client_rate: int = 100,
 ) -> GatewayConfig:
     """The local stack's gateway: loopback only, with the bench ceiling route."""
     return GatewayConfig(
@@ -130,6 +136,8 @@ def dev_config(
         jwks_cache_seconds=jwks_cache_seconds,
         web=web,
         tracing=tracing,
+        client_rate=client_rate,
+        client_burst=2 * client_rate,
     )
 
 
@@ -172,7 +180,13 @@ def helm_config() -> GatewayConfig:
         begin="{{- if .Values.tracing.enabled }}",
         end="{{- end }}",
     )
-    return replace(config, media_origin="{{ include `social.imagesOrigin` . }}", tracing=tracing)
+    return replace(
+        config,
+        media_origin="{{ include `social.imagesOrigin` . }}",
+        tracing=tracing,
+        client_rate="{{ .Values.gateway.clientRateLimit.perSecond }}",
+        client_burst="{{ .Values.gateway.clientRateLimit.burst }}",
+    )
 
 
 # Envoy's name for each kind of roster route.

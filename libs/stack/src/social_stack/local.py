@@ -37,6 +37,11 @@ from social_stack.web import DIST_DIR, WebConfig, bundle, render_web
 
 DATABASE = "social"
 S3_BUCKET = "social-media"
+# The gateway's ceiling per client address in `make dev`/`make up`: wrk and
+# k6 load the gateway from one address, so the local stack keeps the filter
+# (its cost is measured) with a ceiling they never reach; the tests use the
+# chart's 100 a second.
+BENCH_CLIENT_RATE = 1_000_000
 S3_REGION = "us-east-1"
 DEV_S3_ACCESS_KEY = "social-dev"
 DEV_S3_SECRET_KEY = "dev-social-s3-secret"  # noqa: S105  # local stack only
@@ -218,6 +223,7 @@ class Stack:
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         jwks_cache_seconds: int = 300,
         replicas: Mapping[str, int] | None = None,
+        client_rate: int = BENCH_CLIENT_RATE,
     ) -> None:
         self.run_dir = run_dir
         self.ports = ports
@@ -228,6 +234,8 @@ class Stack:
         self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
         # How long Envoy caches the JWKS; auth publishes new keys that long ahead.
         self.jwks_cache_seconds = jwks_cache_seconds
+        # Requests a second the gateway takes from one client address.
+        self.client_rate = client_rate
         # Processes per service, as pods would be: they share the service's
         # ports and the kernel spreads connections among them.
         self.replicas = dict(replicas or {})
@@ -511,6 +519,7 @@ class Stack:
             jwks_cache_seconds=self.jwks_cache_seconds,
             web=Upstream("127.0.0.1", self.ports.web) if self.endpoints.web_url else None,
             tracing=Tracing.from_env(self.external),
+            client_rate=self.client_rate,
         )
         envoy_yaml = write_gateway(config, self.run_dir / "gateway")
         return Component(

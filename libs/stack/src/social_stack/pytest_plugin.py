@@ -37,6 +37,9 @@ def stack_runner() -> Iterator[Stack]:
         # Key rotations reach the gateway within seconds, as they would in
         # minutes in production: the same mechanism on a shorter clock.
         jwks_cache_seconds=1,
+        # The chart's ceiling per client address (clients here speak from
+        # addresses of their own: social_stack.testing.fresh_address).
+        client_rate=100,
         service_env={
             # Key rotations show within a second instead of thirty.
             "auth": {"SIGNING_KEYS_RELOAD_SECONDS": "1"},
