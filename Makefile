@@ -36,7 +36,7 @@ APT := $(SUDO)apt-get
 # Debian's packages carrying promtool and amtool, and the daemons they bring.
 OBSERVABILITY_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps
+.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -117,7 +117,7 @@ up: install web ## Start the whole stack in the background; returns once everyth
 down: ## Stop what `make up` started, and only that
 	@if [ -x $(PY) ]; then $(STACK) down; else echo "Nothing was running."; fi
 
-status: ## One line per component: healthy or not
+status: ## One line per component: healthy or not, its restarts and last exit, and the supervisor
 	@$(STACK) status
 
 health-check: ## Every component's health and each service's key signals (requests, 5xx, p95, pools, loop lag, backlogs) on one screen
@@ -128,6 +128,16 @@ logs: ## Follow the logs of every component (Ctrl-C to stop)
 
 test: install deploy-tools web browser observability-tools web-test ## Run every test: the web client's unit tests, then the rest against real PostgreSQL, Redis, SeaweedFS, Envoy and Chromium
 	$(PY) -m pytest
+
+# `make fuzz FUZZ_EXAMPLES=500 FUZZ_SEED=42` to go further, or to replay a run.
+FUZZ_EXAMPLES ?= 200
+ifndef FUZZ_SEED
+FUZZ_SEED := $(shell echo $$RANDOM)
+endif
+fuzz: install ## Fuzz every operation of gateway/openapi.yaml through the gateway, longer than `make test` does (starts its own stack; FUZZ_EXAMPLES, FUZZ_SEED)
+	@echo "make fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED)"
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) FUZZ_ALL_FAILURES=1 \
+	  $(PY) -m pytest -p no:cacheprovider --timeout=3600 tests/test_fuzz.py
 
 deploy-check: install deploy-tools ## Check the images and the chart with their own tools (part of `make test`)
 	$(PY) -m pytest tests/deploy

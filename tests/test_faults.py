@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import psycopg
 import pytest
@@ -34,6 +33,7 @@ from social_stack.local import Endpoints, Ports, Stack
 from social_stack.processes import is_running
 from social_stack.testing import (
     Account,
+    bucket_keys,
     client,
     create_account,
     create_post,
@@ -200,6 +200,9 @@ def faulty(stack: Endpoints) -> Iterator[Faulty]:
                 "RATE_LIMIT_UPLOADS": unlimited,
                 # Objects it could not delete are swept a second later.
                 "MEDIA_SWEEP_INTERVAL_SECONDS": "1",
+                # One deployment with the session's: its posts show in the
+                # other tests' pages, whose policy takes images from there.
+                "MEDIA_PUBLIC_BASE_URL": f"{stack.gateway_url}/media",
             },
         },
     )
@@ -389,20 +392,6 @@ def test_a_bad_network_to_postgresql_and_redis_gives_right_answers_in_bounded_ti
 # -- the object store down during uploads -----------------------------------
 
 
-def _bucket_keys(stack: Endpoints) -> set[str]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.s3_endpoint_url,
-        aws_access_key_id=stack.s3_access_key,
-        aws_secret_access_key=stack.s3_secret_key,
-        region_name="us-east-1",
-    )
-    keys: set[str] = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.s3_bucket):
-        keys |= {item["Key"] for item in page.get("Contents", [])}
-    return keys
-
-
 def _upload(gateway_url: str, account: Account) -> httpx.Response:
     with client(gateway_url) as http:
         return http.post(
@@ -415,7 +404,7 @@ def test_uploads_while_the_object_store_is_down_leave_no_row_and_no_object(
 ) -> None:
     gateway, admin = faulty.endpoints.gateway_url, faulty.endpoints.database_admin_url
     account = create_account(gateway)
-    keys = _bucket_keys(faulty.endpoints)
+    keys = bucket_keys(faulty.endpoints)
     # The store is gone for media: connections refused, the open ones reset.
     faulty.objects.refusing = True
     faulty.objects.reset()
@@ -439,6 +428,6 @@ def test_uploads_while_the_object_store_is_down_leave_no_row_and_no_object(
 
     # Objects it could not delete (if any reached the store) the sweeper removes.
     wait_until(no_orphans, timeout=30, what="no orphan objects listed")
-    assert _bucket_keys(faulty.endpoints) == keys
+    assert bucket_keys(faulty.endpoints) == keys
     # Back by itself: the next upload is stored.
     wait_until(lambda: _upload(gateway, account).status_code == 201, what="uploads stored again")

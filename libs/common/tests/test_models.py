@@ -67,8 +67,9 @@ def test_every_unknown_and_missing_field_is_named_at_once() -> None:
 def test_json_that_is_not_an_object_or_not_json_is_refused() -> None:
     not_an_object = _refusal(b"[1]")
     assert (not_an_object.status, not_an_object.detail) == (422, "The body must be a JSON object.")
-    malformed = _refusal(b'{"text": ')
-    assert (malformed.status, malformed.code) == (400, "invalid_json")
+    for raw in (b'{"text": ', b"2x", b"[1] ]"):
+        malformed = _refusal(raw)
+        assert (malformed.status, malformed.code) == (400, "invalid_json"), raw
 
 
 def test_views_encode_uuids_moments_in_utc_and_leave_unset_fields_out() -> None:

@@ -11,9 +11,16 @@ from typing import Any
 import httpx
 import pytest
 from social_stack.local import Endpoints
-from social_stack.testing import Account, client, create_account, create_post, wait_until
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from social_stack.testing import (
+    Account,
+    client,
+    close_of,
+    create_account,
+    create_post,
+    wait_until,
+)
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 
 def _refresh(stack: Endpoints, token: str) -> httpx.Response:
@@ -151,19 +158,6 @@ def _refused_everywhere(stack: Endpoints, token: str, post: dict[str, Any]) -> C
     return lambda: _answers_everywhere(stack, token, post["id"], media_id) == [401] * 4
 
 
-def _session_closed(ws: ClientConnection) -> bool:
-    """Whether the server closes the socket for its session's end (reading
-    what comes until then)."""
-    try:
-        while True:
-            ws.recv(timeout=15)
-    except ConnectionClosed as closed:
-        return closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (
-            1008,
-            "the session has ended",
-        )
-
-
 def test_a_password_change_revokes_every_access_token_and_socket_at_once(
     stack: Endpoints,
 ) -> None:
@@ -181,7 +175,7 @@ def test_a_password_change_revokes_every_access_token_and_socket_at_once(
                 json={"current_password": account.password, "new_password": "a brand new secret"},
             )
         assert changed.status_code == 204
-        assert _session_closed(ws)
+        assert close_of(ws) == (1008, "the session has ended")
     for token in (account.access_token, other_device):
         wait_until(_refused_everywhere(stack, token, post), what="the old tokens refused")
     with pytest.raises(InvalidStatus):

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import grpc
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -171,6 +172,16 @@ def test_every_spelling_of_a_post_id_is_the_one_canonical_channel(
     with client(stack.gateway_url) as http:
         for spelling in spellings:
             assert http.get(f"/api/v1/posts/{spelling}").json()["id"] == post["id"]
+
+
+def test_a_plain_request_for_the_socket_is_told_to_upgrade(stack: Endpoints) -> None:
+    with client(stack.gateway_url) as http:
+        through_gateway = http.get("/ws")
+    assert through_gateway.status_code == 426
+    assert through_gateway.json()["code"] == "upgrade_required"
+    # The header that says which upgrade (Envoy drops it as hop-by-hop).
+    direct = httpx.get(f"http://{stack.services_http['realtime']}/ws", trust_env=False)
+    assert (direct.status_code, direct.headers["upgrade"]) == (426, "websocket")
 
 
 def test_the_feed_brings_new_posts_of_whom_one_follows(stack: Endpoints, account: Account) -> None:

@@ -87,7 +87,10 @@ def decode_body(raw: bytes, kind: type[B]) -> B:
 def _refused(raw: bytes, kind: type[Body], type_error: str) -> Problem:
     """The problem of a body ``kind`` refused: its unknown, missing and
     NUL-bearing fields, or else the one msgspec named (``type_error``)."""
-    body = msgspec.json.decode(raw)
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:  # a typed decode stops at a wrong type before bad JSON (`2x`)
+        return Problem(400, "invalid_json", "The body is not valid JSON.")
     if not isinstance(body, dict):
         return Problem(422, "validation_failed", "The body must be a JSON object.")
     info = msgspec.inspect.type_info(kind)

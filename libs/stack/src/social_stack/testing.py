@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+import boto3
 import httpx
 import redis
 import redis.asyncio as aioredis
@@ -25,6 +26,10 @@ from social_common.events import stream_for
 from social_common.redis import as_text
 from social_common.revocation import RevokedSessions
 from social_common.runner import Resources, ServiceSpec, Wiring
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+
+from social_stack.local import Endpoints
 
 _addresses = itertools.count(1)
 
@@ -196,3 +201,28 @@ async def wire_offline(service: str) -> Wiring:
         revoked=RevokedSessions(redis_client),
     )
     return spec.wire(resources)
+
+
+def bucket_keys(stack: Endpoints) -> set[str]:
+    """Every key in the stack's bucket."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack.s3_endpoint_url,
+        aws_access_key_id=stack.s3_access_key,
+        aws_secret_access_key=stack.s3_secret_key,
+        region_name="us-east-1",
+    )
+    keys: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.s3_bucket):
+        keys |= {item["Key"] for item in page.get("Contents", [])}
+    return keys
+
+
+def close_of(ws: ClientConnection, timeout: float = 15.0) -> tuple[int, str] | None:
+    """The code and reason the server closes ``ws`` with, reading whatever
+    comes until then; None when the connection ends without a close frame."""
+    try:
+        while True:
+            ws.recv(timeout=timeout)
+    except ConnectionClosed as closed:
+        return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None

@@ -57,6 +57,7 @@ class AuthApi:
             Route("/api/v1/users/logout", self.logout, methods=["POST"]),
             Route("/api/v1/users/password", self.change_password, methods=["POST"]),
             Route("/api/v1/users/profile", self.profile, methods=["GET", "PATCH"]),
+            Route("/api/v1/users/profile", self.delete_account, methods=["DELETE"]),
             Route("/api/v1/users/{username}", self.user, methods=["GET"]),
             Route("/api/v1/users/{username}/follow", self.follow, methods=["POST", "DELETE"]),
             Route("/api/v1/users/{username}/followers", self.followers, methods=["GET"]),
@@ -136,6 +137,8 @@ class AuthApi:
         """The refresh token of a refresh or a revocation: the cookie's in
         cookie mode (from this site's pages only), else the JSON body's."""
         if not _cookie_mode(request):
+            if "content-type" not in request.headers and not await request.body():
+                return ""  # none presented: refused as any unknown token is
             return (await read_model(request, views.RefreshToken)).refresh_token
         # Fetch metadata, where the browser sends it, must agree.
         if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
@@ -155,6 +158,15 @@ class AuthApi:
         )
         body = await read_model(request, views.PasswordChange)
         await self.service.change_password(claims.user_id, body.current_password, body.new_password)
+        return Response(status_code=204, headers=limited.headers())
+
+    async def delete_account(self, request: Request) -> Response:
+        claims = await authenticate(request, self.verifier)
+        limited = await self._limit(
+            Limit("password_account", claims.subject, self.settings.login_per_account)
+        )
+        body = await read_model(request, views.AccountDeletion)
+        await self.service.delete_account(claims.user_id, body.password)
         return Response(status_code=204, headers=limited.headers())
 
     async def profile(self, request: Request) -> Response:

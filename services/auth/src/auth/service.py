@@ -10,12 +10,17 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psycopg
 from email_validator import EmailNotValidError, validate_email
 from psycopg_pool import AsyncConnectionPool
-from social.auth.v1.events_pb2 import SessionsRevoked, UserFollowed, UserUnfollowed
+from social.auth.v1.events_pb2 import (
+    SessionsRevoked,
+    UserDeleted,
+    UserFollowed,
+    UserUnfollowed,
+)
 from social_common.errors import Problem
 from social_common.events import emit
 from social_common.ids import parse_uuid, uuid7
@@ -104,6 +109,7 @@ class Tokens:
 
 INVALID_LOGIN = Problem(401, "invalid_credentials", "The login or the password is wrong.")
 INVALID_REFRESH = Problem(401, "invalid_refresh_token", "The refresh token is not valid.")
+WRONG_PASSWORD = Problem(403, "wrong_password", "The current password is wrong.")
 
 
 def _taken(field: str) -> Problem:
@@ -147,14 +153,15 @@ class AuthService:
         claims = (f"username:{username}", f"email:{email.lower()}")
         while in_flight := [self._registering[c] for c in claims if c in self._registering]:
             await asyncio.wait(in_flight)
-        async with self.pool.connection() as conn:
-            taken = await store.taken(conn, username, email)
-        if taken is not None:
-            raise _taken(taken)
+        # Claimed with no await since the loop saw them free: nobody else holds them.
         done = asyncio.get_running_loop().create_future()
         for claim in claims:
             self._registering[claim] = done
         try:
+            async with self.pool.connection() as conn:
+                taken = await store.taken(conn, username, email)
+            if taken is not None:
+                raise _taken(taken)
             password_hash = await self.passwords.hash(password)
             async with self.pool.connection() as conn:
                 return await store.insert_user(conn, uuid7(), username, email, password_hash)
@@ -232,16 +239,38 @@ class AuthService:
             conn, producer="auth", event_type="sessions.revoked", key=str(user_id), payload=event
         )
 
-    async def change_password(self, user_id: uuid.UUID, current: str, new: str) -> None:
-        if len(current) > 128:
-            raise Problem(403, "wrong_password", "The current password is wrong.")
+    async def _check_password(self, user_id: uuid.UUID, password: str) -> None:
+        """A 403 unless ``password`` is the user's (re-entered to confirm a change)."""
+        if len(password) > 128:
+            raise WRONG_PASSWORD
         async with self.pool.connection() as conn:
             stored = await store.password_hash(conn, user_id)
         if stored is None:
             raise Problem(404, "not_found", "No such user.")
-        ok, _ = await self.passwords.verify(stored, current)
+        ok, _ = await self.passwords.verify(stored, password)
         if not ok:
-            raise Problem(403, "wrong_password", "The current password is wrong.")
+            raise WRONG_PASSWORD
+
+    async def delete_account(self, user_id: uuid.UUID, password: str) -> None:
+        """Deletes the account, its sessions (their tokens and sockets end at
+        once) and follows; ``user.deleted`` has every other service delete
+        what it holds of the user."""
+        await self._check_password(user_id, password)
+        retire_for = timedelta(days=self.settings.retired_username_days)
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._revoke(conn, user_id, "account deleted")
+            if not await store.delete_user(conn, user_id, retire_for):
+                return  # deleted meanwhile, by another request
+            await emit(
+                conn,
+                producer="auth",
+                event_type="user.deleted",
+                key=str(user_id),
+                payload=UserDeleted(user_id=str(user_id)),
+            )
+
+    async def change_password(self, user_id: uuid.UUID, current: str, new: str) -> None:
+        await self._check_password(user_id, current)
         check_password(new, field="new_password")
         new_hash = await self.passwords.hash(new)
         async with self.pool.connection() as conn, conn.transaction():
@@ -354,6 +383,10 @@ class AuthService:
             purged = await self.purge_expired_sessions()
             if purged:
                 log.info("refresh_tokens_purged", count=purged)
+            async with self.pool.connection() as conn:
+                released = await store.purge_retired_usernames(conn)
+            if released:
+                log.info("retired_usernames_released", count=released)
 
         await every(interval, purge, what="refresh_token_purge", failures=(psycopg.Error,))
 

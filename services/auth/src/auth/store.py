@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -68,18 +68,52 @@ async def insert_user(
 
 
 async def taken(conn: Conn, username: str, email: str) -> str | None:
-    """Which of ``username`` and ``email`` an account already has ("username"
-    first), or None."""
+    """Which of ``username`` and ``email`` an account already has, or a
+    deleted one retired ("username" first), or None."""
     cursor = await conn.execute(
         "SELECT lower(username) = lower(%s) FROM users"
         " WHERE lower(username) = lower(%s) OR lower(email) = lower(%s)"
+        " UNION ALL SELECT true FROM retired_usernames"
+        " WHERE username = lower(%s) AND retired_until > now()"
         " ORDER BY 1 DESC LIMIT 1",
-        (username, username, email),
+        (username, username, email, username),
     )
     row = await cursor.fetchone()
     if row is None:
         return None
     return "username" if row[0] else "email"
+
+
+async def delete_user(conn: Conn, user_id: uuid.UUID, retire_for: timedelta) -> bool:
+    """Deletes the account (its sessions and follows go with it, the counts
+    of whom it followed and who followed it are corrected) and retires its
+    username for ``retire_for``; whether there was one."""
+    cursor = await conn.execute("SELECT username FROM users WHERE id = %s FOR UPDATE", (user_id,))
+    row = await cursor.fetchone()
+    if row is None:
+        return False
+    await conn.execute(
+        "UPDATE users SET follower_count = follower_count - 1, updated_at = now()"
+        " WHERE id IN (SELECT followee_id FROM follows WHERE follower_id = %s)",
+        (user_id,),
+    )
+    await conn.execute(
+        "UPDATE users SET following_count = following_count - 1, updated_at = now()"
+        " WHERE id IN (SELECT follower_id FROM follows WHERE followee_id = %s)",
+        (user_id,),
+    )
+    await conn.execute(
+        "INSERT INTO retired_usernames (username, retired_until) VALUES (lower(%s), now() + %s)"
+        " ON CONFLICT (username) DO UPDATE SET retired_until = excluded.retired_until",
+        (row[0], retire_for),
+    )
+    await conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    return True
+
+
+async def purge_retired_usernames(conn: Conn) -> int:
+    cursor = await conn.execute("DELETE FROM retired_usernames WHERE retired_until <= now()")
+    return cursor.rowcount
 
 
 async def credentials(conn: Conn, *, username: str | None, email: str | None) -> Credentials | None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, UnsetType
-from social_common.models import Body, Moment, View
+from social_common.models import Body, Moment, View, text_pattern
 
 from auth import store
 from auth.passwords import MAX_LENGTH as MAX_PASSWORD
@@ -36,12 +36,23 @@ class Registration(Body):
             extra_json_schema={"pattern": "^[A-Za-z0-9_]{3,30}$"},
         ),
     ]
-    email: Annotated[str, Meta(extra_json_schema={"format": "email", "maxLength": MAX_EMAIL})]
+    email: Annotated[
+        str,
+        Meta(
+            description="A deliverable address: special-use domains (RFC 6761: .test,"
+            " .invalid, .localhost…) are refused.",
+            extra_json_schema={"format": "email", "maxLength": MAX_EMAIL},
+        ),
+    ]
     password: Password
 
 
 class Login(Body):
     """Exactly one of email and username."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["email"]}, {"required": ["username"]}]
+    }
 
     password: str
     email: str | UnsetType = UNSET
@@ -57,11 +68,26 @@ class PasswordChange(Body):
     new_password: Password
 
 
+class AccountDeletion(Body):
+    """The account's password, re-entered to confirm."""
+
+    password: str
+
+
 class ProfileChange(Body):
-    display_name: Annotated[str, Meta(extra_json_schema={"maxLength": MAX_DISPLAY_NAME})] | (
-        UnsetType
+    """Free text: trimmed, no control characters but line feeds."""
+
+    display_name: (
+        Annotated[
+            str,
+            Meta(extra_json_schema={"maxLength": MAX_DISPLAY_NAME, "pattern": text_pattern()}),
+        ]
+        | UnsetType
     ) = UNSET
-    bio: Annotated[str, Meta(extra_json_schema={"maxLength": MAX_BIO})] | UnsetType = UNSET
+    bio: (
+        Annotated[str, Meta(extra_json_schema={"maxLength": MAX_BIO, "pattern": text_pattern()})]
+        | UnsetType
+    ) = UNSET
 
 
 class _User(View):
@@ -137,6 +163,7 @@ SCHEMAS = (
     Login,
     RefreshToken,
     PasswordChange,
+    AccountDeletion,
     ProfileChange,
     PublicUser,
     OwnUser,

@@ -22,6 +22,8 @@ from media.settings import MediaSettings
 
 # Room for the multipart envelope and a description around a 10 MiB file.
 MAX_MULTIPART = imaging.MAX_BYTES + 64 * 1024
+# The form fields an upload may carry (gateway/openapi.in.yaml, ImageUpload).
+UPLOAD_FIELDS = {"file", "image", "description"}
 
 
 class MediaApi:
@@ -81,13 +83,23 @@ class MediaApi:
                 ).parse()
             except MultiPartException as exc:
                 raise Problem(400, "invalid_multipart", exc.message) from None
-            # The seed's field is "image"; "file" is the documented one.
-            upload = form.get("file") or form.get("image")
+            unknown = sorted(set(form.keys()) - UPLOAD_FIELDS)
+            if unknown:
+                # Refused, never ignored, like an unknown member of a JSON body.
+                raise Problem(
+                    422,
+                    "validation_failed",
+                    f"Unknown form field: {unknown[0]}.",
+                    errors=[{"field": name, "message": "unknown field"} for name in unknown],
+                )
+            # The seed's field is "image"; "file" is the documented one. One of them, once.
+            files = form.getlist("file") + form.getlist("image")
+            upload = files[0] if len(files) == 1 else None
             if not isinstance(upload, UploadFile):
                 raise Problem(
                     422,
                     "validation_failed",
-                    "Attach the image as the form field 'file'.",
+                    "Attach the image once, as the form field 'file'.",
                     errors=[{"field": "file", "message": "required"}],
                 )
             description = form.get("description", "")

@@ -1,7 +1,9 @@
-"""Events the media service consumes: a deleted post takes its media along."""
+"""Events the media service consumes: a deleted post takes its media along, a
+deleted account everything it uploaded."""
 
 from __future__ import annotations
 
+from social.auth.v1.events_pb2 import UserDeleted
 from social.events.v1.events_pb2 import Envelope
 from social.posts.v1.events_pb2 import PostDeleted
 from social_common.events import Handler, event_ids
@@ -17,7 +19,15 @@ class MediaEvents:
         self.service = service
 
     def handlers(self) -> dict[str, Handler]:
-        return {"post.deleted": self._on_post_deleted}
+        return {"post.deleted": self._on_post_deleted, "user.deleted": self._on_user_deleted}
+
+    async def _on_user_deleted(self, envelope: Envelope) -> None:
+        ids = event_ids(envelope, UserDeleted, "user_id")
+        if ids is None:
+            return
+        count = await self.service.delete_owner_media(ids[0])
+        if count:
+            log.info("account_media_deleted", user_id=str(ids[0]), count=count)
 
     async def _on_post_deleted(self, envelope: Envelope) -> None:
         ids = event_ids(envelope, PostDeleted, "post_id", "author_id")

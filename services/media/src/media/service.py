@@ -249,6 +249,14 @@ class MediaService:
         await self._delete_objects([key for media in deleted for key in media.keys])
         return len(deleted)
 
+    async def delete_owner_media(self, owner_id: uuid.UUID) -> int:
+        """Deletes everything a (deleted) account uploaded, attached or not;
+        returns how many media."""
+        async with self.pool.connection() as conn, conn.transaction():
+            media, uploads = await store.delete_owned(conn, owner_id)
+        await self._delete_objects([key for m in media for key in m.keys] + uploads)
+        return len(media)
+
     async def _delete_objects(self, keys: list[str]) -> None:
         """Deletes objects whose row is gone; what the store refuses now, the
         sweeper deletes later."""

@@ -102,6 +102,18 @@ async def delete_attached(conn: Conn, post_id: uuid.UUID, owner_id: uuid.UUID) -
     return await cursor.fetchall()
 
 
+async def delete_owned(conn: Conn, owner_id: uuid.UUID) -> tuple[list[Media], list[str]]:
+    """Deletes all of an owner's media and direct uploads: the media, and the
+    object keys of the uploads."""
+    cursor = conn.cursor(row_factory=class_row(Media))
+    await cursor.execute(f"DELETE FROM media WHERE owner_id = %s RETURNING {_COLUMNS}", (owner_id,))
+    media = await cursor.fetchall()
+    uploads = await conn.execute(
+        "DELETE FROM direct_uploads WHERE owner_id = %s RETURNING object_key", (owner_id,)
+    )
+    return media, [row[0] for row in await uploads.fetchall()]
+
+
 async def owned(conn: Conn, media_id: uuid.UUID, owner_id: uuid.UUID) -> Media | None:
     """The owner's stored media (never another user's, never half-stored)."""
     cursor = conn.cursor(row_factory=class_row(Media))

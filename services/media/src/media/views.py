@@ -7,14 +7,20 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, UnsetType
 from social_common.media import PostMedia, Variant
-from social_common.models import Body, Moment, Url, View
+from social_common.models import Body, Moment, Url, View, text_pattern
 
 from media import store
 from media.service import DIRECT_UPLOAD_TYPES, MAX_DESCRIPTION
 
 PREVIEW = "w640"
 
-Description = Annotated[str, Meta(extra_json_schema={"maxLength": MAX_DESCRIPTION})]
+Description = Annotated[
+    str,
+    Meta(
+        description="Alt text; no control characters but line feeds and tabs.",
+        extra_json_schema={"maxLength": MAX_DESCRIPTION, "pattern": text_pattern(keep="\n\t")},
+    ),
+]
 
 
 class DirectUploadRequest(Body):

@@ -43,7 +43,7 @@ def wire(resources: Resources[MessagesSettings]) -> Wiring:
                 messages_pb2.DESCRIPTOR.services_by_name["MessagesService"],
             )
         ],
-        events=MessagesEvents(resources.db).handlers(),
+        events=MessagesEvents(resources.db, service).handlers(),
         close=close,
     )
 

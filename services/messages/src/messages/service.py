@@ -17,7 +17,7 @@ from social_common.errors import Problem
 from social_common.events import emit
 from social_common.ids import uuid7
 from social_common.pagination import encode_id_cursor
-from social_common.peers import find_post
+from social_common.peers import PEER_TIMEOUT, find_post
 from social_common.validation import clean_text, field_error
 
 from messages import store
@@ -26,6 +26,8 @@ PRODUCER = "messages"
 
 
 MAX_MESSAGE = 2000
+# Posts asked for in one GetPosts (its limit).
+POSTS_PER_CALL = 1000
 
 
 def message_text(raw: str) -> str:
@@ -117,6 +119,41 @@ class MessagesService:
                     post_author_id=post.author_id,
                 ),
             )
+
+    async def delete_sent_by(self, sender_id: uuid.UUID) -> int:
+        """Deletes every message a (deleted) account sent, each with its
+        message.deleted for the post's count and live readers; returns how many."""
+        async with self.db.connection() as conn:
+            post_ids = await store.sender_post_ids(conn, sender_id)
+        # The posts' authors, for the events' notifications; messages on a
+        # post that is gone go with it (post.deleted), with no event.
+        authors: dict[uuid.UUID, str] = {}
+        for start in range(0, len(post_ids), POSTS_PER_CALL):
+            reply = await self.posts.GetPosts(
+                posts_pb2.GetPostsRequest(
+                    ids=[str(i) for i in post_ids[start : start + POSTS_PER_CALL]]
+                ),
+                timeout=PEER_TIMEOUT,
+            )
+            authors |= {uuid.UUID(post.id): post.author_id for post in reply.posts}
+        async with self.db.connection() as conn, conn.transaction():
+            deleted = await store.delete_sender_messages(conn, sender_id)
+            for message in deleted:
+                if message.post_id not in authors:
+                    continue
+                await emit(
+                    conn,
+                    producer=PRODUCER,
+                    event_type="message.deleted",
+                    key=str(message.post_id),
+                    payload=MessageDeleted(
+                        message_id=str(message.id),
+                        post_id=str(message.post_id),
+                        sender_id=str(sender_id),
+                        post_author_id=authors[message.post_id],
+                    ),
+                )
+        return len(deleted)
 
     async def authors_of(self, messages: Sequence[store.Message]) -> dict[str, Author]:
         """The public profiles of the messages' senders that still exist."""

@@ -74,6 +74,21 @@ async def delete_post_messages(conn: Conn, post_id: uuid.UUID) -> int:
     return cursor.rowcount
 
 
+async def sender_post_ids(conn: Conn, sender_id: uuid.UUID) -> list[uuid.UUID]:
+    cursor = await conn.execute(
+        "SELECT DISTINCT post_id FROM messages WHERE sender_id = %s", (sender_id,)
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def delete_sender_messages(conn: Conn, sender_id: uuid.UUID) -> list[Message]:
+    cursor = conn.cursor(row_factory=class_row(Message))
+    await cursor.execute(
+        f"DELETE FROM messages WHERE sender_id = %s RETURNING {_COLUMNS}", (sender_id,)
+    )
+    return await cursor.fetchall()
+
+
 async def counts(conn: Conn, post_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     cursor = await conn.execute(
         "SELECT post_id, count(*) FROM messages WHERE post_id = ANY(%s) GROUP BY post_id",

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from msgspec import Meta
 from social_common.authors import Author
-from social_common.models import Body, Moment, View
+from social_common.models import Body, Moment, View, text_pattern
 
 from messages import store
 from messages.service import MAX_MESSAGE
@@ -18,8 +18,13 @@ class NewMessage(Body):
     message: Annotated[
         str,
         Meta(
-            description=f"1 to {MAX_MESSAGE} characters once trimmed.",
-            extra_json_schema={"minLength": 1, "maxLength": MAX_MESSAGE},
+            description=f"1 to {MAX_MESSAGE} characters once trimmed; no control characters"
+            " but line feeds.",
+            extra_json_schema={
+                "minLength": 1,
+                "maxLength": MAX_MESSAGE,
+                "pattern": text_pattern(blank=False),
+            },
         ),
     ]
 

@@ -35,7 +35,7 @@ def wire(resources: Resources[PostsSettings]) -> Wiring:
     likes = LikedSets(redis)
     writes = PostWrites(db, cache, timelines, likes, media, authors)
     feeds = PostFeeds(db, cache, timelines, likes, auth, authors, settings)
-    events = PostEvents(db, cache, timelines, auth, settings)
+    events = PostEvents(db, cache, timelines, writes, auth, settings)
     api = PostsApi(
         writes,
         feeds,

@@ -1,20 +1,22 @@
 """The events the posts service consumes: its own posts fanned out to home
-timelines, follows and unfollows that make timelines stale, and the messages
-counted on each post."""
+timelines, follows and unfollows that make timelines stale, the messages
+counted on each post, and deleted accounts, whose posts and likes go."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import grpc
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
-from social.auth.v1.events_pb2 import UserFollowed, UserUnfollowed
+from social.auth.v1.events_pb2 import UserDeleted, UserFollowed, UserUnfollowed
 from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1.events_pb2 import PostCreated, PostDeleted
 from social_common.cache import LocalCache
+from social_common.errors import Problem
 from social_common.events import Handler, event_ids
 from social_common.logging import get_logger
 from social_common.peers import PEER_TIMEOUT, follow_pages
@@ -24,6 +26,7 @@ from posts import store, views
 from posts.cache import PostCache
 from posts.settings import PostsSettings
 from posts.timelines import Timelines
+from posts.writes import PostWrites
 
 log = get_logger(__name__)
 
@@ -40,12 +43,14 @@ class PostEvents:
         db: AsyncConnectionPool,
         cache: PostCache,
         timelines: Timelines,
+        writes: PostWrites,
         auth: grpc.aio.Channel,
         settings: PostsSettings,
     ) -> None:
         self.db = db
         self.cache = cache
         self.timelines = timelines
+        self.writes = writes
         self.auth = auth_pb2_grpc.AuthServiceStub(auth)
         self.settings = settings
         # Whether each recent author is fanned out on write (see _is_celebrity).
@@ -59,7 +64,28 @@ class PostEvents:
             "user.unfollowed": self._on_unfollowed,
             "message.created": self._on_message_created,
             "message.deleted": self._on_message_deleted,
+            "user.deleted": self._on_user_deleted,
         }
+
+    async def _on_user_deleted(self, envelope: Envelope) -> None:
+        """A deleted account's posts go as if deleted by their author (their
+        post.deleted takes their messages and media along), its likes as if
+        taken back, its home timeline with them. Run again, it finds less."""
+        ids = event_ids(envelope, UserDeleted, "user_id")
+        if ids is None:
+            return
+        [user_id] = ids
+        async with self.db.connection() as conn:
+            posts = await store.post_ids_by_author(conn, user_id)
+            liked = await store.liked_post_ids(conn, user_id)
+        for post_id in posts:
+            with contextlib.suppress(Problem):  # gone meanwhile
+                await self.writes.delete(post_id, user_id)
+        for post_id in liked:
+            with contextlib.suppress(Problem):
+                await self.writes.like(post_id, user_id, on=False)
+        await self.timelines.forget(str(user_id))
+        log.info("account_posts_deleted", user_id=str(user_id), posts=len(posts), likes=len(liked))
 
     # -- fan-out -------------------------------------------------------------
 

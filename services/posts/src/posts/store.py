@@ -177,3 +177,13 @@ async def purge_counted_messages(conn: Conn, older_than_seconds: int) -> int:
         (older_than_seconds,),
     )
     return cursor.rowcount
+
+
+async def post_ids_by_author(conn: Conn, author_id: uuid.UUID) -> list[uuid.UUID]:
+    cursor = await conn.execute("SELECT id FROM posts WHERE author_id = %s", (author_id,))
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def liked_post_ids(conn: Conn, user_id: uuid.UUID) -> list[uuid.UUID]:
+    cursor = await conn.execute("SELECT post_id FROM likes WHERE user_id = %s", (user_id,))
+    return [row[0] for row in await cursor.fetchall()]

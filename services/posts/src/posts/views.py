@@ -13,12 +13,18 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 from social_common.authors import Author
 from social_common.media import PostMedia
-from social_common.models import Body, Moment, Url, UuidText, View
+from social_common.models import Body, Moment, Url, UuidText, View, text_pattern
 
 from posts import store
 from posts.service import MAX_CAPTION, MAX_MEDIA
 
-Caption = Annotated[str, Meta(extra_json_schema={"maxLength": MAX_CAPTION})]
+Caption = Annotated[
+    str,
+    Meta(
+        description="No control characters but line feeds.",
+        extra_json_schema={"maxLength": MAX_CAPTION, "pattern": text_pattern()},
+    ),
+]
 
 
 class NewPost(Body):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from social_common.errors import Problem
 from social_common.peers import channel, token_verifier
 from social_common.runner import Resources, ServiceSpec, Wiring
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
 
 from realtime.api import RealtimeEndpoint
 from realtime.events import Router
@@ -34,10 +37,23 @@ def wire(resources: Resources[RealtimeSettings]) -> Wiring:
         await posts.close()
 
     return Wiring(
-        routes=[WebSocketRoute("/ws", endpoint.handle)],
+        routes=[
+            WebSocketRoute("/ws", endpoint.handle),
+            Route("/ws", upgrade_required, methods=["GET"]),
+        ],
         events=router.handlers(),
         background=[hub.run, presence.run],
         close=close,
+    )
+
+
+async def upgrade_required(_request: Request) -> Response:
+    """/ws asked for without the upgrade to a WebSocket (RFC 9110 §15.5.22)."""
+    raise Problem(
+        426,
+        "upgrade_required",
+        "Connect with a WebSocket upgrade.",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
     )
 
 

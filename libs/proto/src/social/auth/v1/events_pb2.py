@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsocial/auth/v1/events.proto\x12\x0esocial.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x0cUserFollowed\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ollowee_id\x18\x02 \x01(\t\":\n\x0eUserUnfollowed\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ollowee_id\x18\x02 \x01(\t\"w\n\x0fSessionsRevoked\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsocial/auth/v1/events.proto\x12\x0esocial.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x0cUserFollowed\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ollowee_id\x18\x02 \x01(\t\":\n\x0eUserUnfollowed\x12\x13\n\x0b\x66ollower_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ollowee_id\x18\x02 \x01(\t\"w\n\x0fSessionsRevoked\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1e\n\x0bUserDeleted\x12\x0f\n\x07user_id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,4 +38,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERUNFOLLOWED']._serialized_end=196
   _globals['_SESSIONSREVOKED']._serialized_start=198
   _globals['_SESSIONSREVOKED']._serialized_end=317
+  _globals['_USERDELETED']._serialized_start=319
+  _globals['_USERDELETED']._serialized_end=349
 # @@protoc_insertion_point(module_scope)

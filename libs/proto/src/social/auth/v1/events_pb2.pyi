@@ -107,3 +107,26 @@ class SessionsRevoked(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionsRevoked: _TypeAlias = SessionsRevoked  # noqa: Y015
+
+@_typing.final
+class UserDeleted(_message.Message):
+    """UserDeleted is the payload of "user.deleted": the account is gone, and each
+    service deletes what it holds of the user (posts, likes, messages, media).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserDeleted: _TypeAlias = UserDeleted  # noqa: Y015
