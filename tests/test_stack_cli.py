@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from social_common.fleet import roster
-
-
-def _stack(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "social_stack", "--run-dir", str(run_dir), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=180,
-    )
+from social_stack.testing import stack_cli
 
 
 def _listening(port: int) -> bool:
@@ -39,7 +28,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_up_status_down_leave_nothing_behind(run_dir: Path) -> None:
-    up = _stack(run_dir, "up", "--free-ports")
+    up = stack_cli(run_dir, "up", "--free-ports")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         assert "Every component is healthy" in up.stdout
@@ -53,15 +42,15 @@ def test_up_status_down_leave_nothing_behind(run_dir: Path) -> None:
         components = 3 + len(roster().names) + 1 + (1 if state["endpoints"]["web_url"] else 0)
         assert len(pids) == components
 
-        status = _stack(run_dir, "status")
+        status = stack_cli(run_dir, "status")
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("healthy") == components
 
-        again = _stack(run_dir, "up", "--free-ports")
+        again = stack_cli(run_dir, "up", "--free-ports")
         assert again.returncode != 0
         assert "already running" in again.stdout
     finally:
-        down = _stack(run_dir, "down")
+        down = stack_cli(run_dir, "down")
     assert down.returncode == 0
     for pid in pids:
         assert (
@@ -69,5 +58,5 @@ def test_up_status_down_leave_nothing_behind(run_dir: Path) -> None:
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         )
     assert [port for port in ports if _listening(port)] == []
-    assert _stack(run_dir, "status").returncode == 1
-    assert "Nothing was running" in _stack(run_dir, "down").stdout
+    assert stack_cli(run_dir, "status").returncode == 1
+    assert "Nothing was running" in stack_cli(run_dir, "down").stdout

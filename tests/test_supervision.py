@@ -19,7 +19,7 @@ import pytest
 from social_stack.local import Endpoints, Stack
 from social_stack.processes import Component, Probe, is_alive, is_running, start
 from social_stack.supervisor import Backoff, Supervisor
-from social_stack.testing import answers, client, wait_until
+from social_stack.testing import answers, client, stack_cli, wait_until
 
 
 def _status(run_dir: Path | str) -> subprocess.CompletedProcess[str]:
@@ -132,18 +132,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _stack(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "social_stack", "--run-dir", str(run_dir), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=180,
-    )
-
-
 def test_make_up_leaves_a_supervisor_that_restarts_and_make_down_stops(run_dir: Path) -> None:
-    up = _stack(run_dir, "up", "--free-ports")
+    up = stack_cli(run_dir, "up", "--free-ports")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         state = json.loads((run_dir / "stack.json").read_text())
@@ -165,7 +155,7 @@ def test_make_up_leaves_a_supervisor_that_restarts_and_make_down_stops(run_dir: 
         assert again.pid != messages["pid"]
         assert is_running(again)
     finally:
-        down = _stack(run_dir, "down")
+        down = stack_cli(run_dir, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert not is_alive(supervisor["pid"], supervisor["start_time"])
     # The restarted process too: the supervisor stopped what it supervised.

@@ -9,11 +9,14 @@ from __future__ import annotations
 import itertools
 import secrets
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -226,3 +229,14 @@ def close_of(ws: ClientConnection, timeout: float = 15.0) -> tuple[int, str] | N
             ws.recv(timeout=timeout)
     except ConnectionClosed as closed:
         return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
+
+
+def stack_cli(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m social_stack --run-dir run_dir *args`` (as make runs it), finished."""
+    return subprocess.run(
+        [sys.executable, "-m", "social_stack", "--run-dir", str(run_dir), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
