@@ -195,6 +195,10 @@ def faulty(stack: Endpoints) -> Iterator[Faulty]:
                 "RATE_LIMIT_LIKES": unlimited,
             },
             "messages": {"POSTS_GRPC_ADDR": posts_grpc.address, "RATE_LIMIT_MESSAGES": unlimited},
+            "auth": {
+                "POSTS_GRPC_ADDR": posts_grpc.address,
+                "RATE_LIMIT_EXPORT_ACCOUNT": unlimited,
+            },
             "media": {
                 "S3_ENDPOINT_URL": objects.url(stack.s3_endpoint_url),
                 "RATE_LIMIT_UPLOADS": unlimited,
@@ -315,6 +319,31 @@ def test_a_peer_slower_than_the_deadline_costs_a_bounded_503(faulty: Faulty) -> 
         assert took < PEER_TIMEOUT + 2.5, took
     # Late answers still in flight arrive after the latency; then all is well.
     wait_until(lambda: send(0)[0].status_code == 201, timeout=20, what="messages accepted again")
+
+
+def test_an_export_while_a_part_of_it_is_away_is_a_503_not_a_partial_archive(
+    faulty: Faulty,
+) -> None:
+    gateway = faulty.endpoints.gateway_url
+    account = create_account(gateway)
+    post = create_post(gateway, account)
+    faulty.posts_grpc.refusing = True
+    faulty.posts_grpc.reset()
+    try:
+        with client(gateway) as http:
+            refused = http.get("/api/v1/users/profile/export", headers=account.auth)
+    finally:
+        faulty.posts_grpc.refusing = False
+    assert _is_problem(refused), refused.text
+
+    def whole() -> bool:
+        with client(gateway) as http:
+            response = http.get("/api/v1/users/profile/export", headers=account.auth)
+        return response.status_code == 200 and [p["id"] for p in response.json()["posts"]] == [
+            post["id"]
+        ]
+
+    wait_until(whole, timeout=30, what="the export whole again")
 
 
 def _post_reads_right(gateway: str, post: dict[str, Any], account: Account) -> Callable[[], bool]:

@@ -87,7 +87,7 @@ services:
   one:
     ports: {http: 8101, grpc: 9111}
     database: true
-    publishes: [thing.made]
+    publishes: [thing.made, user.deleted]
     replicas: {min: 1, max: 2}
   two:
     ports: {http: 8102, grpc: 9112}
@@ -111,6 +111,8 @@ services:
         (("  two:", "  Two:"), "lower-case"),
         (("    database: false\n", "    database: false\n    object: true\n"), "unknown keys"),
         (("    database: false\n", ""), "missing"),
+        # An account's deleter exports it too, from every service keeping some.
+        (("consumes: [thing.made]", "consumes: [user.deleted]"), "must be peers"),
     ],
 )
 def test_a_roster_that_contradicts_itself_is_refused(change: tuple[str, str], message: str) -> None:

@@ -20,6 +20,8 @@ RouteKind = Literal["regex", "path", "prefix", "websocket"]
 # regex can carve a path out of another service's prefix.
 ROUTE_ORDER: tuple[RouteKind, ...] = ("regex", "websocket", "path", "prefix")
 DEFAULT_TIMEOUT_SECONDS = 15
+# The event on which a service erases an account's data (see Fleet.user_data_keepers).
+USER_DELETED = "user.deleted"
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,30}$")
 
 
@@ -86,6 +88,12 @@ class Fleet:
     def database_services(self) -> tuple[str, ...]:
         return tuple(name for name, service in self.services.items() if service.database)
 
+    @property
+    def user_data_keepers(self) -> tuple[str, ...]:
+        """The services that keep data of a user: they erase it on
+        ``user.deleted`` and serve it for export (social_common.userdata)."""
+        return tuple(name for name, s in self.services.items() if USER_DELETED in s.consumes)
+
     def routes(self) -> list[tuple[str, Route]]:
         """Every public route with its service, in the order the gateway tries them."""
         routes = [(s.name, r) for s in self.services.values() for r in s.routes]
@@ -148,6 +156,12 @@ def parse(text: str) -> Fleet:
             raise RosterError(f"{service.name}: peers {strangers} are not other services")
         if unheard := set(service.consumes) - published:
             raise RosterError(f"{service.name}: consumes {sorted(unheard)}, which nobody publishes")
+        if USER_DELETED in service.publishes and (
+            unasked := set(fleet.user_data_keepers) - set(service.peers) - {service.name}
+        ):
+            raise RosterError(
+                f"{service.name}: exports the accounts it deletes: {sorted(unasked)} must be peers"
+            )
         if not 1 <= service.min_replicas <= service.max_replicas:
             raise RosterError(f"{service.name}: replicas need 1 <= min <= max")
         ports += [service.ports.http, service.ports.grpc]

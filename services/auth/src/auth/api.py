@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 import msgspec
 from msgspec import UNSET
@@ -13,10 +14,11 @@ from social_common.rest import client_ip, json_response, read_model
 from social_common.tokens import TokenVerifier, authenticate, authenticate_optional
 from social_common.validation import field_error
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from auth import views
+from auth.export import Exporter
 from auth.keys import KeyRing
 from auth.service import AuthService, Tokens
 from auth.settings import AuthSettings
@@ -37,12 +39,14 @@ class AuthApi:
         self,
         service: AuthService,
         keys: KeyRing,
+        exporter: Exporter,
         verifier: TokenVerifier,
         limiter: RateLimiter,
         settings: AuthSettings,
     ) -> None:
         self.service = service
         self.keys = keys
+        self.exporter = exporter
         self.verifier = verifier
         self.limiter = limiter
         self.settings = settings
@@ -58,6 +62,7 @@ class AuthApi:
             Route("/api/v1/users/password", self.change_password, methods=["POST"]),
             Route("/api/v1/users/profile", self.profile, methods=["GET", "PATCH"]),
             Route("/api/v1/users/profile", self.delete_account, methods=["DELETE"]),
+            Route("/api/v1/users/profile/export", self.export, methods=["GET"]),
             Route("/api/v1/users/{username}", self.user, methods=["GET"]),
             Route("/api/v1/users/{username}/follow", self.follow, methods=["POST", "DELETE"]),
             Route("/api/v1/users/{username}/followers", self.followers, methods=["GET"]),
@@ -168,6 +173,22 @@ class AuthApi:
         body = await read_model(request, views.AccountDeletion)
         await self.service.delete_account(claims.user_id, body.password)
         return Response(status_code=204, headers=limited.headers())
+
+    async def export(self, request: Request) -> Response:
+        claims = await authenticate(request, self.verifier)
+        limited = await self._limit(
+            Limit("export_account", claims.subject, self.settings.export_per_account)
+        )
+        username, archive = await self.exporter.archive(claims.user_id)
+        filename = f"{username}-{datetime.now(UTC):%Y%m%d}.json"
+        return StreamingResponse(
+            archive,
+            media_type="application/json",
+            headers={
+                **limited.headers(),
+                "content-disposition": f'attachment; filename="{filename}"',
+            },
+        )
 
     async def profile(self, request: Request) -> Response:
         claims = await authenticate(request, self.verifier)

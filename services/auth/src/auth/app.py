@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from social.auth.v1 import auth_pb2, auth_pb2_grpc
+from social_common.fleet import roster
+from social_common.peers import channel
 from social_common.ratelimit import RateLimiter
 from social_common.runner import Resources, Servicer, ServiceSpec, Wiring
 from social_common.tokens import TokenVerifier
 
 from auth.api import AuthApi
+from auth.export import Exporter, user_data
 from auth.keys import KeyRing, rotate_keys
 from auth.passwords import Passwords
 from auth.rpc import AuthRpc
@@ -38,10 +41,14 @@ def wire(resources: Resources[AuthSettings]) -> Wiring:
         unknown_kid_refresh_interval=1.0,
         revoked=resources.revoked,
     )
-    api = AuthApi(service, keys, verifier, RateLimiter(resources.redis), settings)
+    keepers = [channel(settings.peers[name]) for name in roster().user_data_keepers]
+    exporter = Exporter(service, user_data(resources.db), keepers)
+    api = AuthApi(service, keys, exporter, verifier, RateLimiter(resources.redis), settings)
 
     async def close() -> None:
         passwords.close()
+        for keeper in keepers:
+            await keeper.close()
 
     return Wiring(
         routes=api.routes(),

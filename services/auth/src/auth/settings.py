@@ -22,5 +22,7 @@ class AuthSettings(Settings):
     login_per_account: Rate = setting("RATE_LIMIT_LOGIN_ACCOUNT", Rate(5, 60))
     login_per_ip: Rate = setting("RATE_LIMIT_LOGIN_IP", Rate(20, 60))
     register_per_ip: Rate = setting("RATE_LIMIT_REGISTER_IP", Rate(5, 30 * 60))
+    # An export reads every row of the account in every service.
+    export_per_account: Rate = setting("RATE_LIMIT_EXPORT_ACCOUNT", Rate(5, 60 * 60))
     # How long a deleted account's username stays unavailable to others.
     retired_username_days: int = setting("RETIRED_USERNAME_DAYS", 30, minimum=0)

@@ -306,6 +306,23 @@ _PAGE_QUERIES = {
 }
 
 
+async def follows_after(
+    conn: Conn, direction: str, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[FollowEntry]:
+    """A user's followers or followings with ids past ``after``, in id order
+    (an export's pages: stable, unlike the newest-first listing)."""
+    own, other = _PAGE_QUERIES[direction]
+    cursor = conn.cursor(row_factory=class_row(FollowEntry))
+    await cursor.execute(
+        f"SELECT u.id, u.username, u.display_name, f.created_at AS followed_at"
+        f" FROM follows f JOIN users u ON u.id = f.{other}"
+        f" WHERE f.{own} = %s AND (%s::uuid IS NULL OR f.{other} > %s)"
+        f" ORDER BY f.{other} LIMIT %s",
+        (user_id, after, after, limit),
+    )
+    return await cursor.fetchall()
+
+
 async def follow_page(
     conn: Conn,
     direction: str,

@@ -208,6 +208,10 @@ def session(tokens: Tokens) -> Session:
 
 def follow_page(entries: list[store.FollowEntry], next_cursor: str | None) -> FollowPage:
     return FollowPage(
-        items=[FollowEntry(e.id, e.username, e.display_name, e.followed_at) for e in entries],
+        items=[follow_entry(e) for e in entries],
         next_cursor=next_cursor,
     )
+
+
+def follow_entry(entry: store.FollowEntry) -> FollowEntry:
+    return FollowEntry(entry.id, entry.username, entry.display_name, entry.followed_at)

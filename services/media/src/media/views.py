@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import UNSET, Meta, UnsetType
 from social_common.media import PostMedia, Variant
-from social_common.models import Body, Moment, Url, View, text_pattern
+from social_common.models import Body, Moment, Url, UuidText, View, text_pattern
 
 from media import store
 from media.service import DIRECT_UPLOAD_TYPES, MAX_DESCRIPTION
@@ -48,8 +49,14 @@ class DirectUpload(View):
     expires_at: Moment
 
 
+class ExportedMedia(Media):
+    """An upload of one's, in one's export."""
+
+    post_id: Annotated[UuidText | None, Meta(description="The post it is part of, if any.")]
+
+
 # The bodies the OpenAPI document describes (make openapi).
-SCHEMAS = (DirectUploadRequest, MediaDescription, Media, DirectUpload)
+SCHEMAS = (DirectUploadRequest, MediaDescription, Media, DirectUpload, ExportedMedia)
 
 
 def media(found: store.Media, public_base_url: str) -> Media:
@@ -80,4 +87,12 @@ def direct_upload(upload: store.DirectUpload, form: dict[str, Any], max_bytes: i
         fields=form["fields"],
         max_bytes=max_bytes,
         expires_at=upload.expires_at,
+    )
+
+
+def exported_media(found: store.Media, public_base_url: str) -> ExportedMedia:
+    shown = media(found, public_base_url)
+    return ExportedMedia(
+        **msgspec.structs.asdict(shown),
+        post_id=None if found.post_id is None else str(found.post_id),
     )

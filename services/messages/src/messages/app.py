@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from social.messages.v1 import messages_pb2, messages_pb2_grpc
+from social_common import userdata
 from social_common.authors import AuthorDirectory
 from social_common.idempotency import Idempotency
 from social_common.peers import channel, token_verifier
@@ -11,6 +12,7 @@ from social_common.runner import Resources, Servicer, ServiceSpec, Wiring
 
 from messages.api import MessagesApi
 from messages.events import MessagesEvents
+from messages.export import user_data
 from messages.rpc import MessagesRpc
 from messages.service import MessagesService
 from messages.settings import MessagesSettings
@@ -41,7 +43,8 @@ def wire(resources: Resources[MessagesSettings]) -> Wiring:
                 MessagesRpc(service),
                 messages_pb2_grpc.add_MessagesServiceServicer_to_server,
                 messages_pb2.DESCRIPTOR.services_by_name["MessagesService"],
-            )
+            ),
+            userdata.servicer(user_data(resources.db)),
         ],
         events=MessagesEvents(resources.db, service).handlers(),
         close=close,

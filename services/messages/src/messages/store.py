@@ -95,3 +95,16 @@ async def counts(conn: Conn, post_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, i
         (list(post_ids),),
     )
     return {row[0]: row[1] for row in await cursor.fetchall()}
+
+
+async def sent_after(
+    conn: Conn, sender_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[Message]:
+    """The messages the sender sent with ids past ``after``, oldest first."""
+    cursor = conn.cursor(row_factory=class_row(Message))
+    await cursor.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE sender_id = %s AND (%s::uuid IS NULL OR id > %s)"
+        " ORDER BY id LIMIT %s",
+        (sender_id, after, after, limit),
+    )
+    return await cursor.fetchall()

@@ -42,8 +42,17 @@ class MessagePage(View):
     next_cursor: str | None
 
 
+class ExportedMessage(View):
+    """A message one sent, in one's export."""
+
+    id: Annotated[uuid.UUID, Meta(description="A UUIDv7.")]
+    post_id: uuid.UUID
+    message: Annotated[str, Meta(extra_json_schema={"maxLength": MAX_MESSAGE})]
+    created_at: Moment
+
+
 # The bodies the OpenAPI document describes (make openapi).
-SCHEMAS = (NewMessage, Message, MessagePage)
+SCHEMAS = (NewMessage, Message, MessagePage, ExportedMessage)
 
 
 def message(found: store.Message, authors: Mapping[str, Author]) -> Message:

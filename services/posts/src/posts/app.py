@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
+from social_common import userdata
 from social_common.authors import AuthorDirectory
 from social_common.idempotency import Idempotency
 from social_common.peers import channel, token_verifier
@@ -12,6 +13,7 @@ from social_common.runner import Resources, Servicer, ServiceSpec, Wiring
 from posts.api import PostsApi
 from posts.cache import PostCache
 from posts.events import PostEvents
+from posts.export import user_data
 from posts.feeds import PostFeeds
 from posts.likes import LikedSets
 from posts.rpc import PostsRpc
@@ -57,7 +59,8 @@ def wire(resources: Resources[PostsSettings]) -> Wiring:
                 PostsRpc(feeds),
                 posts_pb2_grpc.add_PostsServiceServicer_to_server,
                 posts_pb2.DESCRIPTOR.services_by_name["PostsService"],
-            )
+            ),
+            userdata.servicer(user_data(db)),
         ],
         events=events.handlers(),
         background=[cache.listen_for_changes, events.purge_forever],

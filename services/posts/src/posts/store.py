@@ -187,3 +187,35 @@ async def post_ids_by_author(conn: Conn, author_id: uuid.UUID) -> list[uuid.UUID
 async def liked_post_ids(conn: Conn, user_id: uuid.UUID) -> list[uuid.UUID]:
     cursor = await conn.execute("SELECT post_id FROM likes WHERE user_id = %s", (user_id,))
     return [row[0] for row in await cursor.fetchall()]
+
+
+async def author_posts_after(
+    conn: Conn, author_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[PostRow]:
+    """The author's posts with ids past ``after``, oldest first."""
+    cursor = conn.cursor(row_factory=class_row(PostRow))
+    await cursor.execute(
+        f"SELECT {_COLUMNS} FROM posts WHERE author_id = %s AND (%s::uuid IS NULL OR id > %s)"
+        " ORDER BY id LIMIT %s",
+        (author_id, after, after, limit),
+    )
+    return await cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class LikeRow:
+    post_id: uuid.UUID
+    created_at: datetime
+
+
+async def likes_after(
+    conn: Conn, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[LikeRow]:
+    """The user's likes of posts with ids past ``after``, in post id order."""
+    cursor = conn.cursor(row_factory=class_row(LikeRow))
+    await cursor.execute(
+        "SELECT post_id, created_at FROM likes WHERE user_id = %s"
+        " AND (%s::uuid IS NULL OR post_id > %s) ORDER BY post_id LIMIT %s",
+        (user_id, after, after, limit),
+    )
+    return await cursor.fetchall()

@@ -64,8 +64,26 @@ class PostPage(View):
     next_cursor: str | None
 
 
+class ExportedPost(View):
+    """One's own post, in one's export."""
+
+    id: Annotated[UuidText, Meta(description="A UUIDv7.")]
+    caption: Caption
+    media: list[PostMedia]
+    like_count: int
+    message_count: int
+    created_at: Moment
+
+
+class ExportedLike(View):
+    """A like of one's, in one's export."""
+
+    post_id: UuidText
+    created_at: Moment
+
+
 # The bodies the OpenAPI document describes (make openapi).
-SCHEMAS = (NewPost, Post, PostPage)
+SCHEMAS = (NewPost, Post, PostPage, ExportedPost, ExportedLike)
 
 
 class PostDocument(msgspec.Struct, kw_only=True):
@@ -118,3 +136,15 @@ def render(
             )
         )
     return posts
+
+
+def exported_post(row: store.PostRow) -> ExportedPost:
+    document = post_document(row)
+    return ExportedPost(
+        id=document.id,
+        caption=document.caption,
+        media=document.media,
+        like_count=document.like_count,
+        message_count=document.message_count,
+        created_at=document.created_at,
+    )
