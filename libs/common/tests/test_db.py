@@ -8,7 +8,12 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from social_common.db import PREPARE_THRESHOLD, check_database, create_pool
+from social_common.db import (
+    DEAD_PEER_DETECTION,
+    PREPARE_THRESHOLD,
+    check_database,
+    create_pool,
+)
 from social_stack.local import Endpoints
 
 
@@ -51,6 +56,23 @@ def test_connections_are_named_and_in_the_services_own_schema(stack: Endpoints) 
             await pool.close()
 
     assert asyncio.run(main()) == ("posts-test", "posts", "posts", PREPARE_THRESHOLD)
+
+
+def test_connections_detect_a_server_that_vanished_without_a_reset(stack: Endpoints) -> None:
+    async def main() -> dict[str, str]:
+        pool = create_pool(stack.database_urls["posts"], min_size=1, max_size=1, name="posts-test")
+        await pool.open(wait=True, timeout=10)
+        try:
+            async with pool.connection() as conn:
+                return conn.info.get_parameters()
+        finally:
+            await pool.close()
+
+    parameters = asyncio.run(main())
+    # As libpq took them for the connection (it leaves out what it ignored).
+    assert {name: parameters.get(name) for name in DEAD_PEER_DETECTION} == {
+        name: str(value) for name, value in DEAD_PEER_DETECTION.items()
+    }
 
 
 def test_a_statement_run_repeatedly_on_a_connection_becomes_server_side_prepared(
