@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { header, jsonResponse, problem, stubFetch } from '../test-utils'
-import { ApiError, api, describeError, mergeById, parseRetryAfter, request, setAuthHooks } from './api'
+import { ApiError, api, describeError, exportData, filenameOf, mergeById, parseRetryAfter, request, setAuthHooks } from './api'
 
 afterEach(() => {
   vi.unstubAllGlobals()
@@ -106,6 +106,94 @@ describe('request', () => {
       '/api/v1/posts?cursor=abc%2F%3D',
       '/api/v1/posts/p1/messages?order=desc',
     ])
+  })
+})
+
+describe('filenameOf', () => {
+  it('reads the quoted file name', () => {
+    expect(filenameOf('attachment; filename="ada-20261206.json"')).toBe('ada-20261206.json')
+  })
+  it('is null when there is none', () => {
+    expect(filenameOf(null)).toBeNull()
+    expect(filenameOf('attachment')).toBeNull()
+    expect(filenameOf('attachment; filename=""')).toBeNull()
+  })
+})
+
+describe('exportData', () => {
+  const archive = '{"profile":{"username":"ada"},"posts":[]}'
+  const saved = (headers: Record<string, string> = {}) =>
+    new Response(archive, { status: 200, headers: { 'Content-Type': 'application/json', ...headers } })
+
+  it('fetches the archive with the token, as a blob named by Content-Disposition', async () => {
+    const fetch = stubFetch(() => saved({ 'Content-Disposition': 'attachment; filename="ada-20261206.json"' }))
+    setAuthHooks({ token: () => 't1', refresh: async () => null })
+    const { filename, blob } = await exportData()
+    expect(filename).toBe('ada-20261206.json')
+    expect(await blob.text()).toBe(archive)
+    const [url, init] = fetch.mock.calls[0]!
+    expect(url).toBe('/api/v1/users/profile/export')
+    expect(init?.method).toBe('GET')
+    expect(header(init, 'Authorization')).toBe('Bearer t1')
+    expect(init?.credentials).toBe('same-origin')
+  })
+
+  it('has no name when the server gives none', async () => {
+    stubFetch(() => saved())
+    await expect(exportData()).resolves.toMatchObject({ filename: null })
+  })
+
+  it('retries once with a renewed token on a 401', async () => {
+    const tokens: (string | undefined)[] = []
+    stubFetch((_url, init) => {
+      tokens.push(header(init, 'Authorization'))
+      return tokens.length === 1 ? problem(401, 'unauthorized', 'Expired.') : saved()
+    })
+    setAuthHooks({ token: () => 'old', refresh: async () => 'new' })
+    await exportData()
+    expect(tokens).toEqual(['Bearer old', 'Bearer new'])
+  })
+
+  it('turns a refusal into an ApiError, with when to retry', async () => {
+    stubFetch(() => problem(429, 'rate_limited', 'Too many exports', { 'Retry-After': '600' }))
+    const limited = await exportData().catch((e: unknown) => e)
+    expect(limited).toMatchObject({ status: 429, code: 'rate_limited', retryAfter: 600 })
+    expect(describeError(limited)).toBe('Too many exports. Try again in 600 s.')
+
+    stubFetch(() => problem(503, 'unavailable', 'The export is unavailable; try again later.'))
+    expect(describeError(await exportData().catch((e: unknown) => e))).toBe('The export is unavailable; try again later.')
+  })
+
+  it('reports a body cut off part-way as an interrupted download', async () => {
+    const cut = {
+      ok: true,
+      status: 200,
+      headers: new Headers({ 'Content-Type': 'application/json' }),
+      blob: () => Promise.reject(new TypeError('terminated')),
+    }
+    stubFetch(() => cut as unknown as Response)
+    const error = await exportData().catch((e: unknown) => e)
+    expect(error).toMatchObject({ code: 'interrupted' })
+    expect(describeError(error)).toBe('The download was interrupted. Please try again.')
+  })
+})
+
+describe('deleteAccount', () => {
+  it('sends the password with the token in a DELETE', async () => {
+    const fetch = stubFetch(() => jsonResponse(204))
+    setAuthHooks({ token: () => 't1', refresh: async () => null })
+    await expect(api.deleteAccount('correct horse battery')).resolves.toBeUndefined()
+    const [url, init] = fetch.mock.calls[0]!
+    expect(url).toBe('/api/v1/users/profile')
+    expect(init?.method).toBe('DELETE')
+    expect(header(init, 'Authorization')).toBe('Bearer t1')
+    expect(header(init, 'Content-Type')).toBe('application/json')
+    expect(JSON.parse(String(init?.body))).toEqual({ password: 'correct horse battery' })
+  })
+
+  it('refuses a wrong password with its problem', async () => {
+    stubFetch(() => problem(403, 'wrong_password', 'The current password is wrong.'))
+    await expect(api.deleteAccount('nope')).rejects.toMatchObject({ status: 403, code: 'wrong_password' })
   })
 })
 

@@ -116,9 +116,10 @@ async function withToken<R extends { status: number }>(
   return fresh ? send(fresh) : first
 }
 
-export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
+/** The response to a call (after one renewal of the token on a 401), whatever its status. */
+async function fetchWithToken(path: string, options: RequestOptions = {}): Promise<Response> {
   const url = withQuery(path, options.query)
-  const response = await withToken(options.auth !== false, async (token) => {
+  return withToken(options.auth !== false, async (token) => {
     const headers: Record<string, string> = { Accept: 'application/json', ...options.headers }
     if (options.body !== undefined) headers['Content-Type'] = 'application/json'
     if (token) headers.Authorization = `Bearer ${token}`
@@ -133,11 +134,39 @@ export async function request<T>(path: string, options: RequestOptions = {}): Pr
       throw unreachable()
     }
   })
+}
+
+function failure(response: Response, body: string): ApiError {
+  return problemOf(response.status, response.headers.get('Content-Type'), body, response.headers.get('Retry-After'))
+}
+
+export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
+  const response = await fetchWithToken(path, options)
   const text = await response.text()
-  if (!response.ok) {
-    throw problemOf(response.status, response.headers.get('Content-Type'), text, response.headers.get('Retry-After'))
-  }
+  if (!response.ok) throw failure(response, text)
   return (text ? JSON.parse(text) : undefined) as T
+}
+
+/** The file name of a Content-Disposition header, as the API writes it (quoted), if any. */
+export function filenameOf(disposition: string | null): string | null {
+  return /filename="([^"]+)"/i.exec(disposition ?? '')?.[1] ?? null
+}
+
+/**
+ * One's account as a JSON file to save: its body, and the name the server
+ * gives it (null when it gives none).
+ */
+export async function exportData(): Promise<{ filename: string | null; blob: Blob }> {
+  const response = await fetchWithToken('/api/v1/users/profile/export')
+  if (!response.ok) throw failure(response, await response.text())
+  let blob: Blob
+  try {
+    blob = await response.blob()
+  } catch {
+    // The server cuts the body off when it fails part-way.
+    throw new ApiError(0, { code: 'interrupted', detail: 'The download was interrupted. Please try again' })
+  }
+  return { filename: filenameOf(response.headers.get('Content-Disposition')), blob }
 }
 
 /** A multipart upload through XMLHttpRequest, for its progress events. */
@@ -184,6 +213,8 @@ export const api = {
 
   profile: () => request<OwnUser>('/api/v1/users/profile'),
   updateProfile: (body: ProfileChange) => request<OwnUser>('/api/v1/users/profile', { method: 'PATCH', body }),
+  /** Deletes the account for good, confirmed by its password; every session ends. */
+  deleteAccount: (password: string) => request<void>('/api/v1/users/profile', { method: 'DELETE', body: { password } }),
   user: (username: string) => request<PublicUser>(`/api/v1/users/${enc(username)}`),
   follow: (username: string, on: boolean) =>
     request<void>(`/api/v1/users/${enc(username)}/follow`, { method: on ? 'POST' : 'DELETE' }),
