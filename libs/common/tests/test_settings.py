@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from social_common.fleet import roster
 from social_common.ratelimit import Rate
 from social_common.settings import REQUIRED, Settings, SettingsError, setting
 
@@ -109,6 +110,11 @@ def test_defaults_are_the_declared_ones(monkeypatch: pytest.MonkeyPatch) -> None
         grpc_port=9111,
         database_url=Settings.from_env("auth").database_url,
         redis_url=Settings.from_env("auth").redis_url,
+        # Its peers on the local stack's ports (the roster's).
+        peers={
+            name: f"127.0.0.1:{roster().services[name].ports.grpc}"
+            for name in roster().services["auth"].peers
+        },
     )
 
 

@@ -164,23 +164,24 @@ async def sections_json(
         position = -1  # in declared, of the section open
         count = 0  # its items written so far
         while True:
+            chunk: list[bytes] = []  # a page's worth: one write, not one per item
             for item in page.items:
                 if position < 0 or item.section != declared[position]:
                     if item.section not in declared[position + 1 :]:
                         raise RuntimeError(f"an item of the section {item.section!r} out of order")
                     target = declared.index(item.section, position + 1)
                     if position >= 0:
-                        yield b"]"
-                    for name in declared[position + 1 : target]:
-                        yield opened(name) + b"]"
-                    yield opened(item.section)
+                        chunk.append(b"]")
+                    chunk.extend(opened(name) + b"]" for name in declared[position + 1 : target])
+                    chunk.append(opened(item.section))
                     position, count = target, 0
-                yield (b"," if count else b"") + item.json
+                chunk.append((b"," if count else b"") + item.json)
                 count += 1
             if not page.next_page_token:
                 break
+            yield b"".join(chunk)
             page = await source(page.next_page_token)
         if position >= 0:
-            yield b"]"
-        for name in declared[position + 1 :]:
-            yield opened(name) + b"]"
+            chunk.append(b"]")
+        chunk.extend(opened(name) + b"]" for name in declared[position + 1 :])
+        yield b"".join(chunk)
