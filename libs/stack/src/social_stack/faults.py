@@ -7,6 +7,11 @@ connections or reset the open ones. The kernel here has no netem; this is
 the part of a bad network a process can see: late bytes, no bytes, closed
 and reset connections.
 
+:class:`GrpcFaults` is an Envoy with its fault filter put in front of a gRPC
+peer: it speaks HTTP/2, so its faults are per call, not per connection. It
+fails a share of the calls with a gRPC status, or holds them a while before
+passing them on, as switched through Envoy's runtime while it runs.
+
 A service is pointed at a proxy through its settings (``service_env`` of a
 :class:`~social_stack.local.Stack` of the test's own, whose PostgreSQL,
 Redis and S3 are the session stack's: :func:`backing_of`).
@@ -16,15 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
+import subprocess
 import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from social_stack.local import Endpoints, free_ports
+from social_stack.paths import binary
 
 T = TypeVar("T")
 
@@ -198,6 +211,158 @@ def _abort(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+def _grpc_faults_config(port: int, admin_port: int, host: str, upstream_port: int) -> Any:
+    """Envoy's config: calls on ``port`` to the peer, through the fault filter,
+    whose faults are off until the runtime (an admin layer) gives them a
+    share: fault.http.abort.abort_percent, fault.http.delay.fixed_delay_percent."""
+
+    def address(host: str, port: int) -> dict[str, Any]:
+        return {"socket_address": {"address": host, "port_value": port}}
+
+    api = "type.googleapis.com/envoy.extensions"
+    off = {"numerator": 0, "denominator": "HUNDRED"}
+    faults = {
+        "@type": f"{api}.filters.http.fault.v3.HTTPFault",
+        "abort": {"grpc_status": 14, "percentage": off},
+        "delay": {"fixed_delay": "1s", "percentage": off},
+    }
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "peer", "timeout": "0s"}}]
+    manager = {
+        "@type": f"{api}.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "calls",
+        "codec_type": "HTTP2",
+        "http_filters": [
+            {"name": "envoy.filters.http.fault", "typed_config": faults},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": f"{api}.filters.http.router.v3.Router"},
+            },
+        ],
+        "route_config": {"virtual_hosts": [{"name": "peer", "domains": ["*"], "routes": routes}]},
+    }
+    listener = {
+        "name": "calls",
+        "address": address("127.0.0.1", port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+    peer = {"endpoint": {"address": address(host, upstream_port)}}
+    cluster = {
+        "name": "peer",
+        "type": "STATIC",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": f"{api}.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {"cluster_name": "peer", "endpoints": [{"lb_endpoints": [peer]}]},
+    }
+    return {
+        "admin": {"address": address("127.0.0.1", admin_port)},
+        "layered_runtime": {"layers": [{"name": "switches", "admin_layer": {}}]},
+        "static_resources": {"listeners": [listener], "clusters": [cluster]},
+    }
+
+
+class GrpcFaults:
+    """An Envoy in front of the gRPC peer at ``upstream`` (``host:port``),
+    passing every call on until told to fail or delay a share of them."""
+
+    def __init__(self, upstream: str, run_dir: Path) -> None:
+        host, upstream_port = upstream.rsplit(":", 1)
+        self.port, self._admin_port = free_ports(2)
+        self._config = run_dir / f"grpc-faults-{self.port}.json"
+        self._config.write_text(
+            json.dumps(_grpc_faults_config(self.port, self._admin_port, host, int(upstream_port)))
+        )
+        self._log = run_dir / f"grpc-faults-{self.port}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to give the caller instead of the peer's."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> GrpcFaults:
+        with self._log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [binary("envoy"), "-c", str(self._config), "--disable-hot-restart", "-l", "warn"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while not self._admin("GET", "/ready"):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the fault-injecting Envoy did not start: see {self._log}")
+            time.sleep(0.05)
+        return self
+
+    def fail(self, percent: int, grpc_status: int = 14) -> None:
+        """Answers ``percent`` of the calls with ``grpc_status`` (14:
+        UNAVAILABLE) without passing them on."""
+        self._switch(
+            {"fault.http.abort.abort_percent": percent, "fault.http.abort.grpc_status": grpc_status}
+        )
+
+    def delay(self, percent: int, seconds: float) -> None:
+        """Holds ``percent`` of the calls ``seconds`` before passing them on."""
+        self._switch(
+            {
+                "fault.http.delay.fixed_delay_percent": percent,
+                "fault.http.delay.fixed_duration_ms": round(seconds * 1000),
+            }
+        )
+
+    def clear(self) -> None:
+        self._switch(
+            {"fault.http.abort.abort_percent": 0, "fault.http.delay.fixed_delay_percent": 0}
+        )
+
+    def close(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> GrpcFaults:
+        return self.start()
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _switch(self, values: dict[str, int]) -> None:
+        if not self._admin("POST", "/runtime_modify?" + urllib.parse.urlencode(values)):
+            raise RuntimeError(f"the fault-injecting Envoy refused {values}")
+
+    def _admin(self, method: str, path: str) -> bool:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self._admin_port}{path}", method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback)
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+
 def backing_of(endpoints: Endpoints) -> dict[str, str]:
     """The settings that make a :class:`~social_stack.local.Stack` use the
     PostgreSQL, Redis and S3 of ``endpoints`` instead of starting its own."""
@@ -211,4 +376,4 @@ def backing_of(endpoints: Endpoints) -> dict[str, str]:
     }
 
 
-__all__ = ["FaultProxy", "backing_of"]
+__all__ = ["FaultProxy", "GrpcFaults", "backing_of"]
