@@ -14,6 +14,10 @@ and logged in from it, a Zipf follow graph and ~1,900 posts of tiny PNGs.
   create_post     (k6, k6_compose.js) POST /api/v1/posts with one fresh media.
   dsb_mix         (wrk, wrk_dsb_mix.lua) 60% home timeline, 30% user
                   timeline, 10% compose, as DeathStarBench's social network.
+  new_connections (wrk) the seed's "1,000,000 connections per minute" taken
+  [_feed]         literally: every request on a TCP connection of its own
+                  (Connection: close), to Envoy alone and to the anonymous
+                  feed; requests/s is then connections/s.
 The posting ones keep under the posts limit as plans.py says. global_feed
 and dsb_mix have goals (Scenario.goal); the verdict is printed and recorded
 in the row.
@@ -119,6 +123,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         needs=frozenset({"social", "compose"}),
         generators=("k6",),
         posts=True,
+    ),
+    # A new TCP connection for every request (wrk reconnects when the gateway
+    # closes): what accepting, parsing and closing costs the gateway, alone
+    # and in front of the feed. The seed's 1,000,000 connections a minute is
+    # 16,667 a second.
+    *(
+        Scenario(
+            name=name,
+            path=path,
+            headers={"Connection": "close"},
+            needs=needs,
+            generators=("wrk",),
+            goal=Goal(requests_per_s=16_667, p95_ms=50),
+            posts=posts,
+        )
+        for name, path, needs, posts in (
+            ("new_connections", CEILING.path, frozenset[str](), False),
+            ("new_connections_feed", "/api/v1/posts", frozenset({"feed"}), True),
+        )
     ),
     # DeathStarBench's social-network mix (wrk_dsb_mix.lua); the check reads
     # the home timeline.
