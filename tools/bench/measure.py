@@ -299,6 +299,7 @@ def measure_all(
             print(f"bench: {label}: measuring {settings.duration_s}s", file=sys.stderr)
             plan = prepared.plan(scenario, warmup=False)
             before = observe.scrape(watched.metrics_url) if watched is not None else {}
+            cpu_before = {**observe.cpu_seconds(), generator: observe.generator_cpu_seconds()}
             profile = None
             if watched is not None and settings.profile and scenario.profile:
                 output = RESULTS_DIR / f"profile-{stamp}-{scenario.name}-{generator}.txt"
@@ -307,6 +308,7 @@ def measure_all(
                 result = run(settings, scenario, settings.duration_s, plan)
             finally:
                 profiled = profile.finish() if profile is not None else None
+            cpu_after = {**observe.cpu_seconds(), generator: observe.generator_cpu_seconds()}
             after = observe.scrape(watched.metrics_url) if watched is not None else {}
             connections = connections_for(settings, scenario)
             if original is CEILING:
@@ -327,6 +329,12 @@ def measure_all(
                 "requests": result.requests,
                 "duration_s": round(result.duration_s, 3),
                 "ratio_to_ceiling": round(ratio, 4),
+                # What each component of the stack (PostgreSQL and Redis
+                # included) and the load generator spent per request: the
+                # capacity model's input.
+                "cpu": observe.cpu_per_request(
+                    cpu_before, cpu_after, result.requests, result.duration_s
+                ),
             }
             if plan is not None and result.rate_limited is not None:
                 row["rate_limited"] = result.rate_limited

@@ -1,9 +1,10 @@
 """What measure.py looks at inside the posts service while it loads it:
 its cache counters (Prometheus ``cache_requests_total{cache,layer,outcome}``
 on its /metrics), whether it has finished the work events left it (fan-out,
-timelines), and where its time goes (py-spy, with BENCH_PROFILE=1); and
-what the realtime scenarios read of a process: its resident memory and
-open-files limit (/proc).
+timelines), and where its time goes (py-spy, with BENCH_PROFILE=1); what
+the realtime scenarios read of a process: its resident memory and
+open-files limit (/proc); and the CPU time every component of the stack
+spends, process tree and all (/proc), around each measured run.
 
 Processes and metrics addresses come from the state file of the stack
 `make up` started (.run/stack.json, see social_stack.local).
@@ -11,6 +12,8 @@ Processes and metrics addresses come from the state file of the stack
 
 from __future__ import annotations
 
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -109,6 +112,91 @@ def open_files_limit(pid: int) -> int:
             soft = line.split()[3]
             return 1 << 62 if soft == "unlimited" else int(soft)
     raise ValueError(f"no open files limit in /proc/{pid}/limits")
+
+
+# /proc/<pid>/stat counts CPU time in clock ticks.
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """Every process's parent and CPU seconds: its own user and system time
+    and that of the children it has reaped (an exited PostgreSQL backend's
+    time is then its postmaster's)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # The command name, in parentheses, may hold spaces: fields follow the last ")".
+        fields = text[text.rindex(")") + 2 :].split()
+        utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+        found[int(entry.name)] = (int(fields[1]), (utime + stime + cutime + cstime) / _TICKS_PER_S)
+    return found
+
+
+def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
+    """CPU seconds used so far by each running component of the stack `make
+    up` started, with all its descendants (PostgreSQL's backends, media's
+    workers); empty when there is no such stack."""
+    try:
+        loaded = load_state(run_dir)
+    except StackError:
+        return {}
+    if loaded is None:
+        return {}
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    used = {}
+    for component in loaded[1]:
+        if component.pid not in stats:
+            continue
+        total, pending = 0.0, [component.pid]
+        while pending:
+            pid = pending.pop()
+            total += stats[pid][1]
+            pending.extend(children.get(pid, ()))
+        used[component.name] = total
+    return used
+
+
+def generator_cpu_seconds() -> float:
+    """CPU seconds used so far by this process's finished children: the load
+    generators (wrk, k6) once each run has ended."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def cpu_per_request(
+    before: dict[str, float], after: dict[str, float], requests: int, duration_s: float
+) -> dict[str, dict[str, float]]:
+    """What each component spent on a run: CPU milliseconds per request and
+    cores busy on average, for those that spent any."""
+    spent = {
+        name: after[name] - before[name]
+        for name in after
+        if name in before and after[name] > before[name]
+    }
+    return {
+        name: {
+            "ms_per_request": round(seconds * 1000 / requests, 4) if requests else 0.0,
+            "cores": round(seconds / duration_s, 3) if duration_s else 0.0,
+        }
+        for name, seconds in sorted(spent.items(), key=lambda item: -item[1])
+    }
+
+
+def format_cpu(cpu: dict[str, dict[str, float]]) -> str:
+    """Those that kept at least a hundredth of a core busy (the results file has all)."""
+    return ", ".join(
+        f"{name} {row['ms_per_request']:.3f} ms ({row['cores']:.2f} cores)"
+        for name, row in cpu.items()
+        if row["cores"] >= 0.01
+    )
 
 
 def scrape(metrics_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -36,7 +36,8 @@ def machine_info(used: tuple[str, ...]) -> dict[str, Any]:
 
 
 def format_notes(rows: list[dict[str, Any]]) -> str:
-    """What the table does not show: goals, cache hit ratios, profiles."""
+    """What the table does not show: goals, cache hit ratios, CPU per
+    request by component, profiles."""
     lines: list[str] = []
     for row in rows:
         label = f"{row['scenario']} ({row['generator']})"
@@ -48,6 +49,8 @@ def format_notes(rows: list[dict[str, Any]]) -> str:
             lines.append(f"goal {label}: {goal}: {verdict}")
         if "cache" in row:
             lines.append(f"cache {label}: {observe.format_ratios(row['cache'])}")
+        if row.get("cpu"):
+            lines.append(f"cpu {label}: {observe.format_cpu(row['cpu'])}")
         if "requests_by_kind" in row:
             kinds = ", ".join(f"{k} {v}" for k, v in row["requests_by_kind"].items())
             lines.append(f"mix {label}: {kinds}")
