@@ -299,6 +299,7 @@ def measure_all(
             print(f"bench: {label}: measuring {settings.duration_s}s", file=sys.stderr)
             plan = prepared.plan(scenario, warmup=False)
             before = observe.scrape(watched.metrics_url) if watched is not None else {}
+            stores_before = observe.store_counters()
             cpu_before = {**observe.cpu_seconds(), generator: observe.generator_cpu_seconds()}
             profile = None
             if watched is not None and settings.profile and scenario.profile:
@@ -309,6 +310,7 @@ def measure_all(
             finally:
                 profiled = profile.finish() if profile is not None else None
             cpu_after = {**observe.cpu_seconds(), generator: observe.generator_cpu_seconds()}
+            stores_after = observe.store_counters()
             after = observe.scrape(watched.metrics_url) if watched is not None else {}
             connections = connections_for(settings, scenario)
             if original is CEILING:
@@ -334,6 +336,9 @@ def measure_all(
                 # capacity model's input.
                 "cpu": observe.cpu_per_request(
                     cpu_before, cpu_after, result.requests, result.duration_s
+                ),
+                "stores": observe.store_work(
+                    stores_before, stores_after, result.requests, result.duration_s
                 ),
             }
             if plan is not None and result.rate_limited is not None:

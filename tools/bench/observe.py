@@ -3,8 +3,9 @@ its cache counters (Prometheus ``cache_requests_total{cache,layer,outcome}``
 on its /metrics), whether it has finished the work events left it (fan-out,
 timelines), and where its time goes (py-spy, with BENCH_PROFILE=1); what
 the realtime scenarios read of a process: its resident memory and
-open-files limit (/proc); and the CPU time every component of the stack
-spends, process tree and all (/proc), around each measured run.
+open-files limit (/proc); and around each measured run, the CPU time every
+component of the stack spends, process tree and all (/proc), and the work
+Redis and PostgreSQL do (commands, transactions, rows).
 
 Processes and metrics addresses come from the state file of the stack
 `make up` started (.run/stack.json, see social_stack.local).
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 from social_stack.local import Endpoints, load_state
 from social_stack.paths import DEFAULT_RUN_DIR, binary
@@ -162,6 +165,57 @@ def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
             pending.extend(children.get(pid, ()))
         used[component.name] = total
     return used
+
+
+def store_counters(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, int]:
+    """Work Redis and PostgreSQL have done so far for the stack `make up`
+    started: Redis commands processed, PostgreSQL transactions and rows read
+    and written in the stack's database (cumulative statistics, which
+    PostgreSQL's backends flush within a second or so of their work, so a
+    run's last moments may count in the next). Empty when there is no stack."""
+    try:
+        loaded = load_state(run_dir)
+    except StackError:
+        return {}
+    if loaded is None:
+        return {}
+    endpoints = loaded[0]
+    with redis.Redis.from_url(endpoints.redis_url) as client:
+        commands = int(client.info("stats")["total_commands_processed"])
+    with psycopg.connect(endpoints.database_admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback, tup_returned + tup_fetched,"
+            " tup_inserted + tup_updated + tup_deleted"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return {
+        "redis_commands": commands,
+        "postgres_transactions": int(row[0]),
+        "postgres_rows_read": int(row[1]),
+        "postgres_rows_written": int(row[2]),
+    }
+
+
+def store_work(
+    before: dict[str, int], after: dict[str, int], requests: int, duration_s: float
+) -> dict[str, dict[str, float]]:
+    """Each store counter over a run: per request, and per second."""
+    return {
+        name: {
+            "per_request": round((after[name] - before[name]) / requests, 3) if requests else 0.0,
+            "per_s": round((after[name] - before[name]) / duration_s, 1) if duration_s else 0.0,
+        }
+        for name in after
+        if name in before
+    }
+
+
+def format_store_work(work: dict[str, dict[str, float]]) -> str:
+    return ", ".join(
+        f"{name.replace('_', ' ')} {row['per_request']:g}/request ({row['per_s']:,.0f}/s)"
+        for name, row in work.items()
+    )
 
 
 def generator_cpu_seconds() -> float:

@@ -51,6 +51,8 @@ def format_notes(rows: list[dict[str, Any]]) -> str:
             lines.append(f"cache {label}: {observe.format_ratios(row['cache'])}")
         if row.get("cpu"):
             lines.append(f"cpu {label}: {observe.format_cpu(row['cpu'])}")
+        if row.get("stores"):
+            lines.append(f"stores {label}: {observe.format_store_work(row['stores'])}")
         if "requests_by_kind" in row:
             kinds = ", ".join(f"{k} {v}" for k, v in row["requests_by_kind"].items())
             lines.append(f"mix {label}: {kinds}")
