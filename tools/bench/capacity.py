@@ -1,0 +1,297 @@
+"""The capacity model (``make capacity``): from a `make bench` results file,
+what the seed's 1,000,000 requests a minute (16,667/s) and ten times that
+take in production, written to docs/capacity.md; the figures it used are
+kept beside it (docs/capacity.json), so the document can be checked against
+them (tests/test_capacity.py) and rendered again when the chart changes.
+
+For two mixes (DeathStarBench's, measured as one scenario, and a read-heavy
+one composed of measured scenarios, READ_HEAVY), each component's CPU per
+request (the results' ``cpu``, read from /proc around each run) times the
+target rate gives the cores it needs. A service or the gateway needs those
+cores in pods of the chart's CPU request at the HPA's target utilization
+(values-production.yaml), against the roster's (or the gateway's) maximum
+pods. PostgreSQL and Redis get their cores and operations a second (the
+results' ``stores``); a Redis primary is one thread, so its cores over
+REDIS_PRIMARY_CORES is the shards needed; PostgreSQL's connections are the
+database services' pods times their pool.
+
+The figures are what this 2-core machine spent at saturation, every
+component sharing the cores with the others and with the load generator: an
+upper bound per request, on a CPU that may differ from production's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from social_common.fleet import roster
+from social_stack.paths import REPO_ROOT
+
+from .model import GENERATOR_NAMES, RESULTS_DIR
+
+CHART = REPO_ROOT / "deploy" / "helm" / "social"
+DOCUMENT = REPO_ROOT / "docs" / "capacity.md"
+FIGURES = REPO_ROOT / "docs" / "capacity.json"
+TARGETS = (16_667, 166_667)
+# A read-heavy day: half anonymous feed reads (cached whole pages), the rest
+# signed-in timelines, one request in twenty a post.
+READ_HEAVY = {"global_feed": 0.5, "home_timeline": 0.3, "user_timeline": 0.15, "create_post": 0.05}
+DSB_MIX = "dsb_mix"
+# A Redis primary runs commands on one thread: plan each for this much of a core.
+REDIS_PRIMARY_CORES = 0.8
+# What the gateway's processes are called in the results (the stack's Envoy).
+GATEWAY = "envoy"
+STORES = ("postgres", "redis")
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """A deployment's pods: CPU requested by each, the HPA's target, the most."""
+
+    cpu_request: float
+    target_utilization: float
+    max_pods: int
+    min_pods: int
+    pool: int  # PostgreSQL connections per pod (0: no database)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one request of a mix costs on average: CPU milliseconds by
+    component, and store operations (the results' ``stores`` names)."""
+
+    name: str
+    cpu_ms: dict[str, float]
+    stores: dict[str, float]
+
+
+def cores(quantity: str | float) -> float:
+    """A Kubernetes CPU quantity ("500m", "2", 1.5) in cores."""
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def chart_sizing(chart: Path = CHART) -> dict[str, Sizing]:
+    """The production sizing of every service and of the gateway (by the
+    results' name, envoy), from the chart's values and the roster."""
+    values = _merged(
+        yaml.safe_load((chart / "values.yaml").read_text()),
+        yaml.safe_load((chart / "values-production.yaml").read_text()),
+    )
+    fleet = roster()
+    sizing = {}
+    for name, service in fleet.services.items():
+        merged = _merged(values["serviceDefaults"], values.get(name) or {})
+        sizing[name] = Sizing(
+            cpu_request=cores(merged["resources"]["requests"]["cpu"]),
+            target_utilization=merged["autoscaling"]["targetCPUUtilizationPercentage"] / 100,
+            max_pods=merged["autoscaling"].get("maxReplicas") or service.max_replicas,
+            min_pods=merged["autoscaling"].get("minReplicas") or service.min_replicas,
+            pool=merged["databasePool"]["max"] if service.database else 0,
+        )
+    gateway = values["gateway"]
+    sizing[GATEWAY] = Sizing(
+        cpu_request=cores(gateway["resources"]["requests"]["cpu"]),
+        target_utilization=gateway["autoscaling"].get("targetCPUUtilizationPercentage", 70) / 100,
+        max_pods=gateway["autoscaling"]["maxReplicas"],
+        min_pods=gateway["autoscaling"]["minReplicas"],
+        pool=0,
+    )
+    return sizing
+
+
+def _row(results: Mapping[str, Any], scenario: str) -> Mapping[str, Any]:
+    for row in results["results"]:
+        if row["scenario"] == scenario and row.get("cpu"):
+            found: Mapping[str, Any] = row
+            return found
+    raise ValueError(f"the results have no {scenario} row with CPU figures: run `make bench`")
+
+
+def _profile_of(name: str, rows: Mapping[str, float], results: Mapping[str, Any]) -> Profile:
+    """The weighted average request of ``rows`` (scenario: weight)."""
+    cpu: dict[str, float] = {}
+    stores: dict[str, float] = {}
+    for scenario, weight in rows.items():
+        row = _row(results, scenario)
+        for component, spent in row["cpu"].items():
+            if component not in GENERATOR_NAMES:
+                cpu[component] = cpu.get(component, 0.0) + weight * spent["ms_per_request"]
+        for store, done in row.get("stores", {}).items():
+            stores[store] = stores.get(store, 0.0) + weight * done["per_request"]
+    return Profile(name, cpu, stores)
+
+
+def profiles(results: Mapping[str, Any]) -> list[Profile]:
+    return [
+        _profile_of("DeathStarBench mix (60% home, 30% user, 10% post)", {DSB_MIX: 1.0}, results),
+        _profile_of(
+            "read-heavy ("
+            + ", ".join(f"{weight:.0%} {name}" for name, weight in READ_HEAVY.items())
+            + ")",
+            READ_HEAVY,
+            results,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Need:
+    component: str
+    cores: float
+    pods: int | None  # None for the stores
+    max_pods: int | None
+
+    @property
+    def fits(self) -> bool:
+        return self.pods is None or self.max_pods is None or self.pods <= self.max_pods
+
+
+def needs(profile: Profile, rate: float, sizing: Mapping[str, Sizing]) -> list[Need]:
+    """Cores and pods each component needs for ``rate`` requests a second."""
+    found = []
+    for component in [*sizing, *STORES]:
+        needed = rate * profile.cpu_ms.get(component, 0.0) / 1000
+        size = sizing.get(component)
+        if size is None:
+            found.append(Need(component, needed, None, None))
+            continue
+        pods = max(size.min_pods, math.ceil(needed / (size.cpu_request * size.target_utilization)))
+        found.append(Need(component, needed, pods, size.max_pods))
+    return found
+
+
+def redis_shards(redis_cores: float) -> int:
+    return max(1, math.ceil(redis_cores / REDIS_PRIMARY_CORES))
+
+
+def database_connections(found: list[Need], sizing: Mapping[str, Sizing]) -> int:
+    return sum(
+        (need.pods or 0) * sizing[need.component].pool
+        for need in found
+        if need.component in sizing and sizing[need.component].pool
+    )
+
+
+def figures(results: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """What the model reads of a results file: its machine and each row's
+    rate, CPU and store work."""
+    return {
+        "source": source,
+        "machine": {"nproc": results["machine"]["nproc"]},
+        "results": [
+            {key: row[key] for key in ("scenario", "generator", "requests_per_s", "cpu", "stores")}
+            for row in results["results"]
+            if "cpu" in row and "stores" in row
+        ],
+    }
+
+
+def render(results: Mapping[str, Any], sizing: Mapping[str, Sizing]) -> str:
+    """The document, from ``figures()`` of a results file."""
+    source = results["source"]
+    ceiling = _row(results, "ceiling")["requests_per_s"]
+    lines = [
+        "# Capacity model",
+        "",
+        f"Generated by `make capacity` from `{source}` (a `make bench` run on"
+        f" {results['machine']['nproc']} cores; its wrk ceiling {ceiling:,.0f} requests/s)"
+        " and the chart's production values: edit those, or run the bench again,"
+        " not this file. tools/bench/capacity.py says how it is computed; the"
+        " figures per request are what this machine spent at saturation, every"
+        " component sharing its cores, so an upper bound.",
+    ]
+    for profile in profiles(results):
+        lines += ["", f"## {profile.name}", ""]
+        lines.append(
+            "Per request: "
+            + ", ".join(
+                f"{component} {ms:.3f} ms"
+                for component, ms in sorted(profile.cpu_ms.items(), key=lambda i: -i[1])
+                if ms >= 0.001
+            )
+            + "; "
+            + ", ".join(f"{name.replace('_', ' ')} {n:.2f}" for name, n in profile.stores.items())
+            + "."
+        )
+        for rate in TARGETS:
+            found = needs(profile, rate, sizing)
+            redis = next(n for n in found if n.component == "redis")
+            lines += [
+                "",
+                f"### {rate:,} requests/s",
+                "",
+                "| component | cores | pods (CPU request, 70% target) | most pods | fits |",
+                "|---|---|---|---|---|",
+            ]
+            for need in found:
+                pods = "" if need.pods is None else f"{need.pods}"
+                most = "" if need.max_pods is None else f"{need.max_pods}"
+                fits = "" if need.pods is None else ("yes" if need.fits else "**no**")
+                lines.append(f"| {need.component} | {need.cores:.1f} | {pods} | {most} | {fits} |")
+            operations = ", ".join(
+                f"{name.replace('_', ' ')} {rate * n:,.0f}/s" for name, n in profile.stores.items()
+            )
+            short = [n.component for n in found if not n.fits]
+            lines += [
+                "",
+                f"- Stores: {operations}.",
+                f"- Redis: {redis.cores:.1f} cores of commands, so {redis_shards(redis.cores)}"
+                f" primaries at {REDIS_PRIMARY_CORES} of a core each"
+                + (" (one server holds)." if redis_shards(redis.cores) == 1 else " (a cluster)."),
+                f"- PostgreSQL: {database_connections(found, sizing):,} connections"
+                " (database services' pods x pool).",
+                "- The HPA bounds: "
+                + (
+                    "enough."
+                    if not short
+                    else f"**not enough** for {', '.join(short)}: raise the maximum or make"
+                    " requests cheaper (issue 18)."
+                ),
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def newest_results() -> Path:
+    found = sorted(RESULTS_DIR.glob("bench-2*.json"))
+    if not found:
+        raise SystemExit("capacity: no results/bench-*.json: run `make bench` first")
+    return found[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", type=Path, help="default: the newest results file")
+    parser.add_argument(
+        "--again", action="store_true", help=f"from the figures kept in {FIGURES.name}"
+    )
+    args = parser.parse_args()
+    if args.results is None and args.again:
+        kept = json.loads(FIGURES.read_text())
+    else:
+        path: Path = args.results or newest_results()
+        kept = figures(json.loads(path.read_text()), path.name)
+        FIGURES.write_text(json.dumps(kept, indent=1) + "\n")
+    DOCUMENT.write_text(render(kept, chart_sizing()))
+    print(DOCUMENT)
+
+
+if __name__ == "__main__":
+    main()
