@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import grpc
+import pytest
 import schemathesis
+from social.userdata.v1 import userdata_pb2, userdata_pb2_grpc
+from social_common.fleet import roster
 from social_stack.gateway import openapi_document
 from social_stack.local import Endpoints
 from social_stack.testing import Account, client, create_account, create_post, upload_image
@@ -105,3 +109,24 @@ def test_an_export_needs_a_token_and_is_rate_limited_per_account(stack: Endpoint
         refused = http.get(EXPORT, headers=alice.auth)
     assert refused.json()["code"] == "rate_limited"
     assert int(refused.headers["retry-after"]) > 0
+
+
+@pytest.mark.parametrize("keeper", roster().user_data_keepers)
+def test_every_keeper_serves_its_part_and_refuses_what_it_did_not_issue(
+    stack: Endpoints, keeper: str
+) -> None:
+    account = create_account(stack.gateway_url)
+    with grpc.insecure_channel(stack.services_grpc[keeper]) as channel:
+        stub = userdata_pb2_grpc.UserDataServiceStub(channel)
+        first = stub.ExportUserData(
+            userdata_pb2.ExportUserDataRequest(user_id=account.id), timeout=10
+        )
+        assert list(first.sections)  # a new account: its sections named, empty
+        assert (list(first.items), first.next_page_token) == ([], "")
+        for bad in (
+            userdata_pb2.ExportUserDataRequest(user_id="not an id"),
+            userdata_pb2.ExportUserDataRequest(user_id=account.id, page_token="not ours"),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ExportUserData(bad, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

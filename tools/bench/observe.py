@@ -52,13 +52,18 @@ class ServiceProcess:
         return f"http://{self.address}/metrics"
 
 
+def _stack(run_dir: Path) -> tuple[Endpoints, list[Component]] | None:
+    """The stack `make up` started (endpoints, components); None if there is none."""
+    try:
+        return load_state(run_dir)
+    except StackError:
+        return None
+
+
 def _running(name: str, run_dir: Path) -> tuple[Endpoints, list[Component], Component] | None:
     """The stack `make up` started (endpoints, components) and its running
     component ``name``; None if there is no such stack or component."""
-    try:
-        loaded = load_state(run_dir)
-    except StackError:
-        return None
+    loaded = _stack(run_dir)
     if loaded is None:
         return None
     endpoints, components = loaded
@@ -144,10 +149,7 @@ def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
     """CPU seconds used so far by each running component of the stack `make
     up` started, with all its descendants (PostgreSQL's backends, media's
     workers); empty when there is no such stack."""
-    try:
-        loaded = load_state(run_dir)
-    except StackError:
-        return {}
+    loaded = _stack(run_dir)
     if loaded is None:
         return {}
     stats = _proc_stats()
@@ -173,10 +175,7 @@ def store_counters(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, int]:
     and written in the stack's database (cumulative statistics, which
     PostgreSQL's backends flush within a second or so of their work, so a
     run's last moments may count in the next). Empty when there is no stack."""
-    try:
-        loaded = load_state(run_dir)
-    except StackError:
-        return {}
+    loaded = _stack(run_dir)
     if loaded is None:
         return {}
     endpoints = loaded[0]

@@ -13,16 +13,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from social.userdata.v1 import userdata_pb2, userdata_pb2_grpc
 
 from social_common.errors import Problem
 from social_common.ids import parse_uuid
+from social_common.models import encode
 from social_common.pagination import decode_cursor, encode_cursor
 from social_common.peers import PEER_TIMEOUT
 from social_common.runner import Servicer
+
+Row = TypeVar("Row")
 
 PAGE_SIZE = 500
 MAX_PAGE = 1000
@@ -92,14 +97,34 @@ class UserDataRpc(userdata_pb2_grpc.UserDataServiceServicer):
         user_id = parse_uuid(request.user_id)
         if user_id is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id must be a UUID")
-        assert user_id is not None
         try:
             return await self.data.page(
                 user_id, request.page_token, max(1, min(request.page_size or PAGE_SIZE, MAX_PAGE))
             )
         except Problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not ours")
-            raise
+
+
+def query_section(
+    name: str,
+    db: AsyncConnectionPool,
+    fetch: Callable[
+        [AsyncConnection[Any], uuid.UUID, uuid.UUID | None, int], Awaitable[Sequence[Row]]
+    ],
+    shown: Callable[[Row], tuple[uuid.UUID, Any]],
+) -> Section:
+    """A section read from a service's PostgreSQL: ``fetch(conn, user_id,
+    after, limit)`` gives the rows in key order, ``shown(row)`` a row's key
+    and the view the archive holds of it."""
+
+    async def read(
+        user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    ) -> Sequence[tuple[uuid.UUID, bytes]]:
+        async with db.connection() as conn:
+            rows = await fetch(conn, user_id, after, limit)
+        return [(key, encode(view)) for key, view in map(shown, rows)]
+
+    return Section(name, read)
 
 
 def servicer(data: UserData) -> Servicer:

@@ -19,6 +19,7 @@ from social_common.userdata import (
     first_page,
     local_source,
     peer_source,
+    query_section,
     sections_json,
 )
 
@@ -30,14 +31,14 @@ def user_data(db: AsyncConnectionPool) -> UserData:
     """What auth keeps of an account besides its profile: its follows."""
 
     def follows(direction: str) -> Section:
-        async def read(
-            user_id: uuid.UUID, after: uuid.UUID | None, limit: int
-        ) -> Sequence[tuple[uuid.UUID, bytes]]:
-            async with db.connection() as conn:
-                entries = await store.follows_after(conn, direction, user_id, after, limit)
-            return [(entry.id, encode(views.follow_entry(entry))) for entry in entries]
+        async def fetch(
+            conn: store.Conn, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+        ) -> list[store.FollowEntry]:
+            return await store.follows_after(conn, direction, user_id, after, limit)
 
-        return Section(direction, read)
+        return query_section(
+            direction, db, fetch, lambda entry: (entry.id, views.follow_entry(entry))
+        )
 
     return UserData([follows("following"), follows("followers")])
 

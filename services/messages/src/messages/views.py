@@ -74,3 +74,9 @@ def page(
     next_cursor: str | None,
 ) -> MessagePage:
     return MessagePage(items=[message(m, authors) for m in messages], next_cursor=next_cursor)
+
+
+def exported_message(found: store.Message) -> ExportedMessage:
+    return ExportedMessage(
+        id=found.id, post_id=found.post_id, message=found.body, created_at=found.created_at
+    )

@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
-
 from psycopg_pool import AsyncConnectionPool
-from social_common.models import encode
-from social_common.userdata import Section, UserData
+from social_common.userdata import UserData, query_section
 
 from posts import store, views
 
 
 def user_data(db: AsyncConnectionPool) -> UserData:
-    async def posts(
-        user_id: uuid.UUID, after: uuid.UUID | None, limit: int
-    ) -> Sequence[tuple[uuid.UUID, bytes]]:
-        async with db.connection() as conn:
-            rows = await store.author_posts_after(conn, user_id, after, limit)
-        return [(row.id, encode(views.exported_post(row))) for row in rows]
-
-    async def likes(
-        user_id: uuid.UUID, after: uuid.UUID | None, limit: int
-    ) -> Sequence[tuple[uuid.UUID, bytes]]:
-        async with db.connection() as conn:
-            rows = await store.likes_after(conn, user_id, after, limit)
-        return [
-            (
-                row.post_id,
-                encode(views.ExportedLike(post_id=str(row.post_id), created_at=row.created_at)),
-            )
-            for row in rows
+    return UserData(
+        [
+            query_section(
+                "posts",
+                db,
+                store.author_posts_after,
+                lambda row: (row.id, views.exported_post(row)),
+            ),
+            query_section(
+                "likes", db, store.likes_after, lambda row: (row.post_id, views.exported_like(row))
+            ),
         ]
-
-    return UserData([Section("posts", posts), Section("likes", likes)])
+    )

@@ -148,3 +148,7 @@ def exported_post(row: store.PostRow) -> ExportedPost:
         message_count=document.message_count,
         created_at=document.created_at,
     )
+
+
+def exported_like(row: store.LikeRow) -> ExportedLike:
+    return ExportedLike(post_id=str(row.post_id), created_at=row.created_at)
