@@ -72,11 +72,19 @@ def _frame(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
     return frame
 
 
-def _subscribe(ws: ClientConnection, channel: str, since: str | None = None) -> None:
+def _subscribe(ws: ClientConnection, channel: str, since: str | None = None) -> dict[str, Any]:
+    """Subscribe; the ack (with ``last`` when there is no ``since``)."""
     ws.send(
         json.dumps({"op": "subscribe", "channel": channel, **({"since": since} if since else {})})
     )
-    assert _frame(ws) == {"op": "ack", "for": "subscribe", "channel": channel}
+    ack = _frame(ws)
+    assert {k: v for k, v in ack.items() if k != "last"} == {
+        "op": "ack",
+        "for": "subscribe",
+        "channel": channel,
+    }
+    assert ("last" in ack) == (since is None), ack
+    return ack
 
 
 def _say(stack: Endpoints, account: Account, post_id: str, text: str) -> str:
@@ -163,7 +171,8 @@ def test_every_spelling_of_a_post_id_is_the_one_canonical_channel(
     for spelling in spellings:
         with _connect(stack.gateway_url, account) as ws:
             ws.send(json.dumps({"op": "subscribe", "channel": f"post:{spelling}"}))
-            assert _frame(ws) == {"op": "ack", "for": "subscribe", "channel": canonical}
+            ack = _frame(ws)
+            assert (ack["op"], ack["for"], ack["channel"]) == ("ack", "subscribe", canonical)
             message_id = _say(stack, account, post["id"], spelling)
             [event] = _events(ws, 1)
             assert (event["channel"], event["data"]["message_id"]) == (canonical, message_id)
@@ -257,6 +266,29 @@ def test_reconnecting_with_since_gets_exactly_what_was_missed(
         ws.send(json.dumps({"op": "subscribe", "channel": channel, "since": "1-0"}))
         assert _frame(ws)["op"] == "ack"
         assert _frame(ws)["code"] == "gap"
+
+
+def test_a_client_without_events_resumes_from_its_subscriptions_last(
+    stack: Endpoints, account: Account
+) -> None:
+    """The ack's ``last`` is where a client that has had no event resumes:
+    an empty channel's is 0-0 (everything kept), a busy one's its newest."""
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    with _connect(stack.gateway_url, account) as ws:
+        assert _subscribe(ws, channel)["last"] == "0-0"
+    missed = [_say(stack, account, post["id"], f"missed {i}") for i in range(2)]
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, channel, since="0-0")
+        assert [f["data"]["message_id"] for f in _events(ws, 2)] == missed
+    with _connect(stack.gateway_url, account) as ws:
+        last = _subscribe(ws, channel)["last"]
+    after = _say(stack, account, post["id"], "after")
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, channel, since=last)
+        [replayed] = _events(ws, 1)
+        assert replayed["data"]["message_id"] == after
+        assert _pings(ws)
 
 
 @contextlib.contextmanager

@@ -152,6 +152,20 @@ describe('LiveClient', () => {
     expect(handler.mock.calls.map(([event]) => event.id)).toEqual(['7-0', '8-0', '9-0'])
   })
 
+  it('resumes a channel that had no event from where its subscription began', async () => {
+    const live = client()
+    const refetch = vi.fn()
+    live.subscribe('feed', vi.fn(), refetch)
+    live.connect()
+    last().open()
+    last().frame({ op: 'ack', for: 'subscribe', channel: 'feed', last: '0-0' })
+    last().drop()
+    await vi.advanceTimersByTimeAsync(BACKOFF_CAP_MS)
+    last().open()
+    expect(last().sent).toEqual([{ op: 'subscribe', channel: 'feed', since: '0-0' }])
+    expect(refetch).not.toHaveBeenCalled()
+  })
+
   it('asks for a refetch on a gap, and on a resumption it has no event id for', async () => {
     const live = client()
     const refetch = vi.fn()

@@ -170,7 +170,16 @@ export class LiveClient {
   }
 
   private receive(text: string): void {
-    let frame: { op?: string; channel?: string; id?: string; type?: string; data?: unknown; code?: string }
+    let frame: {
+      op?: string
+      for?: string
+      channel?: string
+      id?: string
+      last?: string
+      type?: string
+      data?: unknown
+      code?: string
+    }
     try {
       frame = JSON.parse(text)
     } catch {
@@ -188,6 +197,9 @@ export class LiveClient {
         data: (frame.data ?? {}) as Record<string, unknown>,
       }
       for (const handler of [...entry.handlers]) handler(event)
+    } else if (frame.op === 'ack' && frame.for === 'subscribe' && frame.last && !entry.lastId) {
+      // The channel's newest event when subscribed: a resumption starts there.
+      entry.lastId = frame.last
     } else if (frame.op === 'error' && frame.code === 'gap') {
       for (const refetch of [...entry.refetchers]) refetch()
     }

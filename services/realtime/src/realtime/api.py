@@ -4,9 +4,12 @@ the frames it is sent.
 Client frames (JSON text): ``{"op": "subscribe", "channel": "post:<id>" |
 "user" | "feed", "since": "<event id>"?}``, ``{"op": "unsubscribe",
 "channel": …}``, ``{"op": "ping"}``. Server frames: ``{"op": "event",
-"channel", "id", "type", "data"}``, ``{"op": "ack", "for", "channel"?}``,
-``{"op": "error", "code", "detail", "channel"?}`` (``gap`` names its
-channel). The token comes in the ``Authorization`` header or, from
+"channel", "id", "type", "data"}``, ``{"op": "ack", "for", "channel"?,
+"last"?}``, ``{"op": "error", "code", "detail", "channel"?}`` (``gap`` names
+its channel). A subscription without ``since`` is acknowledged with
+``last``, the channel's newest event then: a client that reconnects before
+it has an event of its own sends that back as ``since``, so it misses
+nothing either. The token comes in the ``Authorization`` header or, from
 browsers, as the subprotocol pair ``bearer, <token>``; it is never logged.
 """
 
@@ -48,6 +51,9 @@ BEARER_PROTOCOL = "bearer"
 POLICY_VIOLATION = 1008
 # Channels named without an id: the caller's own.
 OWN_CHANNELS = frozenset({"user", "feed"})
+# The position of a channel without events: a subscription's ``last`` then,
+# and a ``since`` that asks for every event kept.
+EMPTY = "0-0"
 
 
 class Refused(Exception):
@@ -228,22 +234,26 @@ class RealtimeEndpoint:
         if len(client.watches) >= self.settings.max_channels_per_connection:
             raise Refused("too_many_channels", "unsubscribe from a channel first")
         client.watches[key] = Watch(channel)
+        # Read before the live subscription: every event after the tip then
+        # reaches the client, live or from the buffer.
+        tip = await self._tip(key) if since is None else EMPTY
         await self.hub.watch(key, channel, client)
-        client.send({"op": "ack", "for": "subscribe", "channel": channel})
         # Live events now wait in the watch's buffer while the past is read.
         watch = client.watches[key]
         if since is None:
-            tip = await self._tip(key)
+            client.send({"op": "ack", "for": "subscribe", "channel": channel, "last": tip})
             watch.last = stream_position(tip)
         else:
-            # From ``since`` on, ``since`` itself first if it is still kept.
+            client.send({"op": "ack", "for": "subscribe", "channel": channel})
+            # From ``since`` on, ``since`` itself first if it is still kept
+            # ("0-0": the channel had no event when the client subscribed).
             kept: Any = await self.redis.xrange(key, min=since, max="+")
-            if kept and as_text(kept[0][0]) == since:
+            if since == EMPTY or (kept and as_text(kept[0][0]) == since):
                 watch.last = stream_position(since)
-                for entry_id, fields in kept[1:]:
+                for entry_id, fields in kept if since == EMPTY else kept[1:]:
                     event = self.hub.event(key, as_text(entry_id), fields[b"type"], fields[b"data"])
                     await client.replay(key, event)
-                tip = as_text(kept[-1][0])
+                tip = as_text(kept[-1][0]) if kept else since
             else:
                 # The event named is no longer kept: what followed may be lost.
                 tip = as_text(kept[-1][0]) if kept else await self._tip(key)
@@ -260,9 +270,9 @@ class RealtimeEndpoint:
         client.go_live(key)
 
     async def _tip(self, key: str) -> str:
-        """The id of the newest event the stream ``key`` keeps ("0-0": none)."""
+        """The id of the newest event the stream ``key`` keeps (EMPTY: none)."""
         newest: Any = await self.redis.xrevrange(key, count=1)
-        return as_text(newest[0][0]) if newest else "0-0"
+        return as_text(newest[0][0]) if newest else EMPTY
 
     async def _authorize(self, channel: str) -> None:
         """``post:<id>`` for a post that exists (every post is public); ``user``
