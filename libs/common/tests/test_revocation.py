@@ -9,9 +9,10 @@ import time
 
 from social.auth.v1.events_pb2 import SessionsRevoked
 from social_common.events import make_envelope
-from social_common.redis import create_redis
+from social_common.redis import SOCKET_TIMEOUT_S, create_redis
 from social_common.revocation import STREAM, RevokedSessions
 from social_stack.processes import Component
+from structlog.testing import capture_logs
 
 
 class Clock:
@@ -68,5 +69,35 @@ def test_revocations_in_force_are_loaded_then_followed_until_they_expire(
         finally:
             follower.cancel()
             await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_quiet_stream_is_waited_on_without_timeouts(
+    redis_server: tuple[Component, dict[str, subprocess.Popen[bytes]]],
+) -> None:
+    """Blocking reads ask Redis to wait less than the client waits for a
+    reply: a stream with no news for longer than the socket timeout is no
+    error, and news after it arrives at once."""
+    component, _ = redis_server
+
+    async def main() -> None:
+        client = create_redis(f"redis://{component.probe.address}/0")
+        revoked = RevokedSessions(client)
+        news = asyncio.Event()
+        revoked.on_revoked(lambda _: news.set())
+        with capture_logs() as logs:
+            follower = asyncio.create_task(revoked.run())
+            try:
+                async with asyncio.timeout(10):
+                    await revoked.loaded.wait()
+                await asyncio.sleep(SOCKET_TIMEOUT_S + 1)
+                await _revoke(client, ["late"], time.time() + 600)
+                async with asyncio.timeout(2):
+                    await news.wait()
+            finally:
+                follower.cancel()
+                await client.aclose()
+        assert [e for e in logs if e["event"] == "revocations_unavailable"] == []
 
     asyncio.run(main())

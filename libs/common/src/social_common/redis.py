@@ -22,6 +22,10 @@ _RETRY = Retry(
     supported_errors=(RedisConnectionError,),
 )
 
+# How long a command's reply may take; a blocking read (XREAD BLOCK) must
+# ask to wait less, or every quiet read ends in a timeout.
+SOCKET_TIMEOUT_S = 5.0
+
 
 class _Connection(aioredis.Connection):
     """A connection whose write to a transport already closed (a reset the
@@ -61,7 +65,7 @@ def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
         max_connections=256,
         timeout=2.0,
         socket_connect_timeout=2.0,
-        socket_timeout=5.0,
+        socket_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=30,
         retry=_RETRY,
         **tls,

@@ -32,9 +32,10 @@ from social_common.tasks import cancel_requested
 log = get_logger(__name__)
 
 STREAM = stream_for("sessions.revoked")
-# Entries per read, and how long one read waits for news.
+# Entries per read, and how long one read waits for news (well within the
+# client's socket timeout, social_common.redis.SOCKET_TIMEOUT_S).
 _BATCH = 500
-_BLOCK_MS = 5_000
+_BLOCK_MS = 1_000
 
 # Called with the sessions of each revocation as it arrives (realtime closes their sockets).
 Listener = Callable[[frozenset[str]], None]
