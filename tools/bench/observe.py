@@ -145,28 +145,61 @@ def _proc_stats() -> dict[int, tuple[int, float]]:
     return found
 
 
+def _trees(components: list[Component], stats: dict[int, tuple[int, float]]) -> dict[str, list[int]]:
+    """The processes of each running component: it and all its descendants
+    (PostgreSQL's backends, media's workers)."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    trees = {}
+    for component in components:
+        if component.pid not in stats:
+            continue
+        tree, pending = [], [component.pid]
+        while pending:
+            pid = pending.pop()
+            tree.append(pid)
+            pending.extend(children.get(pid, ()))
+        trees[component.name] = tree
+    return trees
+
+
 def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
     """CPU seconds used so far by each running component of the stack `make
-    up` started, with all its descendants (PostgreSQL's backends, media's
-    workers); empty when there is no such stack."""
+    up` started, with all its descendants; empty when there is no such stack."""
     loaded = _stack(run_dir)
     if loaded is None:
         return {}
     stats = _proc_stats()
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in stats.items():
-        children.setdefault(parent, []).append(pid)
-    used = {}
-    for component in loaded[1]:
-        if component.pid not in stats:
-            continue
-        total, pending = 0.0, [component.pid]
-        while pending:
-            pid = pending.pop()
-            total += stats[pid][1]
-            pending.extend(children.get(pid, ()))
-        used[component.name] = total
-    return used
+    return {
+        name: sum(stats[pid][1] for pid in tree)
+        for name, tree in _trees(loaded[1], stats).items()
+    }
+
+
+def _pss_bytes(pid: int) -> int:
+    """The process's proportional share of memory: pages it shares (PostgreSQL's
+    shared buffers) count once over all the processes that map them."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:  # gone meanwhile
+        pass
+    return 0
+
+
+def usage(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, tuple[float, int]]:
+    """Each running component's CPU seconds so far and memory now (the PSS
+    of its process tree), for the stack `make up` started."""
+    loaded = _stack(run_dir)
+    if loaded is None:
+        return {}
+    stats = _proc_stats()
+    return {
+        name: (sum(stats[pid][1] for pid in tree), sum(_pss_bytes(pid) for pid in tree))
+        for name, tree in _trees(loaded[1], stats).items()
+    }
 
 
 def store_counters(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, int]:

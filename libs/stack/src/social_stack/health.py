@@ -26,7 +26,7 @@ from social_stack.processes import Component
 Samples = list[Sample]
 
 
-def _scrape(url: str) -> Samples:
+def scrape(url: str) -> Samples:
     text = httpx.get(url, timeout=2.0, trust_env=False).text
     return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
@@ -73,32 +73,45 @@ def _of(in_use: float, limit: float) -> str:
     return f"{in_use:.0f}/{limit:.0f}" if limit else "-"
 
 
-def service_row(name: str, samples: Samples) -> list[str]:
-    requests = _sum(samples, "http_requests_total")
-    errors = sum(
-        s.value
-        for s in samples
-        if s.name == "http_requests_total" and s.labels.get("status", "").startswith("5")
-    )
+def signals(samples: Samples) -> dict[str, float]:
+    """A service process's key signals from its /metrics: requests and 5xx
+    answered so far, and now: requests in flight, pool connections in use
+    and their limits, the outbox's waiting events and the worst consumer lag
+    (s)."""
     lags = [s.value for s in samples if s.name == "events_consumer_lag_seconds"]
+    return {
+        "requests": _sum(samples, "http_requests_total"),
+        "errors": sum(
+            s.value
+            for s in samples
+            if s.name == "http_requests_total" and s.labels.get("status", "").startswith("5")
+        ),
+        # Less the scrape that reads it.
+        "in_flight": max(0.0, _sum(samples, "http_requests_in_flight") - 1),
+        "db_in_use": _sum(samples, "db_pool_connections", state="in_use"),
+        "db_max": _sum(samples, "db_pool_max_connections"),
+        "redis_in_use": _sum(samples, "redis_pool_connections", state="in_use"),
+        "redis_max": _sum(samples, "redis_pool_max_connections"),
+        "outbox": _sum(samples, "outbox_pending_events"),
+        "consumer_lag_s": max(lags, default=0.0),
+    }
+
+
+def service_row(name: str, samples: Samples) -> list[str]:
+    now = signals(samples)
+    requests = now["requests"]
+    has_consumers = any(s.name == "events_consumer_lag_seconds" for s in samples)
     return [
         name,
         f"{requests:,.0f}",
-        f"{errors / requests:.1%}" if requests else "-",
+        f"{now['errors'] / requests:.1%}" if requests else "-",
         _ms(quantile(_buckets(samples, "http_request_duration_seconds"), 0.95)),
-        # Less the scrape that reads it.
-        f"{max(0.0, _sum(samples, 'http_requests_in_flight') - 1):.0f}",
-        _of(
-            _sum(samples, "db_pool_connections", state="in_use"),
-            _sum(samples, "db_pool_max_connections"),
-        ),
-        _of(
-            _sum(samples, "redis_pool_connections", state="in_use"),
-            _sum(samples, "redis_pool_max_connections"),
-        ),
+        f"{now['in_flight']:.0f}",
+        _of(now["db_in_use"], now["db_max"]),
+        _of(now["redis_in_use"], now["redis_max"]),
         _ms(quantile(_buckets(samples, "event_loop_lag_seconds"), 0.99)),
-        f"{_sum(samples, 'outbox_pending_events'):.0f}",
-        f"{max(lags):.1f} s" if lags else "-",
+        f"{now['outbox']:.0f}",
+        f"{now['consumer_lag_s']:.1f} s" if has_consumers else "-",
     ]
 
 
@@ -138,13 +151,13 @@ def report(endpoints: Endpoints, components: list[Component]) -> tuple[str, bool
     services = [_HEADER]
     for name, address in endpoints.services_http.items():
         try:
-            services.append(service_row(name, _scrape(f"http://{address}/metrics")))
+            services.append(service_row(name, scrape(f"http://{address}/metrics")))
         except httpx.HTTPError:
             services.append([name, "unreachable", *["-"] * (len(_HEADER) - 2)])
     lines = [_table(states), "", _table(services)]
     try:
-        envoy = _scrape(f"{endpoints.envoy_admin_url}/stats/prometheus")
-        realtime = _scrape(f"http://{endpoints.services_http['realtime']}/metrics")
+        envoy = scrape(f"{endpoints.envoy_admin_url}/stats/prometheus")
+        realtime = scrape(f"http://{endpoints.services_http['realtime']}/metrics")
     except httpx.HTTPError:
         lines.append("\ngateway: unreachable")
     else:
