@@ -145,7 +145,9 @@ def _proc_stats() -> dict[int, tuple[int, float]]:
     return found
 
 
-def _trees(components: list[Component], stats: dict[int, tuple[int, float]]) -> dict[str, list[int]]:
+def _trees(
+    components: list[Component], stats: dict[int, tuple[int, float]]
+) -> dict[str, list[int]]:
     """The processes of each running component: it and all its descendants
     (PostgreSQL's backends, media's workers)."""
     children: dict[int, list[int]] = {}
@@ -172,8 +174,7 @@ def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
         return {}
     stats = _proc_stats()
     return {
-        name: sum(stats[pid][1] for pid in tree)
-        for name, tree in _trees(loaded[1], stats).items()
+        name: sum(stats[pid][1] for pid in tree) for name, tree in _trees(loaded[1], stats).items()
     }
 
 
