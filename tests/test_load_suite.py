@@ -6,6 +6,7 @@ verdicts' arithmetic; the tests' shapes at the default scale and the seed's.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from social_stack.testing import create_account, create_post, fresh_address
 from tools.bench.prepare import make_photo
 from tools.load import checker, verdicts
 from tools.load.points import Points
-from tools.load.run import run_k6, write_users
+from tools.load.run import Account, run_k6, write_users
 from tools.load.tests import TESTS, LoadTest, Stage, Thresholds
 
 # Writes only, on one post that the watchers hold.
@@ -32,7 +33,11 @@ def test_the_checker_passes_a_whole_run_and_fails_one_that_lost_writes(
     accounts = [create_account(stack.gateway_url) for _ in range(4)]
     watched = create_post(stack.gateway_url, accounts[0])["id"]
     users = tmp_path / "users.json"
-    write_users(users, [(a.username, a.password) for a in accounts], [accounts[0].username])
+    write_users(
+        users,
+        [Account(a.username, a.password, a.access_token, time.time()) for a in accounts],
+        [accounts[0].username],
+    )
     photo = tmp_path / "photo.jpg"
     make_photo(photo, 64, 48)
     shape = LoadTest(
@@ -41,11 +46,11 @@ def test_the_checker_passes_a_whole_run_and_fails_one_that_lost_writes(
         0,
         0,
         users=[Stage(1, 3), Stage(9, 3)],
-        watchers=[Stage(1, 1), Stage(11, 1)],
+        watchers=[Stage(1, 1), Stage(15, 1)],
         thresholds=Thresholds(),
     )
     run = run_k6(
-        shape, stack, users, photo, tmp_path, fresh_address(), WRITES, [watched], watch_s=6
+        shape, stack, users, photo, tmp_path, fresh_address(), WRITES, [watched], watch_s=4
     )
 
     whole = checker.check(run.points, stack.database_admin_url)

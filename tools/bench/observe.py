@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,25 +146,27 @@ def _proc_stats() -> dict[int, tuple[int, float]]:
     return found
 
 
-def _trees(
-    components: list[Component], stats: dict[int, tuple[int, float]]
-) -> dict[str, list[int]]:
-    """The processes of each running component: it and all its descendants
-    (PostgreSQL's backends, media's workers)."""
+def _trees(roots: Mapping[str, int], stats: dict[int, tuple[int, float]]) -> dict[str, list[int]]:
+    """The processes of each running root (name -> pid): it and all its
+    descendants (PostgreSQL's backends, media's workers)."""
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in stats.items():
         children.setdefault(parent, []).append(pid)
     trees = {}
-    for component in components:
-        if component.pid not in stats:
+    for name, root in roots.items():
+        if root not in stats:
             continue
-        tree, pending = [], [component.pid]
+        tree, pending = [], [root]
         while pending:
             pid = pending.pop()
             tree.append(pid)
             pending.extend(children.get(pid, ()))
-        trees[component.name] = tree
+        trees[name] = tree
     return trees
+
+
+def _roots(components: list[Component]) -> dict[str, int]:
+    return {component.name: component.pid for component in components}
 
 
 def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
@@ -174,7 +177,8 @@ def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
         return {}
     stats = _proc_stats()
     return {
-        name: sum(stats[pid][1] for pid in tree) for name, tree in _trees(loaded[1], stats).items()
+        name: sum(stats[pid][1] for pid in tree)
+        for name, tree in _trees(_roots(loaded[1]), stats).items()
     }
 
 
@@ -190,16 +194,18 @@ def _pss_bytes(pid: int) -> int:
     return 0
 
 
-def usage(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, tuple[float, int]]:
+def usage(
+    run_dir: Path = DEFAULT_RUN_DIR, others: Mapping[str, int] | None = None
+) -> dict[str, tuple[float, int]]:
     """Each running component's CPU seconds so far and memory now (the PSS
-    of its process tree), for the stack `make up` started."""
+    of its process tree), for the stack `make up` started, and as much for
+    ``others`` (name -> pid: a load generator)."""
     loaded = _stack(run_dir)
-    if loaded is None:
-        return {}
+    roots = {**(_roots(loaded[1]) if loaded else {}), **(others or {})}
     stats = _proc_stats()
     return {
         name: (sum(stats[pid][1] for pid in tree), sum(_pss_bytes(pid) for pid in tree))
-        for name, tree in _trees(loaded[1], stats).items()
+        for name, tree in _trees(roots, stats).items()
     }
 
 

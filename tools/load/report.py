@@ -11,7 +11,9 @@ faults marked:
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,21 @@ def plot(
     return written
 
 
+def mean_cores(samples: list[Sample]) -> dict[str, float]:
+    """Each component's (and the generator's) cores, on average over the run:
+    the sum of its CPU time's rises from sample to sample (a restarted
+    component's counter starts over)."""
+    if len(samples) < 2:
+        return {}
+    used: dict[str, float] = {}
+    for before, after in itertools.pairwise(samples):
+        for name, seconds in after.cpu_s.items():
+            if name in before.cpu_s:
+                used[name] = used.get(name, 0.0) + max(0.0, seconds - before.cpu_s[name])
+    span = samples[-1].t - samples[0].t
+    return dict(sorted(((n, s / span) for n, s in used.items()), key=lambda item: -item[1]))
+
+
 def _table(rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return lines + ["| " + " | ".join(row) + " |" for row in rows[1:]]
@@ -180,6 +197,7 @@ def write(
     faults: list[FaultEvent],
     points: Points,
     plots: list[str],
+    samples: list[Sample],
     t0: float,
 ) -> None:
     passed = all(v.passed for v in verdicts)
@@ -212,6 +230,13 @@ def write(
         + f". Watches {check.watches:,}: {check.received:,} of {check.expected:,} messages "
         f"received, {check.missed} missed; {check.gap_watches} watches told of a gap "
         f"({check.missed_after_gap} messages to refetch).",
+    ]
+    cores = mean_cores(samples)
+    lines += [
+        "",
+        "CPU, cores on average over the run: "
+        + ", ".join(f"{name} {used:.2f}" for name, used in cores.items() if used >= 0.01)
+        + f"; {sum(cores.values()):.2f} in all, of {os.cpu_count()}.",
     ]
     if "stress" in extra:
         stress = extra["stress"]
@@ -257,6 +282,7 @@ def write(
                 "check": check.to_json(),
                 "faults": [vars(e) for e in faults],
                 "requests": int(points.t.size),
+                "mean_cores": {name: round(used, 3) for name, used in cores.items()},
                 "duration_s": round(duration, 1),
                 **extra,
             },

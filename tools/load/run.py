@@ -51,14 +51,28 @@ class Run:
     t0: float
 
 
-def write_users(path: Path, accounts: list[tuple[str, str]], authors: list[str]) -> None:
-    """load.js's users file: the accounts VUs sign in as, and the authors the
+@dataclass(frozen=True)
+class Account:
+    """An account the VUs use: its password, and a fresh access token with
+    when it was issued (unix s), the session an app would resume."""
+
+    username: str
+    password: str
+    access_token: str
+    issued_at: float
+
+
+def write_users(path: Path, accounts: list[Account], authors: list[str]) -> None:
+    """load.js's users file: the accounts VUs use, and the authors the
     profile action reads, by rank with their Zipf CDF."""
     cdf = zipf_cdf(len(authors))
     path.write_text(
         json.dumps(
             {
-                "accounts": [{"u": u, "p": p} for u, p in accounts],
+                "accounts": [
+                    {"u": a.username, "p": a.password, "t": a.access_token, "a": a.issued_at * 1000}
+                    for a in accounts
+                ],
                 "authors": [{"u": u, "c": c} for u, c in zip(authors, cdf, strict=True)],
             }
         )
@@ -98,17 +112,19 @@ def run_k6(
         argv += ["-e", f"{name}={value}"]
     argv.append(str(K6_SCRIPT))
     run_dir = Path(endpoints.run_dir)
-    sampler = Sampler(endpoints, run_dir).start()
     t0 = time.time()
+    # k6's progress goes to the terminal; the thresholds are ours to judge.
+    k6 = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    sampler = Sampler(endpoints, run_dir, k6.pid).start()
     schedule = chaos.Schedule(run_dir, list(test.faults)).start()
     try:
-        # k6's progress goes to the terminal; a failed threshold is ours to judge.
-        finished = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL)
+        returncode = k6.wait()
     finally:
+        k6.kill()  # if we were interrupted
         faults = schedule.stop()
         samples = sampler.stop()
-    if finished.returncode not in (0, 99):
-        raise stackapi.BenchError(f"k6 exited with {finished.returncode}")
+    if returncode != 0:
+        raise stackapi.BenchError(f"k6 exited with {returncode}")
     return Run(points.read(out / "k6-points.json.gz"), samples, faults, t0)
 
 
@@ -145,10 +161,11 @@ def run_test(test: LoadTest, scale: float, endpoints: Endpoints) -> bool:
     social = Social(settings)
     log(f"{test.name}: preparing {settings.social_users} users (cached between runs)")
     dataset = social.prepare(settings.social_users, settings.social_follows, block.social)
-    accounts = [(u.username, u.password) for u in dataset.users]
-    write_users(out / "users.json", accounts, [u.username for u in dataset.users])
     photo = out / "photo.jpg"
     make_photo(photo, *PHOTO_SIZE)
+    social.fresh_tokens()
+    accounts = [Account(u.username, u.password, u.access_token, u.token_at) for u in dataset.users]
+    write_users(out / "users.json", accounts, [u.username for u in dataset.users])
     log(
         f"{test.name}: {test.summary}: {test.seconds:.0f} s, up to {test.peak_vus:,} VUs "
         f"(scale {scale:g}); results in {out}"
@@ -169,7 +186,9 @@ def run_test(test: LoadTest, scale: float, endpoints: Endpoints) -> bool:
     check = checker.check(run.points, endpoints.database_admin_url)
     judged, extra = verdicts.judge(test, run.points, run.samples, run.faults, check, run.t0)
     plots = report.plot(out, test, run.points, run.samples, run.faults, run.t0)
-    report.write(out, test, scale, judged, extra, check, run.faults, run.points, plots, run.t0)
+    report.write(
+        out, test, scale, judged, extra, check, run.faults, run.points, plots, run.samples, run.t0
+    )
     log(f"{test.name}: deleting what the run posted")
     log(f"{test.name}: {cleanup(settings, social, run):,} posts and messages deleted")
     print((out / "report.md").read_text())

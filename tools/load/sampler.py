@@ -1,8 +1,9 @@
 """What the stack does over a load test, sampled every SAMPLE_S: each
 component's CPU (cores) and memory (the PSS of its process tree, from /proc,
-as the bench reads them), the connections PostgreSQL and Redis hold, each
-service's pool connections, outbox and consumer lag (its /metrics, as
-``make health-check`` reads them) and realtime's sockets.
+as the bench reads them) and the load generator's (k6, on the same cores);
+the connections PostgreSQL and Redis hold; each service's pool connections,
+outbox and consumer lag (its /metrics, as ``make health-check`` reads them);
+and realtime's sockets.
 
 A sample that cannot be read (a component restarting in the chaos test)
 leaves that value out of that sample; the plots show the hole.
@@ -24,6 +25,8 @@ from social_stack.local import Endpoints
 from tools.bench import observe
 
 SAMPLE_S = 1.0
+# The load generator's name beside the components'.
+GENERATOR = "k6"
 
 
 @dataclass
@@ -42,9 +45,10 @@ class Sample:
 class Sampler:
     """Samples in a thread of its own between start() and stop()."""
 
-    def __init__(self, endpoints: Endpoints, run_dir: Path) -> None:
+    def __init__(self, endpoints: Endpoints, run_dir: Path, generator_pid: int) -> None:
         self.endpoints = endpoints
         self.run_dir = run_dir
+        self.generator = {GENERATOR: generator_pid}
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="load-sampler", daemon=True)
@@ -65,7 +69,7 @@ class Sampler:
             self._stop.wait(max(0.0, SAMPLE_S - (time.monotonic() - started)))
 
     def sample(self) -> Sample:
-        usage = observe.usage(self.run_dir)
+        usage = observe.usage(self.run_dir, self.generator)
         sample = Sample(
             t=time.time(),
             cpu_s={name: cpu for name, (cpu, _) in usage.items()},

@@ -3,9 +3,11 @@
 // script with its own load shape (tools/load/tests.py).
 //
 // THE USER MODEL (written here once; the README's "Load tests" and each
-// report refer to it). A user VU signs in with its own account's password
-// (a real login: a password hash, a session), then repeats one action and
-// a think time of THINK_S (0.5 to 1.5 s, uniform):
+// report refer to it). A user VU opens the app: most resume the session
+// the app kept (the account's access token, handed over fresh), SIGN_IN_SHARE
+// (5%) sign in with their password (a real login: a password hash, a new
+// session). Then it repeats one action and a think time of THINK_S (0.5 to
+// 1.5 s, uniform):
 //
 //   action     share  requests
 //   home        30%   GET /api/v1/feed                  (the home timeline)
@@ -16,34 +18,40 @@
 //   message      9%   POST /api/v1/posts/{id}/messages
 //   post         1%   POST /api/v1/media (a 1024x768 JPEG), then POST /api/v1/posts
 //
-// A post opened, liked or messaged is one the user has seen on the last
-// page it read, drawn by position with weights 1/k (the top is the likeliest);
-// before its first read, the global feed's. Each user VU is its own account
-// (VU n signs in as account n mod the accounts), so per-user limits are a
-// person's: 1% posts at ~1 action/s is ~0.6 posts and uploads a minute
-// (limits: 10 posts, 1 upload after a burst of 30), 9% messages ~5.4 a minute
-// (limit 60), 10% likes ~6 (limit 120). The access token (15 minutes) is
-// refreshed after TOKEN_REFRESH_S, with the session's own refresh token.
+// A post opened or liked is one the user saw on the last page it read, drawn
+// by position with weights 1/k (the top is the likeliest); a message goes
+// there too, or, half the time, to the top of the last global feed page it
+// read (what is new and talked about); before any read, the global feed's.
+// Each user VU is its own account (VU n is account n mod the accounts), so
+// per-user limits are a person's: 1% posts at ~1 action/s is ~0.6 posts and
+// uploads a minute (limits: 10 posts, 1 upload after a burst of 30), 9%
+// messages ~5.4 a minute (limit 60), 10% likes ~6 (limit 120). A session
+// older than TOKEN_REFRESH_S is refreshed with its refresh token, or, for a
+// resumed one (whose refresh token the harness keeps), signed in again.
 //
-// A watcher VU signs in the same way, then, until its test ends: reads the
-// global feed, picks a post as a user would, subscribes to post:<id> and
-// holds it WATCH_S; a dropped socket is reopened (after 0.5 s, then doubling
-// to 5 s) and subscribes again with `since` = the last event id it had (or
-// the first subscription's `last`), so that it misses nothing. Each message carries the time it was sent, so a
-// watcher measures delivery (load_ws_delivery_ms).
+// A watcher VU opens the app the same way, then, until its test ends: reads
+// the global feed, picks a post from its top as a user would, subscribes to
+// post:<id> and holds it WATCH_S, then lets what is in flight arrive for
+// DRAIN_S before closing. A dropped socket is reopened (after 0.5 s, then
+// doubling to 5 s) and subscribes again with `since` = the last event id it
+// had (or its first subscription's `last`), so that it misses nothing. Each
+// message carries the time it was sent: watchers measure delivery
+// (load_ws_delivery_ms).
 //
 // WHAT THE CHECKER READS (k6's JSON output, every point with its tags):
 //   load_acked{kind=post|message|like, id, post, user}   a write answered 2xx
 //   load_ws_received{watch, message}                      an event a watcher got
 //   load_ws_watch{watch, post, from, to}                  a watch: from its first
-//       subscription's ack to its end (ms since the epoch), across reconnects
+//       subscription's ack to the end of its hold (ms since the epoch), across
+//       reconnects; every message created meanwhile must have arrived DRAIN_S later
 //   load_ws_gap{watch}                                    the server no longer had
 //       what a reconnect asked for (the client must refetch over REST)
 //
 // Variables (k6 -e), set by tools/load/run.py:
 //   LOAD_BASE_URL, LOAD_WS_URL   the gateway
-//   LOAD_USERS_FILE   JSON {"accounts": [{"u", "p"}], "authors": [{"u", "c"}]}
-//                     (authors by rank with the Zipf CDF)
+//   LOAD_USERS_FILE   JSON {"accounts": [{"u", "p", "t", "a"}], "authors": [{"u", "c"}]}
+//                     (t: a fresh access token, a: when it was issued, ms;
+//                     authors by rank with the Zipf CDF)
 //   LOAD_PHOTO        the JPEG the post action uploads
 //   LOAD_SCENARIOS    JSON: k6's scenarios (the test's shape)
 //   LOAD_MIX          JSON {action: share} replacing the shares above, and
@@ -72,10 +80,10 @@ const MIX = {
 const THINK_S = [0.5, 1.5];
 const PAGE = 20;
 const TOKEN_REFRESH_S = 600;
+const SIGN_IN_SHARE = 0.05;
 const LOGIN_TRIES = 10;
 const RECONNECT_S = [0.5, 5];
-// A watch resubscribed with `since` holds on at least this long.
-const RESUBSCRIBED_S = 3;
+const DRAIN_S = 10;
 
 const base = __ENV.LOAD_BASE_URL;
 const data = () => JSON.parse(open(__ENV.LOAD_USERS_FILE));
@@ -142,7 +150,9 @@ function zipfAuthor() {
 // -- the session ----------------------------------------------------------
 
 let session = null;
+// The last page read, and the last global feed page read.
 let seen = [];
+let trending = [];
 
 function json(res) {
   try {
@@ -152,17 +162,21 @@ function json(res) {
   }
 }
 
+function account() {
+  return accounts[(exec.vu.idInTest - 1) % accounts.length];
+}
+
 function signIn() {
-  const account = accounts[(exec.vu.idInTest - 1) % accounts.length];
+  const { u, p } = account();
   for (let attempt = 0; attempt < LOGIN_TRIES; attempt++) {
     const res = http.post(
       `${base}/api/v1/users/login`,
-      JSON.stringify({ username: account.u, password: account.p }),
+      JSON.stringify({ username: u, password: p }),
       { headers: { "Content-Type": "application/json" }, tags: { name: "login" } },
     );
     const body = json(res);
     if (res.status === 200 && body) {
-      return { account, access: body.access_token, refresh: body.refresh_token, at: Date.now() };
+      return { user: u, access: body.access_token, refresh: body.refresh_token, at: Date.now() };
     }
     // Over a login limit or the service away: wait as told, or a second.
     sleep(Number(res.headers["Retry-After"]) || 1);
@@ -170,20 +184,25 @@ function signIn() {
   return null;
 }
 
+function refreshed() {
+  const res = http.post(
+    `${base}/api/v1/users/token/refresh`,
+    JSON.stringify({ refresh_token: session.refresh }),
+    { headers: { "Content-Type": "application/json" }, tags: { name: "refresh" } },
+  );
+  const body = json(res);
+  return res.status === 200 && body
+    ? { ...session, access: body.access_token, refresh: body.refresh_token, at: Date.now() }
+    : signIn();
+}
+
 function ensureSession() {
   if (session === null) {
-    session = signIn();
-  } else if (Date.now() - session.at > TOKEN_REFRESH_S * 1000) {
-    const res = http.post(
-      `${base}/api/v1/users/token/refresh`,
-      JSON.stringify({ refresh_token: session.refresh }),
-      { headers: { "Content-Type": "application/json" }, tags: { name: "refresh" } },
-    );
-    const body = json(res);
+    const { u, t, a } = account();
     session =
-      res.status === 200 && body
-        ? { ...session, access: body.access_token, refresh: body.refresh_token, at: Date.now() }
-        : signIn();
+      Math.random() < SIGN_IN_SHARE ? signIn() : { user: u, access: t, refresh: null, at: a };
+  } else if (Date.now() - session.at > TOKEN_REFRESH_S * 1000) {
+    session = session.refresh ? refreshed() : signIn();
   }
   return session;
 }
@@ -200,17 +219,19 @@ function readPage(name, path) {
   const body = res.status === 200 ? json(res) : null;
   if (body && body.items.length > 0) {
     seen = body.items.map((post) => post.id);
+    if (name === "global") trending = seen;
   }
 }
 
-function seenPost() {
+function seenPost(page = seen) {
   if (fixedPosts) {
     return fixedPosts[Math.floor(Math.random() * fixedPosts.length)];
   }
-  if (seen.length === 0) {
+  if (page.length === 0) {
     readPage("global", "/api/v1/posts");
+    page = trending;
   }
-  return seen.length ? seen[pick(pageCdf, seen.length)] : null;
+  return page.length ? page[pick(pageCdf, page.length)] : null;
 }
 
 const actions = {
@@ -228,11 +249,11 @@ const actions = {
     if (post === null) return;
     const res = http.post(`${base}/api/v1/posts/${post}/like`, null, params("like"));
     if (res.status === 200) {
-      acked.add(1, { kind: "like", id: `${post}:${session.account.u}`, post, user: session.account.u });
+      acked.add(1, { kind: "like", id: `${post}:${session.user}`, post, user: session.user });
     }
   },
   message: () => {
-    const post = seenPost();
+    const post = seenPost(Math.random() < 0.5 ? trending : seen);
     if (post === null) return;
     const res = http.post(
       `${base}/api/v1/posts/${post}/messages`,
@@ -241,7 +262,7 @@ const actions = {
     );
     const body = res.status === 201 ? json(res) : null;
     if (body) {
-      acked.add(1, { kind: "message", id: body.id, post, user: session.account.u });
+      acked.add(1, { kind: "message", id: body.id, post, user: session.user });
     }
   },
   post: () => {
@@ -259,7 +280,7 @@ const actions = {
     );
     const body = res.status === 201 ? json(res) : null;
     if (body) {
-      acked.add(1, { kind: "post", id: body.id, post: body.id, user: session.account.u });
+      acked.add(1, { kind: "post", id: body.id, post: body.id, user: session.user });
     }
   },
 };
@@ -276,7 +297,8 @@ export function user() {
 
 export function watcher() {
   if (ensureSession() === null) return;
-  const post = seenPost();
+  readPage("global", "/api/v1/posts");
+  const post = seenPost(trending);
   if (post === null) {
     sleep(1);
     return;
@@ -285,28 +307,36 @@ export function watcher() {
   const channel = `post:${post}`;
   const endAt = Date.now() + watchS * 1000;
   let from = 0;
+  let heldUntil = 0;
   let last = null;
   let pause = RECONNECT_S[0];
+  let current = null;
   const open = () => {
     sockets.add(1);
     const ws = new WebSocket(__ENV.LOAD_WS_URL, null, {
       headers: { Authorization: `Bearer ${session.access}` },
     });
-    let subscribed = false;
+    current = ws;
+    let closing = false;
+    const drain = () => {
+      heldUntil = heldUntil || Date.now();
+      setTimeout(() => {
+        closing = true;
+        ws.close();
+      }, DRAIN_S * 1000);
+    };
     ws.onopen = () => {
       ws.send(JSON.stringify({ op: "subscribe", channel, ...(last ? { since: last } : {}) }));
     };
     ws.onmessage = (message) => {
       const frame = JSON.parse(message.data);
       if (frame.op === "ack" && frame.for === "subscribe") {
-        subscribed = true;
         // Where a reconnect resumes before the watch has had an event.
         last = last || frame.last;
         pause = RECONNECT_S[0];
-        // After a reconnect, long enough for what it missed to arrive.
-        const left = Math.max(endAt - Date.now(), from ? RESUBSCRIBED_S * 1000 : 0);
         from = from || Date.now();
-        setTimeout(() => ws.close(), left);
+        // The hold's end (or, reconnected after it, the drain at once).
+        setTimeout(() => current === ws && drain(), Math.max(endAt - Date.now(), 0));
       } else if (frame.op === "event") {
         last = frame.id;
         if (frame.type === "message.created") {
@@ -321,14 +351,13 @@ export function watcher() {
     };
     ws.onerror = () => socketErrors.add(1);
     ws.onclose = () => {
-      // Dropped before the hold was over (or never subscribed): again.
-      if (Date.now() < endAt || !subscribed) {
-        if (exec.scenario.progress >= 1) return;
+      if (closing) {
+        watched.add(1, { watch, post, from: String(from), to: String(heldUntil) });
+      } else if (exec.scenario.progress < 1) {
+        // Dropped: again, and resume.
         setTimeout(open, pause * 1000);
         pause = Math.min(pause * 2, RECONNECT_S[1]);
-        return;
       }
-      watched.add(1, { watch, post, from: String(from), to: String(Date.now()) });
     };
   };
   open();
