@@ -449,6 +449,38 @@ def test_a_bad_network_to_postgresql_and_redis_gives_right_answers_in_bounded_ti
     assert _pids(faulty.stack, "posts", "posts-2") == pids
 
 
+def test_reads_go_on_from_postgresql_while_redis_is_away(faulty: Faulty) -> None:
+    """Redis holds copies: with it away, a reader's home timeline, the global
+    feed and a post answer 200 and right, what the reader likes included
+    (from auth and PostgreSQL); a like, limited through Redis, is a 503."""
+    gateway = faulty.endpoints.gateway_url
+    reader, author = create_account(gateway), create_account(gateway)
+    with client(gateway) as http:
+        followed = http.post(f"/api/v1/users/{author.username}/follow", headers=reader.auth)
+        assert followed.status_code == 204, followed.text
+        post = create_post(gateway, author, "read while redis is away")
+        liked = http.post(f"/api/v1/posts/{post['id']}/like", headers=reader.auth)
+        assert liked.status_code == 200, liked.text
+    faulty.redis.refusing = True
+    faulty.redis.reset()
+    try:
+        with client(gateway) as http:
+            home = http.get("/api/v1/feed", headers=reader.auth)
+            one = http.get(f"/api/v1/posts/{post['id']}", headers=reader.auth)
+            everyone = http.get("/api/v1/posts?limit=100", headers=reader.auth)
+            again = http.post(f"/api/v1/posts/{post['id']}/like", headers=reader.auth)
+    finally:
+        faulty.redis.refusing = False
+    for page in (home, everyone):
+        assert page.status_code == 200, page.text
+        shown = {item["id"]: item for item in page.json()["items"]}
+        assert shown[post["id"]]["liked_by_me"] is True
+    assert [item["id"] for item in home.json()["items"]] == [post["id"]]
+    assert one.status_code == 200, one.text
+    assert one.json()["liked_by_me"] is True
+    assert _is_problem(again), again.text
+
+
 # -- the object store down during uploads -----------------------------------
 
 

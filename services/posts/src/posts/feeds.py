@@ -1,7 +1,11 @@
 """The feeds: posts by id, the global feed and each author's posts (pages
 cached in L1, see posts.cache), and home timelines (Redis, rebuilt from auth
 and Postgres when missing); each with its authors and, for a reader with a
-token, what they like."""
+token, what they like.
+
+Redis holds copies only: while it is away (restarting, failing over), home
+timelines and what a reader likes are read from auth and Postgres instead,
+as the caches' misses are, so reads go on answering, slower."""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 import grpc
+import redis.exceptions
 from psycopg_pool import AsyncConnectionPool
 from social.auth.v1 import auth_pb2_grpc
 from social_common.authors import AuthorDirectory
 from social_common.cache import Entry
 from social_common.ids import parse_uuid
+from social_common.logging import get_logger
 from social_common.pagination import encode_id_cursor
 from social_common.peers import follow_pages
 
@@ -23,6 +29,11 @@ from posts.likes import LikedAnswer, LikedSets
 from posts.service import not_found
 from posts.settings import PostsSettings
 from posts.timelines import Timelines
+
+log = get_logger(__name__)
+
+# What a Redis that is away raises (as social_common.cache catches it).
+REDIS_AWAY = (redis.exceptions.RedisError, OSError)
 
 
 class PostFeeds:
@@ -104,6 +115,17 @@ class PostFeeds:
         self, viewer: uuid.UUID, ids: Sequence[str], answer: LikedAnswer | None = None
     ) -> set[str]:
         """Which of ``ids`` the viewer likes (``answer``: what Redis said already)."""
+        try:
+            return await self._liked_from_redis(viewer, ids, answer)
+        except REDIS_AWAY as exc:
+            log.warning("liked_sets_unavailable", error=str(exc))
+            async with self.db.connection() as conn:
+                found = await store.liked(conn, viewer, [uuid.UUID(i) for i in ids])
+            return {str(i) for i in found}
+
+    async def _liked_from_redis(
+        self, viewer: uuid.UUID, ids: Sequence[str], answer: LikedAnswer | None
+    ) -> set[str]:
         user_id = str(viewer)
         if answer is None:
             answer = await self.likes.lookup(user_id, ids)
@@ -157,6 +179,24 @@ class PostFeeds:
         self, viewer: uuid.UUID, before: uuid.UUID | None, limit: int
     ) -> views.PostPage:
         """The viewer's home timeline: their posts and those of whom they follow."""
+        try:
+            return await self._home_from_timeline(viewer, before, limit)
+        except REDIS_AWAY as exc:
+            log.warning("timeline_unavailable", error=str(exc))
+        async with self.db.connection() as conn:
+            found = await store.page_ids(
+                conn,
+                authors=[viewer, *await self._followees(viewer)],
+                before=before,
+                limit=limit + 1,
+            )
+        ids = [str(i) for i in found]
+        next_cursor = encode_id_cursor(ids[limit - 1]) if len(ids) > limit else None
+        return await self._page(ids[:limit], next_cursor, viewer)
+
+    async def _home_from_timeline(
+        self, viewer: uuid.UUID, before: uuid.UUID | None, limit: int
+    ) -> views.PostPage:
         user_id = str(viewer)
         start = None if before is None else str(before)
         page = await self.timelines.page(user_id, start, limit + 1, self.likes)
@@ -195,20 +235,26 @@ class PostFeeds:
         Postgres (their newest posts); returns the followees."""
         user_id = str(viewer)
         await self.timelines.start_rebuild(user_id)
-        followees = [
-            u
-            async for page in follow_pages(
-                self.auth, "following", user_id, self.settings.fanout_page
-            )
-            for u in page
-        ]
-        followee_ids = [uuid.UUID(u) for u in followees]
+        followee_ids = await self._followees(viewer)
         size = self.settings.timeline_size
         async with self.db.connection() as conn:
             recent = await store.page_ids(
                 conn, authors=[*followee_ids, viewer], before=None, limit=size + 1
             )
         await self.timelines.finish_rebuild(
-            user_id, followees, [str(i) for i in recent[:size]], more=len(recent) > size
+            user_id,
+            [str(u) for u in followee_ids],
+            [str(i) for i in recent[:size]],
+            more=len(recent) > size,
         )
         return followee_ids
+
+    async def _followees(self, viewer: uuid.UUID) -> list[uuid.UUID]:
+        """Whom the viewer follows, from auth."""
+        return [
+            uuid.UUID(u)
+            async for page in follow_pages(
+                self.auth, "following", str(viewer), self.settings.fanout_page
+            )
+            for u in page
+        ]
