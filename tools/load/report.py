@@ -1,11 +1,11 @@
 """A load test's report: report.md (the verdict table first), report.json
-(everything it says, for tools), and PNG plots over the run, with the
-faults marked:
+(everything it says, for tools; run.py keeps the stack's samples beside it in
+stack-samples.json), and PNG plots over the run, with the faults marked:
 
   requests.png   requests/s, errors/s and VUs
   latency.png    p50, p95 and p99 of each second
   sockets.png    realtime's sockets, and the delivery p95 of each 5 s
-  cpu.png        each component's cores
+  cpu.png        each component's cores, and all of them against the machine's
   memory.png     each component's memory (endurance: with each fitted slope)
 """
 
@@ -58,6 +58,8 @@ def _figure(
     axes.set_xlabel("seconds into the test")
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
+    # More series than the default ten colours: a component each.
+    axes.set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])
     _mark_faults(axes, faults, t0)
     return figure, axes
 
@@ -136,6 +138,14 @@ def plot(
 
     names = sorted({n for s in samples for n in s.cpu_s})
     figure, axes = _figure(out, f"{test.name}: CPU per component", "cores", faults, t0)
+    # Everything measured together, against the machine's cores.
+    axes.axhline(os.cpu_count() or 1, color="black", lw=0.8, ls=":")
+    if len(samples) > 1:
+        totals = [
+            sum(max(0.0, b.cpu_s[n] - a.cpu_s[n]) for n in b.cpu_s if n in a.cpu_s) / (b.t - a.t)
+            for a, b in itertools.pairwise(samples)
+        ]
+        axes.plot([s.t - t0 for s in samples[1:]], totals, color="black", lw=1.2, label="all")
     for name in names:
         pairs = [(s.t, s.cpu_s[name]) for s in samples if name in s.cpu_s]
         times = np.array([t for t, _ in pairs])

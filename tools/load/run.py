@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from social_stack.local import Endpoints
@@ -185,6 +185,7 @@ def run_test(test: LoadTest, scale: float, endpoints: Endpoints) -> bool:
     log(f"{test.name}: checking {len(run.points.acks):,} acknowledged writes and the watches")
     check = checker.check(run.points, endpoints.database_admin_url)
     judged, extra = verdicts.judge(test, run.points, run.samples, run.faults, check, run.t0)
+    (out / "stack-samples.json").write_text(json.dumps([asdict(s) for s in run.samples]))
     plots = report.plot(out, test, run.points, run.samples, run.faults, run.t0)
     report.write(
         out, test, scale, judged, extra, check, run.faults, run.points, plots, run.samples, run.t0
