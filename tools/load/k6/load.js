@@ -104,7 +104,6 @@ const socketErrors = new Counter("load_ws_errors");
 
 export const options = {
   summaryTrendStats: ["avg", "min", "max", "p(50)", "p(95)", "p(99)"],
-  discardResponseBodies: false,
   // The tags the report groups by; the URL, with its ids, is not one.
   systemTags: ["status", "method", "name", "scenario", "error_code", "expected_response"],
   scenarios: JSON.parse(__ENV.LOAD_SCENARIOS),
@@ -127,12 +126,14 @@ const pageCdf = (() => {
   return weights.map((w) => (sum += w / total));
 })();
 
+// A position among the first `length` of `cdf`'s, by its weights.
 function pick(cdf, length) {
-  const r = Math.random();
-  for (let k = 0; k < Math.min(cdf.length, length); k++) {
+  const n = Math.min(cdf.length, length);
+  const r = Math.random() * cdf[n - 1];
+  for (let k = 0; k < n; k++) {
     if (r <= cdf[k]) return k;
   }
-  return length - 1;
+  return n - 1;
 }
 
 function zipfAuthor() {
