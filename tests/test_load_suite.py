@@ -20,6 +20,7 @@ from tools.bench.prepare import make_photo
 from tools.load import checker, verdicts
 from tools.load.points import Points
 from tools.load.run import Account, run_k6, write_users
+from tools.load.sampler import Sample
 from tools.load.tests import TESTS, LoadTest, Stage, Thresholds
 
 # Writes only, on one post that the watchers hold.
@@ -135,3 +136,25 @@ def test_each_test_runs_minutes_by_default_and_the_seeds_length_at_scale_1(name:
         scenarios = shape.scenarios()
         assert set(scenarios) in ({"users"}, {"users", "watchers"})
         assert all(stage["target"] >= 0 for s in scenarios.values() for stage in s["stages"])
+
+
+def test_endurance_fails_a_component_whose_memory_grows() -> None:
+    mib = 2**20
+    samples = [
+        Sample(
+            t=float(t),
+            cpu_s={},
+            memory={"posts": 60 * mib + t * mib // 10, "auth": 80 * mib, "k6": t * mib},
+            postgres_connections=40,
+            redis_clients=30,
+            services={"posts": {"outbox": 0.0, "consumer_lag_s": 0.1}},
+        )
+        for t in range(300)
+    ]
+    verdicts_by_name = {v.threshold.split(" ")[0]: v for v in verdicts.steady(samples, 0, 299)}
+    # posts grows 10 MiB between the middle and the last third of the hold.
+    assert not verdicts_by_name["posts"].passed
+    assert verdicts_by_name["auth"].passed
+    # The load generator's memory is not the stack's.
+    assert "k6" not in verdicts_by_name
+    assert all(v.passed for n, v in verdicts_by_name.items() if n not in ("posts",))

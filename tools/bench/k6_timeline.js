@@ -19,7 +19,7 @@
 import { check } from "k6";
 import { SharedArray } from "k6/data";
 import http from "k6/http";
-import { constantVus } from "./k6_common.js";
+import { constantVus, zipfPick } from "./k6_common.js";
 
 // Parsed once, shared by all VUs.
 const users = new SharedArray("users", () => JSON.parse(open(__ENV.BENCH_SOCIAL_FILE)).users);
@@ -31,24 +31,9 @@ const tags = { name: home ? "home_timeline" : "user_timeline" };
 // Only the status is checked; dropping bodies keeps k6's own CPU cost down.
 export const options = constantVus({ discardResponseBodies: true });
 
-function draw() {
-  const r = Math.random();
-  let lo = 0;
-  let hi = users.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (users[mid].c < r) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return users[lo];
-}
-
 export default function () {
-  const reader = draw();
-  const url = home ? `${base}/api/v1/feed` : `${base}/api/v1/users/${draw().u}/posts`;
+  const reader = zipfPick(users);
+  const url = home ? `${base}/api/v1/feed` : `${base}/api/v1/users/${zipfPick(users).u}/posts`;
   const res = http.get(url, { headers: { Authorization: `Bearer ${reader.t}` }, tags });
   check(res, { "status is 200": (r) => r.status === 200 });
 }

@@ -116,13 +116,16 @@ def _watchers(stages: Sequence[Stage]) -> list[Stage]:
     return [Stage(s.seconds, max(1, round(s.vus * WATCHER_SHARE))) for s in stages]
 
 
+def _ramp_hold_down(
+    seed_seconds: tuple[float, float, float], vus: int, scale: float
+) -> list[Stage]:
+    """Ramp up to ``vus``, hold, ramp down (the seed's seconds of each, scaled)."""
+    up, hold, down = (_phase(seconds, scale) for seconds in seed_seconds)
+    return [Stage(up, vus), Stage(hold, vus), Stage(down, 0)]
+
+
 def basic(scale: float) -> LoadTest:
-    peak = _vus(500, scale)
-    users = [
-        Stage(_phase(180, scale), peak),
-        Stage(_phase(1200, scale), peak),
-        Stage(_phase(180, scale), 0),
-    ]
+    users = _ramp_hold_down((180, 1200, 180), _vus(500, scale), scale)
     return LoadTest(
         "basic",
         "ramp to a steady load, hold it, ramp down",
@@ -213,12 +216,7 @@ def chaos(scale: float) -> LoadTest:
 
 
 def endurance(scale: float) -> LoadTest:
-    vus = _vus(200, scale)
-    users = [
-        Stage(_phase(300, scale), vus),
-        Stage(_phase(3000, scale), vus),
-        Stage(_phase(300, scale), 0),
-    ]
+    users = _ramp_hold_down((300, 3000, 300), _vus(200, scale), scale)
     return LoadTest(
         "endurance",
         "a long steady load",
@@ -233,12 +231,7 @@ def endurance(scale: float) -> LoadTest:
 def websocket(scale: float) -> LoadTest:
     """Sockets held while messages flow: the seed's 500 users are watchers,
     with as many users of the model writing beside them."""
-    vus = _vus(500, scale)
-    stages = [
-        Stage(_phase(90, scale), vus),
-        Stage(_phase(390, scale), vus),
-        Stage(_phase(90, scale), 0),
-    ]
+    stages = _ramp_hold_down((90, 390, 90), _vus(500, scale), scale)
     return LoadTest(
         "websocket",
         "sockets held while messages flow",

@@ -25,7 +25,7 @@ RECOVERY_WINDOW_S = 5.0
 # Endurance: the first third of the hold is warm-up (caches, pools filling);
 # growth is judged between the middle and the last third of it.
 MEMORY_GROWTH_MAX = 0.05
-MEMORY_GROWTH_FLOOR = 8 << 20
+MEMORY_GROWTH_FLOOR_MIB = 8.0
 CONNECTIONS_GROWTH_MAX = 0.10
 CONNECTIONS_GROWTH_FLOOR = 2
 OUTBOX_MAX = 100.0
@@ -110,38 +110,28 @@ def slope(values: list[tuple[float, float]]) -> float:
 
 def steady(samples: list[Sample], start: float, end: float) -> list[Verdict]:
     """No growth in memory, connections or queue depth over the hold."""
-    verdicts = []
+    # (threshold, series, the growth allowed as a share, at least, unit)
+    checks: list[tuple[str, list[tuple[float, float]], float, float, str]] = []
     # The stack's, not the load generator's (its buffers of points grow).
-    names = sorted({name for s in samples for name in s.memory} - {GENERATOR})
-    for name in names:
-        series = [(s.t, float(s.memory[name])) for s in samples if name in s.memory]
-        middle, last = _growth(series, start, end)
-        allowed = max(middle * MEMORY_GROWTH_MAX, MEMORY_GROWTH_FLOOR)
-        verdicts.append(
-            Verdict(
-                f"{name} memory grows < {MEMORY_GROWTH_MAX:.0%} (or 8 MiB)",
-                f"{middle / 2**20:.1f} -> {last / 2**20:.1f} MiB",
-                last - middle <= allowed,
-            )
+    for name in sorted({name for s in samples for name in s.memory} - {GENERATOR}):
+        series = [(s.t, s.memory[name] / 2**20) for s in samples if name in s.memory]
+        checks.append(
+            (f"{name} memory", series, MEMORY_GROWTH_MAX, MEMORY_GROWTH_FLOOR_MIB, " MiB")
         )
-    connections = {
-        "PostgreSQL connections": [
-            (s.t, float(s.postgres_connections))
-            for s in samples
-            if s.postgres_connections is not None
-        ],
-        "Redis clients": [
-            (s.t, float(s.redis_clients)) for s in samples if s.redis_clients is not None
-        ],
-    }
-    for label, series in connections.items():
+    for label, values in (
+        ("PostgreSQL connections", [(s.t, s.postgres_connections) for s in samples]),
+        ("Redis clients", [(s.t, s.redis_clients) for s in samples]),
+    ):
+        series = [(t, float(v)) for t, v in values if v is not None]
+        checks.append((label, series, CONNECTIONS_GROWTH_MAX, CONNECTIONS_GROWTH_FLOOR, ""))
+    verdicts = []
+    for label, series, share, floor, unit in checks:
         middle, last = _growth(series, start, end)
-        allowed = max(middle * CONNECTIONS_GROWTH_MAX, CONNECTIONS_GROWTH_FLOOR)
         verdicts.append(
             Verdict(
-                f"{label} grow < {CONNECTIONS_GROWTH_MAX:.0%} (or 2)",
-                f"{middle:.1f} -> {last:.1f}",
-                last - middle <= allowed,
+                f"{label} grows < {share:.0%} (or {floor:g}{unit})",
+                f"{middle:.1f} -> {last:.1f}{unit}",
+                last - middle <= max(middle * share, floor),
             )
         )
     tail = [s for s in samples if end - (end - start) / 3 <= s.t <= end]

@@ -67,6 +67,7 @@ import http from "k6/http";
 import { Counter, Trend } from "k6/metrics";
 import { setTimeout } from "k6/timers";
 import { sleep } from "k6";
+import { summaryTrendStats, zipfPick } from "../../bench/k6_common.js";
 
 const MIX = {
   home: 30,
@@ -103,7 +104,7 @@ const sockets = new Counter("load_ws_opened");
 const socketErrors = new Counter("load_ws_errors");
 
 export const options = {
-  summaryTrendStats: ["avg", "min", "max", "p(50)", "p(95)", "p(99)"],
+  summaryTrendStats,
   // The tags the report groups by; the URL, with its ids, is not one.
   systemTags: ["status", "method", "name", "scenario", "error_code", "expected_response"],
   scenarios: JSON.parse(__ENV.LOAD_SCENARIOS),
@@ -134,18 +135,6 @@ function pick(cdf, length) {
     if (r <= cdf[k]) return k;
   }
   return n - 1;
-}
-
-function zipfAuthor() {
-  const r = Math.random();
-  let low = 0;
-  let high = authors.length - 1;
-  while (low < high) {
-    const mid = (low + high) >> 1;
-    if (authors[mid].c < r) low = mid + 1;
-    else high = mid;
-  }
-  return authors[low].u;
 }
 
 // -- the session ----------------------------------------------------------
@@ -238,7 +227,7 @@ function seenPost(page = seen) {
 const actions = {
   home: () => readPage("home", "/api/v1/feed"),
   global: () => readPage("global", "/api/v1/posts"),
-  profile: () => readPage("profile", `/api/v1/users/${zipfAuthor()}/posts`),
+  profile: () => readPage("profile", `/api/v1/users/${zipfPick(authors).u}/posts`),
   open: () => {
     const post = seenPost();
     if (post === null) return;
