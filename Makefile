@@ -190,7 +190,7 @@ capacity: install ## Write docs/capacity.md, the pods, cores and store operation
 	$(PY) -m tools.bench.capacity $(RESULTS) $(if $(AGAIN),--again)
 
 load-test-basic: ## Load test: ramp to a steady load of the user model (p95 < 200 ms, p99 < 500 ms, errors < 1%)
-load-test-stress: ## Load test: step up past the knee, and report it (p95 < 500 ms, errors < 10%)
+load-test-stress: ## Load test: steps up to 8x the seed's users (p95 < 500 ms, errors < 10% up to its 1,200), and the knee
 load-test-spike: ## Load test: x10 users for a minute and back (errors < 20% during, p95 back within 60 s)
 load-test-chaos: ## Load test: basic load while posts, Redis, PostgreSQL, realtime and S3 fail in turn (nothing acknowledged lost)
 load-test-endurance: ## Load test: a long steady load (no growth in memory, connections, queues)

@@ -106,6 +106,14 @@ def test_the_knee_is_the_last_step_that_brought_more_requests() -> None:
     found = verdicts.knee(_points(t, ms), test, 0.0)["knee"]
     assert found is not None
     assert (found["vus"], found["rps"], found["why"]) == (test.users[5].vus, 40.0, "threshold")
+    # The seed's thresholds judge the steps up to its peak, the third.
+    judged, _ = verdicts.judge(test, _points(t, ms), [], [], checker.Check(), 0.0)
+    p95 = next(v for v in judged if v.threshold.startswith("p95"))
+    assert (p95.threshold, p95.measured, p95.passed) == (
+        "p95 < 500 ms up to 1,200 users (scaled)",
+        "6.0 ms",
+        True,
+    )
 
 
 def test_the_spike_recovers_when_a_window_is_fast_again() -> None:

@@ -165,22 +165,27 @@ def judge(
     limits = test.thresholds
     verdicts: list[Verdict] = []
     extra: dict[str, Any] = {}
-    p95, p99, errors = (
-        percentile(points.ms, 95),
-        percentile(points.ms, 99),
-        error_rate(points.failed),
-    )
+    ms, failed = points.ms, points.failed
+    during = ""
+    if test.judged_until is not None:
+        ms, failed = window(points, t0, t0 + test.judged_until)
+        during = f" up to {test.seed_users:,} users (scaled)"
+    p95, p99, errors = percentile(ms, 95), percentile(ms, 99), error_rate(failed)
     if limits.p95_ms is not None:
         verdicts.append(
-            Verdict(f"p95 < {limits.p95_ms:.0f} ms", f"{p95:.1f} ms", p95 < limits.p95_ms)
+            Verdict(f"p95 < {limits.p95_ms:.0f} ms{during}", f"{p95:.1f} ms", p95 < limits.p95_ms)
         )
     if limits.p99_ms is not None:
         verdicts.append(
-            Verdict(f"p99 < {limits.p99_ms:.0f} ms", f"{p99:.1f} ms", p99 < limits.p99_ms)
+            Verdict(f"p99 < {limits.p99_ms:.0f} ms{during}", f"{p99:.1f} ms", p99 < limits.p99_ms)
         )
     if limits.error_rate is not None:
         verdicts.append(
-            Verdict(f"errors < {pct(limits.error_rate)}", pct(errors), errors < limits.error_rate)
+            Verdict(
+                f"errors < {pct(limits.error_rate)}{during}",
+                pct(errors),
+                errors < limits.error_rate,
+            )
         )
     if test.steps:
         extra["stress"] = knee(points, test, t0)
