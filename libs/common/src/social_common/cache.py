@@ -26,11 +26,11 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-import redis.exceptions
 from prometheus_client import Counter
 
 from social_common.logging import get_logger
 from social_common.models import encode
+from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
@@ -168,7 +168,7 @@ class TieredCache:
         reachable = True
         try:
             stored: list[Any] = await self.redis.mget([self._redis_key(k) for k in wanted])
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             # Without Redis, from the source (L1 still spares it repeats).
             log.warning("cache_unavailable", cache=self.name, error=str(exc))
             stored, reachable = [None] * len(wanted), False
@@ -190,7 +190,7 @@ class TieredCache:
             if reachable:
                 try:
                     await self._put_shared(loaded)
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except REDIS_UNAVAILABLE as exc:
                     log.warning("cache_unavailable", cache=self.name, error=str(exc))
             found.update((k, v) for k, (_, v) in loaded.items() if v is not None)
         return found
@@ -247,7 +247,7 @@ class Broadcast:
                             on_reset()
                         elif message["type"] == "message":
                             self._deliver(on_message, message["data"])
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("broadcast_listener_failed", channel=self.channel, error=str(exc))
                 await asyncio.sleep(1.0)
 

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 # A command whose connection broke (Redis restarted, or failed over, since it
 # was last used) is sent again on a new one, twice at most and within a
@@ -25,6 +26,10 @@ _RETRY = Retry(
 # How long a command's reply may take; a blocking read (XREAD BLOCK) must
 # ask to wait less, or every quiet read ends in a timeout.
 SOCKET_TIMEOUT_S = 5.0
+
+# What a Redis that is away (restarting, failing over, unreachable) raises:
+# callers that can do without it catch this and carry on.
+UNAVAILABLE = (RedisError, OSError)
 
 
 class _Connection(aioredis.Connection):

@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from google.protobuf.message import DecodeError
 from social.auth.v1.events_pb2 import SessionsRevoked
 from social.events.v1.events_pb2 import Envelope
 
 from social_common.events import PAYLOAD_VERSION, stream_for
 from social_common.logging import get_logger
+from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from social_common.redis import as_text
 from social_common.tasks import cancel_requested
 
@@ -77,7 +77,7 @@ class RevokedSessions:
                     self._position = await self._load()
                     self.loaded.set()
                 await self._follow()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("revocations_unavailable", error=str(exc))
                 await asyncio.sleep(1.0)
 

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 import grpc
-import redis.exceptions
 from psycopg_pool import AsyncConnectionPool
 from social.auth.v1 import auth_pb2_grpc
 from social_common.authors import AuthorDirectory
@@ -22,6 +21,7 @@ from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.pagination import encode_id_cursor
 from social_common.peers import follow_pages
+from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 
 from posts import store, views
 from posts.cache import GLOBAL, PostCache, author_list
@@ -31,9 +31,6 @@ from posts.settings import PostsSettings
 from posts.timelines import Timelines
 
 log = get_logger(__name__)
-
-# What a Redis that is away raises (as social_common.cache catches it).
-REDIS_AWAY = (redis.exceptions.RedisError, OSError)
 
 
 class PostFeeds:
@@ -117,7 +114,7 @@ class PostFeeds:
         """Which of ``ids`` the viewer likes (``answer``: what Redis said already)."""
         try:
             return await self._liked_from_redis(viewer, ids, answer)
-        except REDIS_AWAY as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("liked_sets_unavailable", error=str(exc))
             async with self.db.connection() as conn:
                 found = await store.liked(conn, viewer, [uuid.UUID(i) for i in ids])
@@ -181,7 +178,7 @@ class PostFeeds:
         """The viewer's home timeline: their posts and those of whom they follow."""
         try:
             return await self._home_from_timeline(viewer, before, limit)
-        except REDIS_AWAY as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("timeline_unavailable", error=str(exc))
         async with self.db.connection() as conn:
             found = await store.page_ids(

@@ -22,9 +22,9 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 
-import redis.exceptions
 from social_common.errors import Problem
 from social_common.logging import get_logger
+from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 
 log = get_logger(__name__)
 
@@ -45,5 +45,5 @@ def after_commit(post_id: uuid.UUID) -> Iterator[None]:
     the outbox, never lost) still fan out."""
     try:
         yield
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except REDIS_UNAVAILABLE as exc:
         log.warning("after_commit_failed", post_id=str(post_id), error=str(exc))

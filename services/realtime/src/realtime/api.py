@@ -22,12 +22,12 @@ from typing import Any
 import grpc
 import msgspec
 import redis.asyncio as aioredis
-import redis.exceptions
 from opentelemetry.trace import SpanKind
 from social.posts.v1 import posts_pb2_grpc
 from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.peers import find_post
+from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from social_common.redis import as_text
 from social_common.tokens import AccessClaims, InvalidToken, TokenVerifier, bearer_token
 from social_common.tracing import continued_span
@@ -118,7 +118,7 @@ class RealtimeEndpoint:
         user_id = claims.subject
         try:
             lease = await self.presence.acquire(user_id)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             # Refused, not let in uncounted: without Redis this process can
             # deliver nothing anyway. Accepted to be closed with 1013 (try
             # again later), which browsers see, unlike a refused handshake's

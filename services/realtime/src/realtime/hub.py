@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from prometheus_client import Counter, Gauge
 from social_common.logging import get_logger
 from social_common.models import encode
+from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from social_common.redis import as_text
 from social_common.tasks import cancel_requested
 
@@ -191,7 +191,7 @@ class Hub:
             self.last_seen.pop(key, None)
             if self._live.is_set():
                 # If the subscription is being lost, the next one leaves the key out.
-                with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                with contextlib.suppress(*REDIS_UNAVAILABLE):
                     await self._pubsub.unsubscribe(key)
 
     def note(self, key: str, event_id: str) -> None:
@@ -251,7 +251,7 @@ class Hub:
                             self._dispatch(
                                 key, event_id.decode(), event_type, data, traceparent.decode()
                             )
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.warning("hub_subscription_lost", error=str(exc))
             self._live.clear()
             for confirmed in self._confirmed.values():

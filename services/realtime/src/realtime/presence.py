@@ -23,8 +23,8 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from social_common.logging import get_logger
+from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from social_common.tasks import every
 
 log = get_logger(__name__)
@@ -96,7 +96,7 @@ class Presence:
             held.discard(lease)
             if not held:
                 del self.leases[user_id]
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
             await self.redis.zrem(presence_key(user_id), lease)
 
     async def renew(self) -> None:
@@ -119,5 +119,5 @@ class Presence:
             RENEW_SECONDS,
             self.renew,
             what="presence_renewal",
-            failures=(redis.exceptions.RedisError, OSError),
+            failures=REDIS_UNAVAILABLE,
         )
