@@ -25,12 +25,11 @@ from pathlib import Path
 from social_stack.local import load_state
 from social_stack.processes import Component, is_running
 
-from .tests import Fault
-
 STOP_S3_S = 15.0
 RECOVERY_TIMEOUT_S = 120.0
 
-# What each fault does: the component, the signal.
+# What each fault does (the chaos test injects them in this order): the
+# component, the signal.
 FAULTS: dict[str, tuple[str, signal.Signals]] = {
     "kill_posts": ("posts", signal.SIGKILL),
     "restart_redis": ("redis", signal.SIGTERM),
@@ -38,6 +37,14 @@ FAULTS: dict[str, tuple[str, signal.Signals]] = {
     "kill_realtime": ("realtime", signal.SIGKILL),
     "stop_s3": ("seaweedfs", signal.SIGSTOP),
 }
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault the chaos test injects ``at`` seconds in (a kind of FAULTS)."""
+
+    at: float
+    kind: str
 
 
 @dataclass

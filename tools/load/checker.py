@@ -80,9 +80,10 @@ def check(points: Points, database_admin_url: str) -> Check:
             # A like's id is "<post id>:<username>".
             "like": _present(
                 conn,
-                "SELECT l.post_id::text || ':' || u.username FROM posts.likes l"
-                " JOIN auth.users u ON u.id = l.user_id"
-                " WHERE l.post_id::text || ':' || u.username = ANY(%s)",
+                "SELECT a.id FROM unnest(%s::text[]) AS a(id)"
+                " JOIN auth.users u ON u.username = split_part(a.id, ':', 2)"
+                " JOIN posts.likes l"
+                " ON l.post_id = split_part(a.id, ':', 1)::uuid AND l.user_id = u.id",
                 by_kind["like"],
             ),
         }

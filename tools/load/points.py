@@ -73,23 +73,9 @@ class Points:
     socket_errors: int = 0
 
 
-_seconds_of: dict[str, float] = {}
-
-
 def _time(text: str) -> float:
-    """Unix seconds of k6's RFC 3339 time (nanoseconds, Z or an offset)."""
-    whole = text[:19]
-    base = _seconds_of.get(whole)
-    if base is None:
-        base = dt.datetime.fromisoformat(whole).replace(tzinfo=dt.UTC).timestamp()
-        rest = text[19:]
-        if rest[-1] != "Z":
-            offset = rest[-6:]
-            sign = -1 if offset[0] == "+" else 1
-            base += sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
-        _seconds_of[whole] = base
-    fraction = text[19:].rstrip("Z").split("+")[0].split("-")[0]
-    return base + (float(fraction) if fraction.startswith(".") else 0.0)
+    """Unix seconds of k6's RFC 3339 time (nanoseconds: microseconds are kept)."""
+    return dt.datetime.fromisoformat(text).timestamp()
 
 
 def _lines(path: Path) -> Iterator[bytes]:

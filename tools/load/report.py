@@ -50,9 +50,7 @@ def _mark_faults(axes: Axes, faults: list[FaultEvent], t0: float) -> None:
         )
 
 
-def _figure(
-    path: Path, title: str, ylabel: str, faults: list[FaultEvent], t0: float
-) -> tuple[Any, Axes]:
+def _figure(title: str, ylabel: str, faults: list[FaultEvent], t0: float) -> tuple[Any, Axes]:
     figure, axes = plt.subplots(figsize=SIZE)
     axes.set_title(title)
     axes.set_xlabel("seconds into the test")
@@ -73,16 +71,17 @@ def _save(figure: Any, axes: Axes, path: Path) -> None:
 
 
 def _per_second(points: Points, t0: float, seconds: int) -> dict[str, np.ndarray[Any, Any]]:
+    """Requests, errors and p50/p95/p99 of each second (the points are in
+    time order, so each second's are one slice)."""
     second = np.floor(points.t - t0).astype(int)
     keep = (second >= 0) & (second < seconds)
     second, ms, failed = second[keep], points.ms[keep], points.failed[keep]
     count = np.bincount(second, minlength=seconds)
     errors = np.bincount(second, weights=failed, minlength=seconds)
     quantiles = np.full((3, seconds), np.nan)
-    order = np.argsort(second, kind="stable")
-    bounds = np.searchsorted(second[order], np.arange(seconds + 1))
+    bounds = np.searchsorted(second, np.arange(seconds + 1))
     for s in range(seconds):
-        chunk = ms[order][bounds[s] : bounds[s + 1]]
+        chunk = ms[bounds[s] : bounds[s + 1]]
         if chunk.size:
             quantiles[:, s] = np.percentile(chunk, [50, 95, 99])
     return {"count": count, "errors": errors, "quantiles": quantiles}
@@ -102,7 +101,7 @@ def plot(
     series = _per_second(points, t0, seconds)
     written = []
 
-    figure, axes = _figure(out, f"{test.name}: requests", "per second", faults, t0)
+    figure, axes = _figure(f"{test.name}: requests", "per second", faults, t0)
     axes.plot(x, series["count"], label="requests/s", color="tab:blue")
     axes.plot(x, series["errors"], label="errors/s", color="tab:red")
     vus = axes.twinx()
@@ -111,14 +110,14 @@ def plot(
     _save(figure, axes, out / "requests.png")
     written.append("requests.png")
 
-    figure, axes = _figure(out, f"{test.name}: latency of each second", "ms", faults, t0)
+    figure, axes = _figure(f"{test.name}: latency of each second", "ms", faults, t0)
     for row, label in enumerate(("p50", "p95", "p99")):
         axes.plot(x, series["quantiles"][row], label=label)
     axes.set_yscale("log")
     _save(figure, axes, out / "latency.png")
     written.append("latency.png")
 
-    figure, axes = _figure(out, f"{test.name}: sockets and delivery", "sockets", faults, t0)
+    figure, axes = _figure(f"{test.name}: sockets and delivery", "sockets", faults, t0)
     axes.plot(
         [s.t - t0 for s in samples if s.sockets is not None],
         [s.sockets for s in samples if s.sockets is not None],
@@ -137,7 +136,7 @@ def plot(
     written.append("sockets.png")
 
     names = sorted({n for s in samples for n in s.cpu_s})
-    figure, axes = _figure(out, f"{test.name}: CPU per component", "cores", faults, t0)
+    figure, axes = _figure(f"{test.name}: CPU per component", "cores", faults, t0)
     # Everything measured together, against the machine's cores.
     axes.axhline(os.cpu_count() or 1, color="black", lw=0.8, ls=":")
     if len(samples) > 1:
@@ -157,7 +156,7 @@ def plot(
     _save(figure, axes, out / "cpu.png")
     written.append("cpu.png")
 
-    figure, axes = _figure(out, f"{test.name}: memory per component (PSS)", "MiB", faults, t0)
+    figure, axes = _figure(f"{test.name}: memory per component (PSS)", "MiB", faults, t0)
     for name in names:
         pairs = [(s.t, s.memory[name] / 2**20) for s in samples if name in s.memory]
         line = axes.plot([t - t0 for t, _ in pairs], [m for _, m in pairs], label=name)

@@ -19,7 +19,7 @@ from pathlib import Path
 from social_stack.local import Endpoints
 
 from tools.bench import stackapi
-from tools.bench.dataset import Social, zipf_cdf
+from tools.bench.dataset import Social, parallel, zipf_cdf
 from tools.bench.plans import AddressBlock
 from tools.bench.prepare import make_photo
 from tools.bench.settings import load_settings
@@ -137,18 +137,18 @@ def cleanup(target: stackapi.Target, social: Social, run: Run) -> int:
         users = [u for u in social.dataset.users if u.username in writers]
         social.fresh_tokens(users)
         tokens = {u.username: u.access_token for u in users}
-    deleted = 0
-    for ack in run.points.acks:
-        token = tokens.get(ack.user)
-        if token is None or ack.kind == "like":
-            continue
-        path = (
+    deletions = [
+        (
             f"/api/v1/posts/{ack.id}"
             if ack.kind == "post"
-            else f"/api/v1/posts/{ack.post}/messages/{ack.id}"
+            else f"/api/v1/posts/{ack.post}/messages/{ack.id}",
+            f"Bearer {tokens[ack.user]}",
         )
-        deleted += stackapi.delete(target, path, f"Bearer {token}") == 204
-    return deleted
+        for ack in run.points.acks
+        if ack.kind != "like" and ack.user in tokens
+    ]
+    statuses = parallel("deleted", deletions, lambda d: stackapi.delete(target, *d))
+    return statuses.count(204)
 
 
 def run_test(test: LoadTest, scale: float, endpoints: Endpoints) -> bool:

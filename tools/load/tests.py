@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chaos import FAULTS, Fault
+
 MIN_PHASE_S = 15.0
 # Watchers beside the users in the tests that are not about sockets.
 WATCHER_SHARE = 0.1
@@ -34,14 +36,6 @@ class Stage:
 
     def k6(self) -> dict[str, Any]:
         return {"duration": f"{math.ceil(self.seconds)}s", "target": self.vus}
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A fault the chaos test injects (chaos.py does it) ``at`` seconds in."""
-
-    at: float
-    kind: str
 
 
 @dataclass(frozen=True)
@@ -196,16 +190,13 @@ def spike(scale: float) -> LoadTest:
     )
 
 
-FAULT_KINDS = ("kill_posts", "restart_redis", "restart_postgres", "kill_realtime", "stop_s3")
-
-
 def chaos(scale: float) -> LoadTest:
     vus = _vus(500, scale)
     ramp, slot = _phase(60, scale), max(_phase(120, scale), 20.0)
-    faults = [Fault(ramp + i * slot + 5, kind) for i, kind in enumerate(FAULT_KINDS)]
+    faults = [Fault(ramp + i * slot + 5, kind) for i, kind in enumerate(FAULTS)]
     users = [
         Stage(ramp, vus),
-        Stage(len(FAULT_KINDS) * slot + _phase(180, scale), vus),
+        Stage(len(FAULTS) * slot + _phase(180, scale), vus),
         Stage(5, 0),
     ]
     return LoadTest(

@@ -62,6 +62,19 @@ def pct(rate: float) -> str:
     return f"{rate:.2%}"
 
 
+def recovery(points: Points, since: float, p95_ms: float) -> float | None:
+    """Seconds from ``since`` to the end of the first RECOVERY_WINDOW_S window
+    (sliding by a second) whose p95 is under ``p95_ms``; None if none is."""
+    last = points.t[-1] if points.t.size else since
+    at = since
+    while at + RECOVERY_WINDOW_S <= last:
+        ms, _ = window(points, at, at + RECOVERY_WINDOW_S)
+        if ms.size and percentile(ms, 95) < p95_ms:
+            return at + RECOVERY_WINDOW_S - since
+        at += 1.0
+    return None
+
+
 def knee(points: Points, test: LoadTest, t0: float) -> dict[str, Any]:
     """The stress test's steps (VUs, requests/s, p95, errors) and its knee:
     the first step past which more users brought less than 20% more
@@ -90,13 +103,16 @@ def knee(points: Points, test: LoadTest, t0: float) -> dict[str, Any]:
     return {"steps": rows, "knee": found}
 
 
-def _growth(values: list[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
-    """The mean over the middle third of [start, end] and over the last third."""
+def _growth(
+    values: list[tuple[float, float]], start: float, end: float
+) -> tuple[float, float] | None:
+    """The mean over the middle third of [start, end] and over the last
+    third; None without samples in both."""
     third = (end - start) / 3
     middle = [v for t, v in values if start + third <= t < start + 2 * third]
     last = [v for t, v in values if start + 2 * third <= t <= end]
     if not middle or not last:
-        return 0.0, 0.0
+        return None
     return float(np.mean(middle)), float(np.mean(last))
 
 
@@ -126,10 +142,15 @@ def steady(samples: list[Sample], start: float, end: float) -> list[Verdict]:
         checks.append((label, series, CONNECTIONS_GROWTH_MAX, CONNECTIONS_GROWTH_FLOOR, ""))
     verdicts = []
     for label, series, share, floor, unit in checks:
-        middle, last = _growth(series, start, end)
+        threshold = f"{label} grows < {share:.0%} (or {floor:g}{unit})"
+        growth = _growth(series, start, end)
+        if growth is None:
+            verdicts.append(Verdict(threshold, "no samples", False))
+            continue
+        middle, last = growth
         verdicts.append(
             Verdict(
-                f"{label} grows < {share:.0%} (or {floor:g}{unit})",
+                threshold,
                 f"{middle:.1f} -> {last:.1f}{unit}",
                 last - middle <= max(middle * share, floor),
             )
@@ -200,16 +221,10 @@ def judge(
                 rate < limits.window_error_rate,
             )
         )
-        recovered = None
-        at = end
-        while at + RECOVERY_WINDOW_S <= points.t[-1] if points.t.size else False:
-            ms, _ = window(points, at, at + RECOVERY_WINDOW_S)
-            if ms.size and limits.recovery_p95_ms and percentile(ms, 95) < limits.recovery_p95_ms:
-                recovered = at + RECOVERY_WINDOW_S - end
-                break
-            at += 1.0
-        extra["recovery_s"] = recovered
         assert limits.recovery_s is not None
+        assert limits.recovery_p95_ms is not None
+        recovered = recovery(points, end, limits.recovery_p95_ms)
+        extra["recovery_s"] = recovered
         verdicts.append(
             Verdict(
                 f"p95 back under {limits.recovery_p95_ms:.0f} ms within {limits.recovery_s:.0f} s",
