@@ -44,7 +44,11 @@ def test_sizing_is_the_chart_s_with_service_overrides_and_the_roster_s_bounds(
             "databasePool": {"max": 6},
         },
         "gateway": {
-            "autoscaling": {"minReplicas": 3, "maxReplicas": 20},
+            "autoscaling": {
+                "minReplicas": 3,
+                "maxReplicas": 20,
+                "targetCPUUtilizationPercentage": 70,
+            },
             "resources": {"requests": {"cpu": "2"}},
         },
     }
@@ -63,6 +67,8 @@ def test_pods_are_the_cores_over_what_a_pod_gives_at_the_target_never_below_the_
     profile = Profile("one", {"posts": 2.0, "redis": 0.5}, {})
     by_name = {need.component: need for need in needs(profile, 1_000, sizing)}
     assert (by_name["posts"].cores, by_name["posts"].pods) == (2.0, 3)  # 2 / 0.7 -> 3
+    # 0.2 cores is one pod's work: the minimum of three still runs.
+    assert needs(profile, 100, sizing)[0].pods == 3
     assert by_name["redis"].cores == 0.5
     assert by_name["redis"].pods is None
     many = {need.component: need for need in needs(profile, 20_000, sizing)}

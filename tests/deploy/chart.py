@@ -5,24 +5,21 @@ import from it."""
 
 from __future__ import annotations
 
-import copy
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from social_stack.chart import CHART, Obj
 from social_stack.paths import REPO_ROOT
 
 HELM = REPO_ROOT / ".tools" / "bin" / "helm"
-CHART = REPO_ROOT / "deploy" / "helm" / "social"
 # The `trivy_config` fixture (conftest.py): trivy config on a path, its report.
 TrivyConfig = Callable[..., dict[str, Any]]
 VALUES_FILES = ("values.yaml", "values-production.yaml", "values-dev.yaml")
 KUBERNETES_VERSION = "1.33"
 RELEASE = "social"
-
-Obj = dict[str, Any]
 
 
 # --- rendering ------------------------------------------------------------------
@@ -88,22 +85,6 @@ def changed_objects(before: Manifest, after: Manifest) -> set[tuple[str, str]]:
 
 
 # --- reading values, pod specs and trivy's reports ------------------------------
-
-
-def deep_merge(base: Obj, override: Obj) -> Obj:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def chart_values(values: str) -> Obj:
-    """values.yaml with a values file over it, as Helm merges them."""
-    base: Obj = yaml.safe_load((CHART / "values.yaml").read_text())
-    return deep_merge(base, yaml.safe_load((CHART / values).read_text()) or {})
 
 
 def pod_spec(owner: Obj) -> Obj:

@@ -22,11 +22,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from social_common.fleet import Fleet, roster
+from social_stack.chart import CHART, Obj, chart_values, deep_merge
 from social_stack.paths import REPO_ROOT, binary
 from social_stack.web import content_security_policy
 
 from tests.deploy.chart import (
-    CHART,
     HELM,
     KUBERNETES_VERSION,
     RELEASE,
@@ -34,12 +34,9 @@ from tests.deploy.chart import (
     REQUIRED_SETS,
     VALUES_FILES,
     Manifest,
-    Obj,
     TrivyConfig,
     changed_objects,
-    chart_values,
     container,
-    deep_merge,
     failures,
     helm,
     manifest_of,

@@ -33,19 +33,17 @@ import jmespath
 import kubernetes_validate
 import pytest
 import yaml
+from social_stack.chart import CHART, Obj, chart_values
 from social_stack.paths import REPO_ROOT
 
 from tests.deploy.chart import (
-    CHART,
     KUBERNETES_VERSION,
     RELEASE,
     REQUIRED_SETS,
     VALUES_FILES,
     Manifest,
-    Obj,
     TrivyConfig,
     changed_objects,
-    chart_values,
     container,
     failures,
     helm,

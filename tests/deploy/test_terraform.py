@@ -25,9 +25,10 @@ from typing import Any
 import hcl2
 import pytest
 import yaml
+from social_stack.chart import CHART, chart_values
 from social_stack.paths import REPO_ROOT
 
-from tests.deploy.chart import CHART, TrivyConfig, chart_values, failures
+from tests.deploy.chart import TrivyConfig, failures
 
 TERRAFORM_DIR = REPO_ROOT / "deploy" / "terraform"
 TERRAFORM = shutil.which("terraform")

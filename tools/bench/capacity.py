@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from social_common.fleet import roster
+from social_stack.chart import CHART, chart_values, deep_merge
 from social_stack.paths import REPO_ROOT
 
 from .model import GENERATOR_NAMES, RESULTS_DIR
 
-CHART = REPO_ROOT / "deploy" / "helm" / "social"
 DOCUMENT = REPO_ROOT / "docs" / "capacity.md"
 FIGURES = REPO_ROOT / "docs" / "capacity.json"
 TARGETS = (16_667, 166_667)
@@ -78,27 +77,14 @@ def cores(quantity: str | float) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def chart_sizing(chart: Path = CHART) -> dict[str, Sizing]:
     """The production sizing of every service and of the gateway (by the
     results' name, envoy), from the chart's values and the roster."""
-    values = _merged(
-        yaml.safe_load((chart / "values.yaml").read_text()),
-        yaml.safe_load((chart / "values-production.yaml").read_text()),
-    )
+    values = chart_values("values-production.yaml", chart)
     fleet = roster()
     sizing = {}
     for name, service in fleet.services.items():
-        merged = _merged(values["serviceDefaults"], values.get(name) or {})
+        merged = deep_merge(values["serviceDefaults"], values.get(name) or {})
         sizing[name] = Sizing(
             cpu_request=cores(merged["resources"]["requests"]["cpu"]),
             target_utilization=merged["autoscaling"]["targetCPUUtilizationPercentage"] / 100,
@@ -109,7 +95,7 @@ def chart_sizing(chart: Path = CHART) -> dict[str, Sizing]:
     gateway = values["gateway"]
     sizing[GATEWAY] = Sizing(
         cpu_request=cores(gateway["resources"]["requests"]["cpu"]),
-        target_utilization=gateway["autoscaling"].get("targetCPUUtilizationPercentage", 70) / 100,
+        target_utilization=gateway["autoscaling"]["targetCPUUtilizationPercentage"] / 100,
         max_pods=gateway["autoscaling"]["maxReplicas"],
         min_pods=gateway["autoscaling"]["minReplicas"],
         pool=0,
@@ -161,7 +147,7 @@ class Need:
 
     @property
     def fits(self) -> bool:
-        return self.pods is None or self.max_pods is None or self.pods <= self.max_pods
+        return self.pods is None or self.pods <= (self.max_pods or 0)
 
 
 def needs(profile: Profile, rate: float, sizing: Mapping[str, Sizing]) -> list[Need]:
@@ -218,6 +204,8 @@ def render(results: Mapping[str, Any], sizing: Mapping[str, Sizing]) -> str:
         " figures per request are what this machine spent at saturation, every"
         " component sharing its cores, so an upper bound.",
     ]
+    targets = {size.target_utilization for size in sizing.values()}
+    target = f"{next(iter(targets)):.0%}" if len(targets) == 1 else "its HPA's"
     for profile in profiles(results):
         lines += ["", f"## {profile.name}", ""]
         lines.append(
@@ -238,7 +226,7 @@ def render(results: Mapping[str, Any], sizing: Mapping[str, Sizing]) -> str:
                 "",
                 f"### {rate:,} requests/s",
                 "",
-                "| component | cores | pods (CPU request, 70% target) | most pods | fits |",
+                f"| component | cores | pods (CPU request, {target} target) | most pods | fits |",
                 "|---|---|---|---|---|",
             ]
             for need in found:
@@ -278,8 +266,9 @@ def newest_results() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="?", type=Path, help="default: the newest results file")
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("results", nargs="?", type=Path, help="default: the newest results file")
+    source.add_argument(
         "--again", action="store_true", help=f"from the figures kept in {FIGURES.name}"
     )
     args = parser.parse_args()

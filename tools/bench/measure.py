@@ -307,9 +307,10 @@ def measure_all(
                 profile = observe.Profile(watched.pid, settings.duration_s, output)
             try:
                 result = run(settings, scenario, settings.duration_s, plan)
+                # Before py-spy is reaped: its CPU would count as the generator's.
+                cpu_after = {**observe.cpu_seconds(), generator: observe.generator_cpu_seconds()}
             finally:
                 profiled = profile.finish() if profile is not None else None
-            cpu_after = {**observe.cpu_seconds(), generator: observe.generator_cpu_seconds()}
             stores_after = observe.store_counters()
             after = observe.scrape(watched.metrics_url) if watched is not None else {}
             connections = connections_for(settings, scenario)

@@ -31,7 +31,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from social_stack.local import Endpoints, load_state
 from social_stack.paths import DEFAULT_RUN_DIR, binary
-from social_stack.processes import Component, StackError, is_running
+from social_stack.processes import Component, StackError, is_running, stat_fields
 
 # Events are done when no more are handled for this long.
 SETTLE_QUIET_S = 1.0
@@ -133,16 +133,11 @@ def _proc_stats() -> dict[int, tuple[int, float]]:
     time is then its postmaster's)."""
     found = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields is None:  # not a process, or gone meanwhile
             continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        # The command name, in parentheses, may hold spaces: fields follow the last ")".
-        fields = text[text.rindex(")") + 2 :].split()
-        utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
-        found[int(entry.name)] = (int(fields[1]), (utime + stime + cutime + cstime) / _TICKS_PER_S)
+        ticks = sum(int(v) for v in fields[11:15])
+        found[int(entry.name)] = (int(fields[1]), ticks / _TICKS_PER_S)
     return found
 
 
@@ -165,21 +160,30 @@ def _trees(roots: Mapping[str, int], stats: dict[int, tuple[int, float]]) -> dic
     return trees
 
 
-def _roots(components: list[Component]) -> dict[str, int]:
-    return {component.name: component.pid for component in components}
+def _roots(run_dir: Path) -> dict[str, int]:
+    """The running components of the stack `make up` started (name -> pid)."""
+    loaded = _stack(run_dir)
+    components = loaded[1] if loaded is not None else []
+    return {c.name: c.pid for c in components if is_running(c)}
+
+
+def _tree_usage(roots: Mapping[str, int], memory: bool) -> dict[str, tuple[float, int]]:
+    """Each root's process tree's CPU seconds so far and, if asked, its
+    memory now (PSS; 0 if not asked: reading it costs the kernel a walk)."""
+    stats = _proc_stats()
+    return {
+        name: (
+            sum(stats[pid][1] for pid in tree),
+            sum(_pss_bytes(pid) for pid in tree) if memory else 0,
+        )
+        for name, tree in _trees(roots, stats).items()
+    }
 
 
 def cpu_seconds(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, float]:
     """CPU seconds used so far by each running component of the stack `make
     up` started, with all its descendants; empty when there is no such stack."""
-    loaded = _stack(run_dir)
-    if loaded is None:
-        return {}
-    stats = _proc_stats()
-    return {
-        name: sum(stats[pid][1] for pid in tree)
-        for name, tree in _trees(_roots(loaded[1]), stats).items()
-    }
+    return {name: cpu for name, (cpu, _) in _tree_usage(_roots(run_dir), memory=False).items()}
 
 
 def _pss_bytes(pid: int) -> int:
@@ -200,13 +204,7 @@ def usage(
     """Each running component's CPU seconds so far and memory now (the PSS
     of its process tree), for the stack `make up` started, and as much for
     ``others`` (name -> pid: a load generator)."""
-    loaded = _stack(run_dir)
-    roots = {**(_roots(loaded[1]) if loaded else {}), **(others or {})}
-    stats = _proc_stats()
-    return {
-        name: (sum(stats[pid][1] for pid in tree), sum(_pss_bytes(pid) for pid in tree))
-        for name, tree in _trees(roots, stats).items()
-    }
+    return _tree_usage({**_roots(run_dir), **(others or {})}, memory=True)
 
 
 def store_counters(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, int]:

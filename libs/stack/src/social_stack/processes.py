@@ -99,15 +99,22 @@ class Component:
         return cls(**values)
 
 
-def _process_stat(pid: int) -> tuple[str, str] | None:
-    """The kernel's state letter and start time of ``pid``: with the pid, the
-    start time names one process for good, so a recycled pid is never ours."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which, in
+    parentheses, may hold spaces): [0] is the state, [1] the parent, [11:15]
+    the CPU ticks, [19] the start time; None if there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[0], fields[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _process_stat(pid: int) -> tuple[str, str] | None:
+    """The kernel's state letter and start time of ``pid``: with the pid, the
+    start time names one process for good, so a recycled pid is never ours."""
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], fields[19])
 
 
 def is_running(component: Component) -> bool:
