@@ -18,17 +18,16 @@ import resource
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import redis
-from prometheus_client.parser import text_string_to_metric_families
+from social_stack import health
 from social_stack.local import Endpoints, load_state
 from social_stack.paths import DEFAULT_RUN_DIR, binary
 from social_stack.processes import Component, StackError, is_running, stat_fields
@@ -291,19 +290,15 @@ def format_cpu(cpu: dict[str, dict[str, float]]) -> str:
 
 
 def scrape(metrics_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the service's /metrics, by name and labels."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    """Every sample of the service's /metrics (read as `make health-check`
+    reads them), by name and labels."""
     try:
-        with opener.open(metrics_url, timeout=10) as response:  # loopback, from the state file
-            text = response.read().decode()
-    except (urllib.error.URLError, OSError) as exc:
+        # A service just out of a saturating run may answer slowly.
+        samples = health.scrape(metrics_url, timeout=10.0)
+    except httpx.HTTPError as exc:
         print(f"bench: cannot read {metrics_url}: {exc}", file=sys.stderr)
         return {}
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return {(s.name, tuple(sorted(s.labels.items()))): float(s.value) for s in samples}
 
 
 def _sum(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:

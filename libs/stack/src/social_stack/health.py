@@ -26,8 +26,8 @@ from social_stack.processes import Component
 Samples = list[Sample]
 
 
-def scrape(url: str) -> Samples:
-    text = httpx.get(url, timeout=2.0, trust_env=False).text
+def scrape(url: str, timeout: float = 2.0) -> Samples:
+    text = httpx.get(url, timeout=timeout, trust_env=False).text
     return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
