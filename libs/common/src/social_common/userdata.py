@@ -38,6 +38,9 @@ PageReader = Callable[
     [uuid.UUID, uuid.UUID | None, int], Awaitable[Sequence[tuple[uuid.UUID, bytes]]]
 ]
 
+# A key before every id (all are UUIDv7 or v4, greater than the nil UUID).
+BEFORE_ALL = uuid.UUID(int=0)
+
 
 @dataclass(frozen=True)
 class Section:
@@ -108,20 +111,20 @@ class UserDataRpc(userdata_pb2_grpc.UserDataServiceServicer):
 def query_section(
     name: str,
     db: AsyncConnectionPool,
-    fetch: Callable[
-        [AsyncConnection[Any], uuid.UUID, uuid.UUID | None, int], Awaitable[Sequence[Row]]
-    ],
+    fetch: Callable[[AsyncConnection[Any], uuid.UUID, uuid.UUID, int], Awaitable[Sequence[Row]]],
     shown: Callable[[Row], tuple[uuid.UUID, Any]],
 ) -> Section:
     """A section read from a service's PostgreSQL: ``fetch(conn, user_id,
-    after, limit)`` gives the rows in key order, ``shown(row)`` a row's key
-    and the view the archive holds of it."""
+    after, limit)`` gives the rows with keys past ``after`` in key order
+    (``after`` is BEFORE_ALL on the first page, so the query is one plain
+    range, the same plan every page), ``shown(row)`` a row's key and the
+    view the archive holds of it."""
 
     async def read(
         user_id: uuid.UUID, after: uuid.UUID | None, limit: int
     ) -> Sequence[tuple[uuid.UUID, bytes]]:
         async with db.connection() as conn:
-            rows = await fetch(conn, user_id, after, limit)
+            rows = await fetch(conn, user_id, after or BEFORE_ALL, limit)
         return [(key, encode(view)) for key, view in map(shown, rows)]
 
     return Section(name, read)

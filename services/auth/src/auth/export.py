@@ -32,7 +32,7 @@ def user_data(db: AsyncConnectionPool) -> UserData:
 
     def follows(direction: str) -> Section:
         async def fetch(
-            conn: store.Conn, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+            conn: store.Conn, user_id: uuid.UUID, after: uuid.UUID, limit: int
         ) -> list[store.FollowEntry]:
             return await store.follows_after(conn, direction, user_id, after, limit)
 

@@ -306,19 +306,25 @@ _PAGE_QUERIES = {
 }
 
 
+def _follow_entries(other: str) -> str:
+    """The FollowEntry of each follow, the other side's account (``other``)."""
+    return (
+        "SELECT u.id, u.username, u.display_name, f.created_at AS followed_at"
+        f" FROM follows f JOIN users u ON u.id = f.{other}"
+    )
+
+
 async def follows_after(
-    conn: Conn, direction: str, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    conn: Conn, direction: str, user_id: uuid.UUID, after: uuid.UUID, limit: int
 ) -> list[FollowEntry]:
     """A user's followers or followings with ids past ``after``, in id order
     (an export's pages: stable, unlike the newest-first listing)."""
     own, other = _PAGE_QUERIES[direction]
     cursor = conn.cursor(row_factory=class_row(FollowEntry))
     await cursor.execute(
-        f"SELECT u.id, u.username, u.display_name, f.created_at AS followed_at"
-        f" FROM follows f JOIN users u ON u.id = f.{other}"
-        f" WHERE f.{own} = %s AND (%s::uuid IS NULL OR f.{other} > %s)"
+        f"{_follow_entries(other)} WHERE f.{own} = %s AND f.{other} > %s"
         f" ORDER BY f.{other} LIMIT %s",
-        (user_id, after, after, limit),
+        (user_id, after, limit),
     )
     return await cursor.fetchall()
 
@@ -335,9 +341,7 @@ async def follow_page(
     cursor = conn.cursor(row_factory=class_row(FollowEntry))
     condition = f"(f.created_at, f.{other}) < (%s, %s)" if after else "true"
     await cursor.execute(
-        f"SELECT u.id, u.username, u.display_name, f.created_at AS followed_at"
-        f" FROM follows f JOIN users u ON u.id = f.{other}"
-        f" WHERE f.{own} = %s AND {condition}"
+        f"{_follow_entries(other)} WHERE f.{own} = %s AND {condition}"
         f" ORDER BY f.created_at DESC, f.{other} DESC LIMIT %s",
         (user_id, *(after or ()), limit),
     )

@@ -249,15 +249,13 @@ async def take_orphans(conn: Conn, limit: int) -> list[str]:
     return [row[0] for row in await cursor.fetchall()]
 
 
-async def owned_after(
-    conn: Conn, owner_id: uuid.UUID, after: uuid.UUID | None, limit: int
-) -> list[Media]:
+async def owned_after(conn: Conn, owner_id: uuid.UUID, after: uuid.UUID, limit: int) -> list[Media]:
     """The owner's stored media (not those still processing) with ids past
     ``after``, in id order."""
     cursor = conn.cursor(row_factory=class_row(Media))
     await cursor.execute(
         f"SELECT {_COLUMNS} FROM media WHERE owner_id = %s AND state <> 'processing'"
-        " AND (%s::uuid IS NULL OR id > %s) ORDER BY id LIMIT %s",
-        (owner_id, after, after, limit),
+        " AND id > %s ORDER BY id LIMIT %s",
+        (owner_id, after, limit),
     )
     return await cursor.fetchall()

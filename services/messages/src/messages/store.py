@@ -98,13 +98,12 @@ async def counts(conn: Conn, post_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, i
 
 
 async def sent_after(
-    conn: Conn, sender_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    conn: Conn, sender_id: uuid.UUID, after: uuid.UUID, limit: int
 ) -> list[Message]:
     """The messages the sender sent with ids past ``after``, oldest first."""
     cursor = conn.cursor(row_factory=class_row(Message))
     await cursor.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE sender_id = %s AND (%s::uuid IS NULL OR id > %s)"
-        " ORDER BY id LIMIT %s",
-        (sender_id, after, after, limit),
+        f"SELECT {_COLUMNS} FROM messages WHERE sender_id = %s AND id > %s ORDER BY id LIMIT %s",
+        (sender_id, after, limit),
     )
     return await cursor.fetchall()

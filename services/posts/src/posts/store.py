@@ -190,14 +190,13 @@ async def liked_post_ids(conn: Conn, user_id: uuid.UUID) -> list[uuid.UUID]:
 
 
 async def author_posts_after(
-    conn: Conn, author_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    conn: Conn, author_id: uuid.UUID, after: uuid.UUID, limit: int
 ) -> list[PostRow]:
     """The author's posts with ids past ``after``, oldest first."""
     cursor = conn.cursor(row_factory=class_row(PostRow))
     await cursor.execute(
-        f"SELECT {_COLUMNS} FROM posts WHERE author_id = %s AND (%s::uuid IS NULL OR id > %s)"
-        " ORDER BY id LIMIT %s",
-        (author_id, after, after, limit),
+        f"SELECT {_COLUMNS} FROM posts WHERE author_id = %s AND id > %s ORDER BY id LIMIT %s",
+        (author_id, after, limit),
     )
     return await cursor.fetchall()
 
@@ -209,13 +208,13 @@ class LikeRow:
 
 
 async def likes_after(
-    conn: Conn, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+    conn: Conn, user_id: uuid.UUID, after: uuid.UUID, limit: int
 ) -> list[LikeRow]:
     """The user's likes of posts with ids past ``after``, in post id order."""
     cursor = conn.cursor(row_factory=class_row(LikeRow))
     await cursor.execute(
         "SELECT post_id, created_at FROM likes WHERE user_id = %s"
-        " AND (%s::uuid IS NULL OR post_id > %s) ORDER BY post_id LIMIT %s",
-        (user_id, after, after, limit),
+        " AND post_id > %s ORDER BY post_id LIMIT %s",
+        (user_id, after, limit),
     )
     return await cursor.fetchall()
