@@ -24,9 +24,7 @@ import contextlib
 import json
 import socket
 import struct
-import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,8 +34,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from social_stack import processes
 from social_stack.local import Endpoints, free_ports
 from social_stack.paths import binary
+from social_stack.processes import Component, Probe
 
 T = TypeVar("T")
 
@@ -275,17 +275,24 @@ def _grpc_faults_config(port: int, admin_port: int, host: str, upstream_port: in
 
 class GrpcFaults:
     """An Envoy in front of the gRPC peer at ``upstream`` (``host:port``),
-    passing every call on until told to fail or delay a share of them."""
+    passing every call on until told to fail or delay a share of them. It is
+    a component as the stack's own Envoy is (started, probed and stopped by
+    social_stack.processes), tied to this process."""
 
     def __init__(self, upstream: str, run_dir: Path) -> None:
         host, upstream_port = upstream.rsplit(":", 1)
         self.port, self._admin_port = free_ports(2)
-        self._config = run_dir / f"grpc-faults-{self.port}.json"
-        self._config.write_text(
+        config = run_dir / f"grpc-faults-{self.port}.json"
+        config.write_text(
             json.dumps(_grpc_faults_config(self.port, self._admin_port, host, int(upstream_port)))
         )
-        self._log = run_dir / f"grpc-faults-{self.port}.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        self._component = Component(
+            name="grpc-faults",
+            argv=[binary("envoy"), "-c", str(config), "--disable-hot-restart", "-l", "warn"],
+            log=str(run_dir / f"grpc-faults-{self.port}.log"),
+            probe=Probe("http", f"http://127.0.0.1:{self._admin_port}/ready"),
+            ports=[self.port, self._admin_port],
+        )
 
     @property
     def address(self) -> str:
@@ -293,26 +300,17 @@ class GrpcFaults:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> GrpcFaults:
-        with self._log.open("wb") as log:
-            self._process = subprocess.Popen(
-                [binary("envoy"), "-c", str(self._config), "--disable-hot-restart", "-l", "warn"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while not self._admin("GET", "/ready"):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"the fault-injecting Envoy did not start: see {self._log}")
-            time.sleep(0.05)
+        process = processes.start(self._component, tie_to_parent=True)
+        try:
+            processes.wait_healthy([self._component], {self._component.name: process}, timeout)
+        except processes.StackError:
+            self.close()
+            raise
         return self
 
-    def fail(self, percent: int, grpc_status: int = 14) -> None:
-        """Answers ``percent`` of the calls with ``grpc_status`` (14:
-        UNAVAILABLE) without passing them on."""
-        self._switch(
-            {"fault.http.abort.abort_percent": percent, "fault.http.abort.grpc_status": grpc_status}
-        )
+    def fail(self, percent: int) -> None:
+        """Answers ``percent`` of the calls with UNAVAILABLE without passing them on."""
+        self._switch({"fault.http.abort.abort_percent": percent})
 
     def delay(self, percent: int, seconds: float) -> None:
         """Holds ``percent`` of the calls ``seconds`` before passing them on."""
@@ -329,38 +327,15 @@ class GrpcFaults:
         )
 
     def close(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-    def __enter__(self) -> GrpcFaults:
-        return self.start()
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+        processes.stop([self._component])
 
     def _switch(self, values: dict[str, int]) -> None:
-        if not self._admin("POST", "/runtime_modify?" + urllib.parse.urlencode(values)):
-            raise RuntimeError(f"the fault-injecting Envoy refused {values}")
-
-    def _admin(self, method: str, path: str) -> bool:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self._admin_port}{path}", method=method
-        )
+        url = f"http://127.0.0.1:{self._admin_port}/runtime_modify?{urllib.parse.urlencode(values)}"
         try:
-            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback)
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+            with processes.OPENER.open(urllib.request.Request(url, method="POST"), timeout=2):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            raise RuntimeError(f"the fault-injecting Envoy refused {values}: {exc}") from exc
 
 
 def backing_of(endpoints: Endpoints) -> dict[str, str]:

@@ -48,12 +48,13 @@ class Probe:
 
 
 # Probes go straight to loopback, whatever proxy the environment names.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Loopback requests, never through a proxy the environment names.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _http_ok(url: str, any_status: bool) -> bool:
     try:
-        with _OPENER.open(url, timeout=1.0) as response:
+        with OPENER.open(url, timeout=1.0) as response:
             return 200 <= int(response.status) < 300
     except urllib.error.HTTPError as error:
         return any_status and error.code < 500
