@@ -32,7 +32,7 @@ it('draws a message announced while the first page of messages was still on its 
   let answerFirstPage: (response: Response) => void = () => {}
   stubFetch((url) => {
     if (url.startsWith(`/api/v1/posts/${POST_ID}/messages`)) {
-      return new Promise<Response>((resolve) => (answerFirstPage = resolve)) as unknown as Response
+      return new Promise<Response>((resolve) => (answerFirstPage = resolve))
     }
     return jsonResponse(200, post)
   })
