@@ -111,6 +111,51 @@ def test_every_api_answer_carries_the_policy_headers(
         assert cache_control == "no-store"
 
 
+def _from_the_gateways_cache(http: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
+    """The answer to ``path`` once the gateway has kept one: of three asked at
+    once, at most the first finds the kept one out of date (it lives a second)."""
+    answers = [http.get(path, **kwargs) for _ in range(3)]
+    return next((a for a in answers if "age" in a.headers), answers[-1])
+
+
+def test_the_gateway_answers_the_global_feeds_first_page_to_anonymous_readers(
+    stack: Endpoints, account: Account
+) -> None:
+    with client(stack.gateway_url) as http:
+        kept = _from_the_gateways_cache(http, "/api/v1/posts")
+        assert "age" in kept.headers, kept.headers
+        assert kept.status_code == 200
+        assert "s-maxage=" in kept.headers["cache-control"]
+        # What the route adds to an API answer, and the Vary for caches after it.
+        assert kept.headers["vary"] == "Authorization"
+        for name, value in API_HEADERS.items():
+            assert kept.headers.get(name) == value, (name, kept.headers)
+        # Another page, a signed-in reader, a validator: the service answers.
+        for path, headers in (
+            ("/api/v1/posts?limit=5", {}),
+            ("/api/v1/posts", account.auth),
+            ("/api/v1/posts", {"If-None-Match": kept.headers["etag"]}),
+        ):
+            answer = _from_the_gateways_cache(http, path, headers=headers)
+            assert "age" not in answer.headers, (path, headers)
+
+
+def test_a_new_post_reaches_the_gateways_copy_within_its_lifetime(
+    stack: Endpoints, account: Account
+) -> None:
+    with client(stack.gateway_url) as http:
+        kept = _from_the_gateways_cache(http, "/api/v1/posts")
+        lifetime = int(kept.headers["cache-control"].rsplit("s-maxage=", 1)[1])
+        post = create_post(stack.gateway_url, account)
+        # A reader who asks for no stored answer sees it at once.
+        fresh = http.get("/api/v1/posts", headers={"Cache-Control": "no-cache"})
+        assert fresh.json()["items"][0]["id"] == post["id"]
+        deadline = time.monotonic() + lifetime + 1
+        while http.get("/api/v1/posts").json()["items"][0]["id"] != post["id"]:
+            assert time.monotonic() < deadline, "the gateway kept the page past its s-maxage"
+            time.sleep(0.05)
+
+
 def test_the_bearer_scheme_is_case_insensitive(stack: Endpoints, account: Account) -> None:
     with client(stack.gateway_url) as http:
         for scheme in ("bearer", "BEARER", "BeArEr"):

@@ -279,6 +279,8 @@ def measure_all(
     around the posts scenarios' measured runs (see observe.py).
     """
     rows: list[dict[str, Any]] = []
+    # The goals scale with wrk's ceiling (model.Goal), k6's scenarios too.
+    wrk_ceiling_rps = 0.0
     for generator, scenarios in runs:
         run = GENERATORS[generator]
         ceiling_rps = 0.0
@@ -316,6 +318,8 @@ def measure_all(
             connections = connections_for(settings, scenario)
             if original is CEILING:
                 ceiling_rps = result.requests_per_s
+                if generator == "wrk":
+                    wrk_ceiling_rps = ceiling_rps
             ratio = result.requests_per_s / ceiling_rps if ceiling_rps else 0.0
             row: dict[str, Any] = {
                 "scenario": scenario.name,
@@ -389,8 +393,9 @@ def measure_all(
             if profiled is not None:
                 row["profile"] = profiled
             if scenario.goal is not None:
-                missed = scenario.goal.missed(result)
-                row["goal"] = {**asdict(scenario.goal), "met": not missed, "missed": missed}
+                goal = scenario.goal.scaled(wrk_ceiling_rps)
+                missed = goal.missed(result)
+                row["goal"] = {**asdict(goal), "met": not missed, "missed": missed}
             if result.rate_limited:
                 print(f"bench: {label}: {result.rate_limited} replies were 429", file=sys.stderr)
             if result.unavailable:

@@ -43,7 +43,12 @@ def format_notes(rows: list[dict[str, Any]]) -> str:
         label = f"{row['scenario']} ({row['generator']})"
         if "goal" in row:
             found = row["goal"]
-            goal = Goal(found["requests_per_s"], found["p95_ms"], found["error_rate_below"])
+            goal = Goal(
+                found["requests_per_s"],
+                found["p95_ms"],
+                found["error_rate_below"],
+                found.get("at_ceiling"),
+            )
             missed = ", ".join(found["missed"])
             verdict = "met" if found["met"] else f"NOT met: {missed}"
             lines.append(f"goal {label}: {goal}: {verdict}")

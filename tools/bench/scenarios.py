@@ -18,9 +18,9 @@ and logged in from it, a Zipf follow graph and ~1,900 posts of tiny PNGs.
   [_feed]         literally: every request on a TCP connection of its own
                   (Connection: close), to Envoy alone and to the anonymous
                   feed; requests/s is then connections/s.
-The posting ones keep under the posts limit as plans.py says. global_feed
-and dsb_mix have goals (Scenario.goal); the verdict is printed and recorded
-in the row.
+The posting ones keep under the posts limit as plans.py says. The goals
+(Scenario.goal: issue 18's, scaled by the run's wrk ceiling, and the seed's
+connections a second) get a verdict, printed and recorded in the row.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     *(
         Scenario(
             name=f"upload_{name}",
+            goal=goal,
             path="/api/v1/media",
             method="POST",
             headers={"Authorization": "Bearer ${access_token}"},
@@ -80,16 +81,21 @@ SCENARIOS: tuple[Scenario, ...] = (
             generators=("k6",),
             photo=photo,
         )
-        for name, photo in (("2mp", (1920, 1080)), ("12mp", (4000, 3000)))
+        for name, photo, goal in (
+            ("2mp", (1920, 1080), Goal(requests_per_s=30, p95_ms=150)),
+            ("12mp", (4000, 3000), Goal(requests_per_s=0, p95_ms=1000)),
+        )
     ),
-    # The posts service (issue 5). Anonymous first pages of the global feed
-    # are rendered once per change and served from memory.
+    # The posts service (issue 5). The anonymous first page of the global
+    # feed is rendered once per change, and answered by the gateway's cache
+    # for a second at a time (the roster's cached paths).
     Scenario(
         name="global_feed",
         path="/api/v1/posts",
         needs=frozenset({"feed"}),
         generators=("wrk",),
-        goal=Goal(requests_per_s=16_667, p95_ms=50),
+        # 0.6 of the ceiling (issue 18).
+        goal=Goal(requests_per_s=30_000, p95_ms=50),
         posts=True,
         profile=True,
     ),
@@ -103,6 +109,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             k6_script="k6_timeline.js",
             needs=frozenset({"social"}),
             generators=("k6",),
+            goal=Goal(requests_per_s=8_000, p95_ms=200),
             posts=True,
         )
         for name, path in (
@@ -122,6 +129,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         k6_script="k6_compose.js",
         needs=frozenset({"social", "compose"}),
         generators=("k6",),
+        goal=Goal(requests_per_s=1_000, p95_ms=200),
         posts=True,
     ),
     # A new TCP connection for every request (wrk reconnects when the gateway
@@ -135,7 +143,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             headers={"Connection": "close"},
             needs=needs,
             generators=("wrk",),
-            goal=Goal(requests_per_s=16_667, p95_ms=50),
+            goal=Goal(requests_per_s=16_667, p95_ms=50, at_ceiling=None),
             posts=posts,
         )
         for name, path, needs, posts in (

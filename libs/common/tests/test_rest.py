@@ -256,6 +256,21 @@ def test_conditional_json_sends_the_body_with_its_tag_then_304_to_a_client_that_
     _serve([Route("/doc", _document)], scenario)
 
 
+def test_a_page_for_shared_caches_has_their_lifetime_and_no_vary() -> None:
+    async def shared(request: Request) -> Response:
+        return conditional_json(request, b"{}", etag_of(b"{}"), shared_seconds=3)
+
+    async def scenario(http: httpx.AsyncClient) -> None:
+        page = await http.get("/shared")
+        # Browsers revalidate; the gateway, which adds the Vary, keeps it 3 s.
+        assert page.headers["cache-control"] == "public, max-age=0, s-maxage=3"
+        assert "vary" not in page.headers
+        again = await http.get("/shared", headers={"if-none-match": page.headers["etag"]})
+        assert again.status_code == 304
+
+    _serve([Route("/shared", shared)], scenario)
+
+
 # -- the client's address ---------------------------------------------------------
 
 

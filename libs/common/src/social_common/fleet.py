@@ -68,6 +68,7 @@ class Service:
     publishes: tuple[str, ...]
     consumes: tuple[str, ...]
     routes: tuple[Route, ...]
+    cached: tuple[str, ...]
     timeout_seconds: int
     min_replicas: int
     max_replicas: int
@@ -102,7 +103,7 @@ class Fleet:
 
 # A service's keys: those it must have, and those it may.
 _REQUIRED = {"ports", "database", "replicas"}
-_OPTIONAL = {"objects", "peers", "publishes", "consumes", "routes", "timeout"}
+_OPTIONAL = {"objects", "peers", "publishes", "consumes", "routes", "cached", "timeout"}
 
 
 def _service(name: str, raw: dict[str, Any]) -> Service:
@@ -119,6 +120,9 @@ def _service(name: str, raw: dict[str, Any]) -> Service:
         if kind not in ROUTE_ORDER:
             raise RosterError(f"{name}: route kind {kind!r} is not one of {ROUTE_ORDER}")
         routes.append(Route(kind, value))
+    cached = tuple(raw.get("cached", []))
+    if bad := [path for path in cached if not path.startswith("/") or "?" in path]:
+        raise RosterError(f"{name}: cached paths are exact paths without a query: {bad}")
     replicas = raw["replicas"]
     return Service(
         name=name,
@@ -129,6 +133,7 @@ def _service(name: str, raw: dict[str, Any]) -> Service:
         publishes=tuple(raw.get("publishes", [])),
         consumes=tuple(raw.get("consumes", [])),
         routes=tuple(routes),
+        cached=cached,
         timeout_seconds=int(raw.get("timeout", DEFAULT_TIMEOUT_SECONDS)),
         min_replicas=int(replicas["min"]),
         max_replicas=int(replicas["max"]),

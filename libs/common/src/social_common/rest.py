@@ -164,17 +164,23 @@ def etag_of(body: bytes) -> str:
 
 
 def conditional_json(
-    request: Request, body: bytes, etag: str, headers: Mapping[str, str] | None = None
+    request: Request,
+    body: bytes,
+    etag: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    shared_seconds: int = 0,
 ) -> Response:
     """A JSON response with its ``ETag``, or ``304 Not Modified`` when the
-    client's ``If-None-Match`` already names it. Responses may depend on who
-    asks, hence ``Vary: Authorization``; ``no-cache`` makes caches revalidate."""
-    all_headers = {
-        "ETag": etag,
-        "Cache-Control": "no-cache",
-        "Vary": "Authorization",
-        **(headers or {}),
-    }
+    client's ``If-None-Match`` already names it. Browsers revalidate every
+    time. Responses may depend on who asks, hence ``Vary: Authorization``,
+    but for the gateway's cache to keep one (``shared_seconds``, as
+    s-maxage): it keeps only what it asked without a token, takes no Vary,
+    and adds this one for the caches after it (gateway/envoy.yaml.j2)."""
+    cache_control = {"Cache-Control": "no-cache", "Vary": "Authorization"}
+    if shared_seconds:
+        cache_control = {"Cache-Control": f"public, max-age=0, s-maxage={shared_seconds}"}
+    all_headers = {"ETag": etag, **cache_control, **(headers or {})}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=all_headers)
     return Response(body, media_type="application/json", headers=all_headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -216,6 +217,13 @@ def _routes(fleet: Fleet) -> list[dict[str, Any]]:
     ]
 
 
+def _cached_path_regex(fleet: Fleet) -> str:
+    """What the gateway's cache answers: the roster's cached paths, whole
+    (``:path`` carries the query string, so a request with one never matches)."""
+    paths = [re.escape(path) for service in fleet.services.values() for path in service.cached]
+    return f"^({'|'.join(paths)})$" if paths else ""
+
+
 def render_envoy(config: GatewayConfig) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(GATEWAY_DIR),
@@ -228,6 +236,7 @@ def render_envoy(config: GatewayConfig) -> str:
         services=fleet.names,
         routes=_routes(fleet),
         websocket_services={name for name, route in fleet.routes() if route.kind == "websocket"},
+        cached_path_regex=_cached_path_regex(fleet),
         web_headers=security_headers(config.media_origin),
         api_headers=API_HEADERS,
         **{f.name: getattr(config, f.name) for f in fields(config)},

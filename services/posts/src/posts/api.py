@@ -127,7 +127,11 @@ class PostsApi:
     async def global_feed(self, request: Request) -> Response:
         limit, before = page_limit(request.query_params.get("limit")), _cursor(request)
         return await self._read(
-            request, lambda viewer: self.feeds.list_page(None, before, limit, viewer)
+            request,
+            lambda viewer: self.feeds.list_page(None, before, limit, viewer),
+            # The first page as a newcomer sees it: one copy for the gateway
+            # to keep (the roster's cached route), whatever the query cannot vary.
+            shared_seconds=0 if request.url.query else self.settings.gateway_cache_seconds,
         )
 
     async def user_feed(self, request: Request) -> Response:
@@ -155,25 +159,36 @@ class PostsApi:
         read: Callable[[uuid.UUID | None], Awaitable[views.PostPage]],
         *,
         paginated: bool = True,
+        shared_seconds: int = 0,
     ) -> Response:
         """Answers a read by ``read(viewer)``; what an anonymous reader got is
-        kept for the next (see social_common.response_cache)."""
+        kept for the next (see social_common.response_cache), and by shared
+        caches for ``shared_seconds``."""
         viewer = await self._viewer(request)
         generation = self.cache.generation
-        response = self._page_response(request, await read(viewer), paginated)
+        page = await read(viewer)
+        if viewer is not None:
+            shared_seconds = 0
+        response = self._page_response(request, page, paginated, shared_seconds)
         if viewer is None:
             self.rendered.keep(request, response, generation)
         return response
 
     def _page_response(
-        self, request: Request, page: views.PostPage, paginated: bool = True
+        self,
+        request: Request,
+        page: views.PostPage,
+        paginated: bool = True,
+        shared_seconds: int = 0,
     ) -> Response:
         if paginated:
             body = encode(page)
             headers = next_link(request.url, page.next_cursor)
         else:
             body, headers = encode(page.items[0]), {}
-        return conditional_json(request, body, etag_of(body), headers)
+        return conditional_json(
+            request, body, etag_of(body), headers, shared_seconds=shared_seconds
+        )
 
 
 def _media_choice(body: views.NewPost) -> tuple[list[uuid.UUID], str | None]:
