@@ -42,6 +42,8 @@ const delivery = new Trend("bench_delivery_ms", true);
 const sendMs = new Trend("bench_send_ms", true);
 const delivered = new Counter("bench_delivered");
 const sent = new Counter("bench_sent");
+// Every message posted, warm-up included: what the fleet's CPU is divided by.
+const posted = new Counter("bench_posted");
 const sendFailed = new Counter("bench_send_failed");
 const subscribed = new Counter("bench_subscribed");
 const socketErrors = new Counter("bench_socket_errors");
@@ -125,6 +127,9 @@ export function publish() {
       tags: { name: "send_message" },
     },
   );
+  if (res.status === 201) {
+    posted.add(1);
+  }
   if (!measured) {
     return;
   }

@@ -260,8 +260,19 @@ def latency_scenario(settings: Settings, plan: WsPlan) -> dict[str, Any]:
             "BENCH_DRAIN_S": str(DRAIN_S),
         }
         limit_s = CONNECT_S + settings.warmup_s + settings.duration_s + DRAIN_S + 120
+        cpu_before = {**observe.cpu_seconds(), "k6": observe.generator_cpu_seconds()}
+        started = time.monotonic()
         done = generators.run_k6(K6_SCRIPT, variables, limit_s)
-    return _latency_row(settings, plan, done.metrics(), done.peak_rss_bytes)
+        cpu_after = {**observe.cpu_seconds(), "k6": observe.generator_cpu_seconds()}
+        elapsed = time.monotonic() - started
+    metrics = done.metrics()
+    row = _latency_row(settings, plan, metrics, done.peak_rss_bytes)
+    # What each component spent per message posted (warm-up included): the
+    # REST call, the outbox, the consumers, the fan-out to the sockets.
+    row["cpu"] = observe.cpu_per_request(
+        cpu_before, cpu_after, generators.counter(metrics, "bench_posted"), elapsed
+    )
+    return row
 
 
 def _trend(metrics: dict[str, Any], name: str, stat: str) -> float:
@@ -340,5 +351,6 @@ def describe(row: dict[str, Any]) -> str:
         f"({row['deliveries_per_s']:,.0f}/s): p50 {row['delivery_p50_ms']} ms, p95 "
         f"{row['delivery_p95_ms']} ms, p99 {row['delivery_p99_ms']} ms, max "
         f"{row['delivery_max_ms']} ms; goal p95 <= {goal['p95_ms']:g} ms: {verdict}\n"
-        f"  k6 peak RSS {row['k6_peak_rss_mib']} MiB"
+        f"  k6 peak RSS {row['k6_peak_rss_mib']} MiB\n"
+        f"  cpu per message: {observe.format_cpu(row.get('cpu', {}))}"
     )
