@@ -4,10 +4,12 @@ named, connected as the service's role in its schema, preparing repeated stateme
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from psycopg.pq import TransactionStatus
 from social_common.db import (
     DEAD_PEER_DETECTION,
     PREPARE_THRESHOLD,
@@ -102,6 +104,31 @@ def test_a_statement_run_repeatedly_on_a_connection_becomes_server_side_prepared
     counts = asyncio.run(main())
     assert counts[0] == 0  # run once: sent as it is
     assert counts[-1] == 1  # run past the threshold: prepared, once
+
+
+def test_a_statement_is_its_own_transaction_and_atomic_work_says_so(stack: Endpoints) -> None:
+    async def main() -> tuple[TransactionStatus, list[tuple[int]]]:
+        # As the administrator: a service's role may not make a temporary table.
+        pool = create_pool(stack.database_admin_url, min_size=1, max_size=1, name="pool-test")
+        await pool.open(wait=True, timeout=10)
+        try:
+            async with pool.connection() as conn:
+                await conn.execute("CREATE TEMP TABLE kept (n int)")
+                # One round trip, no BEGIN before it nor COMMIT after it.
+                after_a_statement = conn.info.transaction_status
+                with contextlib.suppress(ZeroDivisionError):
+                    async with conn.transaction():
+                        await conn.execute("INSERT INTO kept VALUES (1)")
+                        raise ZeroDivisionError  # the work fails: none of it stays
+                await conn.execute("INSERT INTO kept VALUES (2)")
+                cursor = await conn.execute("SELECT n FROM kept")
+                return after_a_statement, await cursor.fetchall()
+        finally:
+            await pool.close()
+
+    status, kept = asyncio.run(main())
+    assert status == TransactionStatus.IDLE
+    assert kept == [(2,)]
 
 
 @pytest.mark.parametrize("binary", [False, True])

@@ -84,7 +84,11 @@ DEAD_PEER_DETECTION = {
 
 def create_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -> AsyncConnectionPool:
     """An unopened pool; the runner opens it without waiting, so a service
-    starts (and reports not ready) while its database is still unreachable."""
+    starts (and reports not ready) while its database is still unreachable.
+
+    Its connections are in autocommit: a statement is its own transaction,
+    one round trip (not BEGIN, the statement and COMMIT: three), and work
+    that must be atomic says so with ``conn.transaction()``."""
     return AsyncConnectionPool(
         conninfo,
         min_size=min_size,
@@ -93,7 +97,12 @@ def create_pool(conninfo: str, *, min_size: int, max_size: int, name: str) -> As
         open=False,
         configure=_configure,
         check=_check,
-        kwargs={"application_name": name, "connect_timeout": 5, **DEAD_PEER_DETECTION},
+        kwargs={
+            "application_name": name,
+            "connect_timeout": 5,
+            "autocommit": True,
+            **DEAD_PEER_DETECTION,
+        },
         timeout=5.0,
     )
 

@@ -158,8 +158,8 @@ class PostEvents:
     async def _count_message(
         self, message_id: uuid.UUID, post_id: uuid.UUID, *, deleted: bool
     ) -> None:
-        # BEGIN and the statement in one round trip, then COMMIT.
-        async with self.db.connection() as conn, conn.pipeline(), conn.transaction():
+        # One statement: its own transaction (the pool's autocommit).
+        async with self.db.connection() as conn:
             row = await store.count_message(conn, message_id, post_id, deleted=deleted)
         if row is not None:
             await self.cache.changed(row.id, row.version, views.post_document(row))
