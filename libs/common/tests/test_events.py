@@ -113,6 +113,32 @@ def test_a_committed_event_reaches_a_consumer_group(
     _run(stack, url, scenario)
 
 
+def test_what_one_read_handled_is_acknowledged_together_after_it(
+    stack: Endpoints, producer: tuple[str, str]
+) -> None:
+    name, url = producer
+    event_type = f"test.{uuid.uuid4().hex[:8]}"
+
+    async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
+        pending_while_handling: list[int] = []
+
+        async def handle(_envelope: Envelope) -> None:
+            pending = await client.xpending(stream_for(event_type), "g1")
+            pending_while_handling.append(pending["pending"])
+
+        consumer = EventConsumer(client, "g1", "c1", {event_type: handle}, block_ms=100)
+        await consumer.ensure_groups()
+        for n in range(3):
+            await _emit(pool, name, event_type, f"key-{n}")
+        assert await OutboxRelay(name, url, pool, client).publish_pending() == 3
+        assert await consumer.poll_once() == 3
+        # One XACK for the read, once all of it was handled, not one per entry.
+        assert pending_while_handling == [3, 3, 3]
+        assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
+
+    _run(stack, url, scenario)
+
+
 def test_a_consumer_makes_its_group_again_when_redis_lost_it(
     stack: Endpoints, producer: tuple[str, str]
 ) -> None:

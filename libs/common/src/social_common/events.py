@@ -293,10 +293,19 @@ class EventConsumer:
             return 0
         read = 0
         for stream, entries in reply or []:
+            handled = []
             for entry_id, fields in entries:
                 read += 1
-                await self._handle(as_text(stream), entry_id, fields)
+                if await self._handle(as_text(stream), entry_id, fields):
+                    handled.append(entry_id)
+            await self._ack(as_text(stream), handled)
         return read
+
+    async def _ack(self, stream: str, entry_ids: list[bytes]) -> None:
+        """Acknowledges what a read handled, in one command: a failure before
+        it has them delivered again, which at-least-once consumers expect."""
+        if entry_ids:
+            await self.redis.xack(stream, self.group, *entry_ids)
 
     async def reclaim_once(self) -> int:
         """Retries entries pending longer than ``claim_idle_ms`` (a crashed or
@@ -316,7 +325,8 @@ class EventConsumer:
                 )
                 for claimed_id, fields in claimed:
                     retried += 1
-                    await self._handle(stream, claimed_id, fields)
+                    if await self._handle(stream, claimed_id, fields):
+                        await self._ack(stream, [claimed_id])
         return retried
 
     async def measure_backlog(self) -> None:
@@ -335,20 +345,20 @@ class EventConsumer:
             CONSUMER_PENDING.labels(stream, self.group).set(mine["pending"])
             CONSUMER_LAG.labels(stream, self.group).set(max(0, behind_ms) / 1000)
 
-    async def _handle(self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> None:
+    async def _handle(self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> bool:
+        """Handles one entry; whether it is done with (to be acknowledged)."""
         envelope = _decode(fields)
         if envelope is None:
             log.error("event_unreadable", stream=stream, entry_id=as_text(entry_id))
             await self._dead_letter(stream, entry_id)
-            return
+            return False
         handler = self.handlers.get(envelope.type)
         if handler is None:
-            await self.redis.xack(stream, self.group, entry_id)
-            return
+            return True
         if envelope.version != PAYLOAD_VERSION:
             HANDLED.labels(envelope.type, "unknown_version").inc()
             log.error("event_version_unknown", type=envelope.type, version=envelope.version)
-            return
+            return False
         try:
             with continued_span(
                 f"process {envelope.type}",
@@ -366,9 +376,9 @@ class EventConsumer:
         except Exception as exc:  # any failure: retried later, then dead-lettered
             HANDLED.labels(envelope.type, "failed").inc()
             log.warning("event_handler_failed", type=envelope.type, id=envelope.id, error=str(exc))
-            return
-        await self.redis.xack(stream, self.group, entry_id)
+            return False
         HANDLED.labels(envelope.type, "ok").inc()
+        return True
 
     async def _dead_letter(self, stream: str, entry_id: bytes) -> None:
         entries: Any = await self.redis.xrange(stream, min=entry_id, max=entry_id)
