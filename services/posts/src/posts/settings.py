@@ -29,8 +29,8 @@ class PostsSettings(Settings):
     # the lifetime bounds how long an update lost to a Redis failure shows.
     shared_cache_seconds: int = setting("POSTS_SHARED_CACHE_SECONDS", 300, minimum=1)
     # How long the gateway may answer the global feed's first page to
-    # anonymous readers from its own copy (s-maxage); 0 never. Readers of
-    # that page learn of new posts live (the realtime feed channel).
+    # anonymous readers from its own copy (s-maxage): how old a page a
+    # newcomer may see; 0 never.
     gateway_cache_seconds: int = setting("POSTS_GATEWAY_CACHE_SECONDS", 1, minimum=0, maximum=60)
     # Authors' public profiles (username, display name) are cached this long.
     author_cache_seconds: int = setting("POSTS_AUTHOR_CACHE_SECONDS", 60, minimum=1)
