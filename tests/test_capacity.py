@@ -17,6 +17,7 @@ from tools.bench.capacity import (
     Sizing,
     chart_sizing,
     cores,
+    goal_costs,
     needs,
     redis_shards,
     render,
@@ -77,3 +78,35 @@ def test_pods_are_the_cores_over_what_a_pod_gives_at_the_target_never_below_the_
 
 def test_redis_primaries_are_its_cores_over_what_one_thread_gives() -> None:
     assert [redis_shards(c) for c in (0.1, 0.8, 0.81, 3.7)] == [1, 1, 2, 5]
+
+
+def test_a_goal_takes_the_fleets_cpu_per_request_times_its_rate_the_generator_left_out() -> None:
+    cpu = {"posts": {"ms_per_request": 0.3}, "envoy": {"ms_per_request": 0.2}}
+    results = {
+        "results": [
+            {
+                "scenario": "home_timeline",
+                "requests_per_s": 1_500,
+                "cpu": {**cpu, "k6": {"ms_per_request": 0.4}},
+                "goal": {"requests_per_s": 4_000},
+            },
+            {"scenario": "ceiling", "requests_per_s": 40_000, "cpu": cpu},  # no goal
+        ],
+        "realtime": [
+            {
+                "scenario": "ws_latency",
+                "messages_per_s": 300,
+                "target_messages_per_s": 1_000,
+                "cpu": {"messages": {"ms_per_request": 5.0}},
+            }
+        ],
+    }
+    home, ws = goal_costs(results)
+    assert (home.scenario, home.ms_per_request, home.measured_per_s) == (
+        "home_timeline",
+        0.5,
+        1_500,
+    )
+    assert home.cores == 2.0  # 4,000/s x 0.5 ms
+    assert home.at_most(2) == 4_000
+    assert (ws.scenario, ws.cores, ws.at_most(2)) == ("ws_latency", 5.0, 400)

@@ -15,6 +15,10 @@ results' ``stores``); a Redis primary is one thread, so its cores over
 REDIS_PRIMARY_CORES is the shards needed; PostgreSQL's connections are the
 database services' pods times their pool.
 
+Last, for each of issue 18's goals (the bench's scenarios with a goal, and
+the live delivery's messages a second): the fleet's CPU per request times
+the goal's rate, the cores that goal takes (goal_costs).
+
 The figures are what this 2-core machine spent at saturation, every
 component sharing the cores with the others and with the load generator: an
 upper bound per request, on a CPU that may differ from production's.
@@ -45,6 +49,8 @@ READ_HEAVY = {"global_feed": 0.5, "home_timeline": 0.3, "user_timeline": 0.15, "
 DSB_MIX = "dsb_mix"
 # A Redis primary runs commands on one thread: plan each for this much of a core.
 REDIS_PRIMARY_CORES = 0.8
+# The realtime row with CPU figures (per message posted).
+WS_LATENCY = "ws_latency"
 # What the gateway's processes are called in the results (the stack's Envoy).
 GATEWAY = "envoy"
 STORES = ("postgres", "redis")
@@ -177,17 +183,76 @@ def database_connections(found: list[Need], sizing: Mapping[str, Sizing]) -> int
 
 
 def figures(results: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """What the model reads of a results file: its machine and each row's
-    rate, CPU and store work."""
+    """What the model reads of a results file: its machine, each row's rate,
+    CPU, store work and goal, and the live delivery's CPU per message."""
+    kept = ("scenario", "generator", "requests_per_s", "cpu", "stores", "goal")
     return {
         "source": source,
         "machine": {"nproc": results["machine"]["nproc"]},
         "results": [
-            {key: row[key] for key in ("scenario", "generator", "requests_per_s", "cpu", "stores")}
+            {key: row[key] for key in kept if key in row}
             for row in results["results"]
             if "cpu" in row and "stores" in row
         ],
+        "realtime": [
+            {
+                "scenario": row["scenario"],
+                "messages_per_s": row["messages_per_s"],
+                "target_messages_per_s": row["target_messages_per_s"],
+                "cpu": row["cpu"],
+            }
+            for row in results.get("realtime", [])
+            if row["scenario"] == WS_LATENCY and row.get("cpu")
+        ],
     }
+
+
+@dataclass(frozen=True)
+class GoalCost:
+    """What one of issue 18's goals takes: the fleet's CPU per request (the
+    load generator's left out) times the goal's rate."""
+
+    scenario: str
+    ms_per_request: float
+    goal_per_s: float
+    measured_per_s: float
+
+    @property
+    def cores(self) -> float:
+        return self.goal_per_s * self.ms_per_request / 1000
+
+    def at_most(self, cores: float) -> float:
+        """The rate ``cores`` could give at this cost, were nothing else running."""
+        return cores * 1000 / self.ms_per_request if self.ms_per_request else 0.0
+
+
+def goal_costs(results: Mapping[str, Any]) -> list[GoalCost]:
+    """Each scenario with a goal (its rate as scaled for the run's ceiling),
+    and the live delivery at the rate it asked for."""
+
+    def fleet_ms(cpu: Mapping[str, Mapping[str, float]]) -> float:
+        return sum(s["ms_per_request"] for c, s in cpu.items() if c not in GENERATOR_NAMES)
+
+    found = [
+        GoalCost(
+            row["scenario"],
+            fleet_ms(row["cpu"]),
+            row["goal"]["requests_per_s"],
+            row["requests_per_s"],
+        )
+        for row in results["results"]
+        if row.get("goal", {}).get("requests_per_s")
+    ]
+    found += [
+        GoalCost(
+            row["scenario"],
+            fleet_ms(row["cpu"]),
+            row["target_messages_per_s"],
+            row["messages_per_s"],
+        )
+        for row in results.get("realtime", [])
+    ]
+    return found
 
 
 def render(results: Mapping[str, Any], sizing: Mapping[str, Sizing]) -> str:
@@ -254,6 +319,26 @@ def render(results: Mapping[str, Any], sizing: Mapping[str, Sizing]) -> str:
                     " requests cheaper (issue 18)."
                 ),
             ]
+    nproc = results["machine"]["nproc"]
+    lines += [
+        "",
+        "## What issue 18's goals take",
+        "",
+        "Each scenario with a goal in `make bench` (its rate scaled by this run's"
+        " ceiling; for `ws_latency`, messages a second): the fleet's CPU per request,"
+        " the load generator's left out, times the goal's rate. The last column is"
+        f" what {nproc} cores give at that cost when nothing else runs on them (here the"
+        " load generator takes its share).",
+        "",
+        f"| scenario | fleet CPU per request | goal per s | cores it takes | at most on {nproc}"
+        " cores | measured per s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cost in goal_costs(results):
+        lines.append(
+            f"| {cost.scenario} | {cost.ms_per_request:.3f} ms | {cost.goal_per_s:,.0f}"
+            f" | {cost.cores:.1f} | {cost.at_most(nproc):,.0f} | {cost.measured_per_s:,.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
