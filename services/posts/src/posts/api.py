@@ -129,8 +129,8 @@ class PostsApi:
         return await self._read(
             request,
             lambda viewer: self.feeds.list_page(None, before, limit, viewer),
-            # The first page as a newcomer sees it: one copy for the gateway
-            # to keep (the roster's cached route), whatever the query cannot vary.
+            # The first page as a newcomer sees it, without a query: the one
+            # copy the gateway keeps (the roster's cached paths).
             shared_seconds=0 if request.url.query else self.settings.gateway_cache_seconds,
         )
 
@@ -167,9 +167,8 @@ class PostsApi:
         viewer = await self._viewer(request)
         generation = self.cache.generation
         page = await read(viewer)
-        if viewer is not None:
-            shared_seconds = 0
-        response = self._page_response(request, page, paginated, shared_seconds)
+        shared = shared_seconds if viewer is None else 0  # a reader's own page: never shared
+        response = self._page_response(request, page, paginated, shared)
         if viewer is None:
             self.rendered.keep(request, response, generation)
         return response
