@@ -6,6 +6,7 @@ counts: nothing is paid per request); the event loop's lateness is sampled by
 a background task (``sample_event_loop_lag``) that the runner starts.
 
   db_pool_connections{state="in_use"|"idle"}, db_pool_max_connections,
+                                 (in use: taken, or being opened)
   db_pool_requests_waiting       the PostgreSQL pool (psycopg_pool)
   redis_pool_connections{state}, redis_pool_max_connections
                                  the Redis client's pool
