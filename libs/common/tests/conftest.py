@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from social_stack.local import Ports
-from social_stack.paths import redis_server
+from social_stack.paths import redis_server_binary
 from social_stack.processes import Component, Probe, start, stop, wait_healthy
 
 
@@ -18,7 +18,7 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[Component, dict[str, subproce
     port = Ports.free().redis
     component = Component(
         name="redis",
-        argv=[redis_server(), "--bind", "127.0.0.1", "--port", str(port), "--save", ""],
+        argv=[redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", ""],
         log=str(tmp_path / "redis.log"),
         probe=Probe("redis", f"127.0.0.1:{port}"),
         ports=[port],

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from social_common.redis import create_redis
 from social_common.settings import Settings, SettingsError
 from social_stack.local import Ports
-from social_stack.paths import redis_server
+from social_stack.paths import redis_server_binary
 from social_stack.processes import Component, Probe, start, stop, wait_healthy
 
 LOCALHOST = "127.0.0.1"
@@ -131,7 +131,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
     port = Ports.free().redis
     component = Component(
         name="redis",
-        argv=[redis_server(), "--bind", LOCALHOST, "--port", str(port), "--save", ""],
+        argv=[redis_server_binary(), "--bind", LOCALHOST, "--port", str(port), "--save", ""],
         log=str(tmp_path / "redis.log"),
         probe=Probe("redis", f"{LOCALHOST}:{port}"),
         ports=[port],

@@ -29,7 +29,7 @@ from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT
 
 from social_stack import processes
 from social_stack.gateway import Tracing, Upstream, dev_config, write_gateway
-from social_stack.paths import binary, postgres_install_dir, redis_server
+from social_stack.paths import binary, postgres_install_dir, redis_server_binary
 from social_stack.postgres import data_home, install_for
 from social_stack.processes import Component, Probe, StackError
 from social_stack.supervisor import Backoff, Supervisor
@@ -385,7 +385,7 @@ class Stack:
         return Component(
             name="redis",
             argv=[
-                redis_server(),
+                redis_server_binary(),
                 "--bind",
                 "127.0.0.1",
                 "--port",

