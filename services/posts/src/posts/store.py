@@ -56,20 +56,35 @@ async def page_ids(
     before: uuid.UUID | None,
     limit: int,
 ) -> list[uuid.UUID]:
-    """Ids of the newest posts (of ``authors``, or everyone's) older than ``before``."""
-    conditions: list[str] = []
-    params: list[Any] = []
-    if authors is not None:
-        conditions.append("author_id = ANY(%s)")
-        params.append(list(authors))
-    if before is not None:
-        conditions.append("id < %s")
-        params.append(before)
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    cursor = await conn.execute(
-        f"SELECT id FROM posts {where} ORDER BY id DESC LIMIT %s",
-        (*params, limit),
-    )
+    """Ids of the newest posts (of ``authors``, or everyone's) older than ``before``.
+
+    Each author's posts are read through posts_by_author (author_id, id DESC),
+    at most ``limit`` of them, and merged: ``author_id = ANY(...) ORDER BY id``
+    is planned, once the statement is prepared, as a walk down the primary key
+    that skips everyone else's posts (a whole table's worth for a quiet author).
+    """
+    newer = "" if before is None else "AND id < %(before)s"
+    if authors is None:
+        query = f"SELECT id FROM posts WHERE true {newer} ORDER BY id DESC LIMIT %(limit)s"
+    elif len(authors) == 1:
+        query = (
+            f"SELECT id FROM posts WHERE author_id = %(author)s {newer}"
+            " ORDER BY id DESC LIMIT %(limit)s"
+        )
+    else:
+        query = (
+            "SELECT p.id FROM unnest(%(authors)s::uuid[]) AS a (author_id) CROSS JOIN LATERAL"
+            f" (SELECT id FROM posts WHERE author_id = a.author_id {newer}"
+            "  ORDER BY id DESC LIMIT %(limit)s) AS p"
+            " ORDER BY p.id DESC LIMIT %(limit)s"
+        )
+    params = {
+        "authors": authors,
+        "author": authors[0] if authors else None,
+        "before": before,
+        "limit": limit,
+    }
+    cursor = await conn.execute(query, params)
     return [row[0] for row in await cursor.fetchall()]
 
 
