@@ -20,10 +20,10 @@ from social_stack.testing import answers, wait_until
 
 def _refused(url: str) -> bool:
     """True when a new request is not served: the connection is refused, or
-    (caught in the backlog as the listener closed) dropped unanswered."""
+    (caught in the backlog as the listener closed) closed or reset unanswered."""
     try:
         httpx.get(url, timeout=1)
-    except (httpx.ConnectError, httpx.RemoteProtocolError):
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
         return True
     return False
 
