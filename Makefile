@@ -11,6 +11,10 @@ STACK := $(PY) -m social_stack
 # Processes per service on one machine, as pods: `make up REPLICAS=posts=2`.
 REPLICAS ?=
 STACK_START_FLAGS := $(if $(REPLICAS),--replicas $(REPLICAS))
+# The local stack's own Redis: one server, or (`make up REDIS=cluster`,
+# `make test REDIS=cluster`) a Redis Cluster, three primaries with a replica each.
+REDIS ?= single
+export STACK_REDIS := $(REDIS)
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
 # gRPC stubs only for the files that declare a service (events are messages alone).
 SERVICE_PROTO_FILES := $(shell grep -l '^service ' $(PROTO_FILES))

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import redis
+from social_common.redis import create_sync_redis
 from social_stack.health import scrape, signals
 from social_stack.local import Endpoints
 
@@ -82,7 +83,7 @@ class Sampler:
         except psycopg.Error:
             pass
         try:
-            with redis.Redis.from_url(self.endpoints.redis_url, socket_timeout=1) as client:
+            with create_sync_redis(self.endpoints.redis_url, socket_timeout=1) as client:
                 sample.redis_clients = int(client.info("clients")["connected_clients"])
         except redis.RedisError:
             pass

@@ -13,12 +13,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from social_common.cache import REQUESTS, Broadcast, Entry, LocalCache, TieredCache
+from social_common.redis import create_redis
 from social_stack.local import Endpoints
 
 
 def _run(stack: Endpoints, scenario: Callable[[aioredis.Redis], Awaitable[None]]) -> None:
     async def main() -> None:
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client = create_redis(stack.redis_url)
         try:
             await scenario(client)
         finally:

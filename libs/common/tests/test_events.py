@@ -27,6 +27,7 @@ from social_common.events import (
 )
 from social_common.ids import uuid7
 from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
+from social_common.redis import create_redis
 from social_stack.local import Endpoints, with_credentials
 
 
@@ -48,7 +49,7 @@ def _run(stack: Endpoints, url: str, scenario: Scenario) -> None:
     async def main() -> None:
         pool = create_pool(url, min_size=1, max_size=4, name="events-test")
         await pool.open()
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client = create_redis(stack.redis_url)
         try:
             await scenario(pool, client)
         finally:

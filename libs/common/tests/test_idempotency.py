@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import redis.asyncio as aioredis
 from social_common.idempotency import Idempotency
+from social_common.redis import create_redis
 from social_common.rest import Readiness, build_app, read_body
 from social_stack.local import Endpoints
 from starlette.requests import Request
@@ -44,7 +45,7 @@ class Shop:
 
 def _run(stack: Endpoints, scenario: Callable[[Shop, httpx.AsyncClient], Awaitable[None]]) -> None:
     async def main() -> None:
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client = create_redis(stack.redis_url)
         shop = Shop(client)
         app = build_app(
             "shop", [Route("/orders", shop.order, methods=["POST"])], Readiness("s", {})

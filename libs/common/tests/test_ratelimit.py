@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
-import redis.asyncio as aioredis
 from social_common.errors import Problem
 from social_common.ratelimit import (
     Limit,
@@ -17,6 +16,7 @@ from social_common.ratelimit import (
     RateLimitResult,
     raise_if_limited,
 )
+from social_common.redis import create_redis
 from social_stack.local import Endpoints
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ def _run(stack: Endpoints, scenario: Callable[[RateLimiter], Awaitable[T]]) -> T
     """Runs ``scenario`` with a limiter on a fresh client (clients belong to one event loop)."""
 
     async def main() -> T:
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client = create_redis(stack.redis_url)
         try:
             return await scenario(RateLimiter(client))
         finally:
@@ -135,7 +135,7 @@ def test_keys_are_hashed_bounded_and_expire(stack: Endpoints) -> None:
 
     async def scenario(limiter: RateLimiter) -> list[tuple[bytes, int]]:
         await limiter.hit(hostile)
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client = create_redis(stack.redis_url)
         try:
             return [(k, await client.pttl(k)) async for k in client.scan_iter(f"rl:{name}:*")]
         finally:

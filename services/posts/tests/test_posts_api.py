@@ -12,14 +12,15 @@ import grpc
 import httpx
 import pytest
 import redis
-import redis.asyncio as aioredis
 from posts.likes import LikedSets, liked_key
+from posts.timelines import CELEBRITIES, following_key, timeline_key
 from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
 from social.posts.v1.events_pb2 import PostCreated, PostDeleted, PostLiked
 from social_common.events import make_envelope
 from social_common.ids import uuid7
+from social_common.redis import create_redis, create_sync_redis
 from social_stack.local import Endpoints
 from social_stack.testing import (
     Account,
@@ -313,16 +314,16 @@ def test_fan_out_unfollow_delete_and_rebuild(stack: Endpoints, events: redis.Red
     wait_until(lambda: earlier["id"] in _feed_ids(stack, reader), what="the followee's post")
     later = create_post(stack.gateway_url, author, "fanned out")
     wait_until(lambda: later["id"] in _feed_ids(stack, reader), what="fan-out")
-    assert later["id"] in events.zrange(f"timeline:{reader.id}", 0, -1)
+    assert later["id"] in events.zrange(timeline_key(reader.id), 0, -1)
     assert _feed_ids(stack, reader) == [later["id"], earlier["id"], own["id"]]
 
     # A lost timeline is rebuilt from Postgres, the same.
-    events.delete(f"timeline:{reader.id}", f"timeline:{reader.id}:following")
+    events.delete(timeline_key(reader.id), following_key(reader.id))
     assert _feed_ids(stack, reader) == [later["id"], earlier["id"], own["id"]]
 
     assert _delete(stack, author, later["id"]).status_code == 204
     wait_until(
-        lambda: later["id"] not in events.zrange(f"timeline:{reader.id}", 0, -1),
+        lambda: later["id"] not in events.zrange(timeline_key(reader.id), 0, -1),
         what="the deleted post leaving the timeline",
     )
     assert _feed_ids(stack, reader) == [earlier["id"], own["id"]]
@@ -343,11 +344,11 @@ def test_authors_with_many_followers_are_merged_at_read_time(
         _follow(stack, fan, star)
     post = create_post(stack.gateway_url, star, "to millions")
     wait_until(
-        lambda: bool(events.sismember("timeline:celebrities", star.id)),
+        lambda: bool(events.sismember(CELEBRITIES, star.id)),
         what="the star being noticed",
     )
     for fan in fans:
-        assert post["id"] not in events.zrange(f"timeline:{fan.id}", 0, -1)
+        assert post["id"] not in events.zrange(timeline_key(fan.id), 0, -1)
         assert post["id"] in _feed_ids(stack, fan)
 
 
@@ -540,7 +541,7 @@ def test_a_create_that_loses_its_media_race_rolls_back_and_publishes_nothing(
         lambda: published_events(stack.redis_url, "post.created", winner) != [],
         what="the winner's event",
     )
-    with redis.Redis.from_url(stack.redis_url) as raw:
+    with create_sync_redis(stack.redis_url) as raw:
         entries: Any = raw.xrange("events:post.created")
     created = [
         PostCreated.FromString(Envelope.FromString(f[b"envelope"]).payload) for _, f in entries
@@ -552,7 +553,7 @@ def test_a_liked_set_whose_load_fails_expires(stack: Endpoints, events: redis.Re
     user_id = str(uuid.uuid4())
 
     async def load_fails() -> None:
-        connection = aioredis.Redis.from_url(stack.redis_url)
+        connection = create_redis(stack.redis_url)
         try:
 
             async def broken(_user_id: str, _limit: int) -> tuple[list[str], bool]:

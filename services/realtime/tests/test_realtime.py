@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from social.messages.v1.events_pb2 import MessageCreated
 from social_common.events import make_envelope, stream_for
 from social_common.ids import uuid7
-from social_common.redis import as_text
+from social_common.redis import as_text, create_redis, create_sync_redis
 from social_common.tokens import AccessClaims, TokenVerifier
 from social_stack.local import Endpoints, Ports, Stack
 from social_stack.testing import (
@@ -411,7 +411,7 @@ def test_a_slow_client_is_cut_off_without_delaying_the_others(
     with (
         _client_reading_nothing(host, int(port), account, channel) as slow,
         _connect(stack.gateway_url, account) as fast,
-        redis.Redis.from_url(stack.redis_url) as events,
+        create_sync_redis(stack.redis_url) as events,
     ):
         _subscribe(fast, channel)
         _publish_messages(events, account, post["id"], count, big)
@@ -433,7 +433,7 @@ def test_the_gateway_holds_little_for_a_client_that_reads_nothing(
     with (
         _client_reading_nothing(host, int(port), account, channel) as slow,
         _connect(stack.gateway_url, account) as fast,
-        redis.Redis.from_url(stack.redis_url) as events,
+        create_sync_redis(stack.redis_url) as events,
     ):
         _subscribe(fast, channel)  # the slow one's subscription went first
         _publish_messages(events, account, post["id"], 4000, "x" * 2000)
@@ -608,7 +608,7 @@ def test_a_redis_restart_during_a_thousand_messages_loses_none(
     stack: Endpoints, stack_runner: Stack, account: Account
 ) -> None:
     run = ThousandMessages(stack, account)
-    with _connect(stack.gateway_url, account) as ws, redis.Redis.from_url(stack.redis_url) as db:
+    with _connect(stack.gateway_url, account) as ws, create_sync_redis(stack.redis_url) as db:
         _subscribe(ws, run.channel)
         run.start()
         run.listen(ws, 2.0)
@@ -733,7 +733,7 @@ def test_renewal_pushes_a_live_lease_a_lease_ahead(stack: Endpoints, events: red
     key = presence_key(user_id)
 
     async def renewed() -> None:
-        connection = aioredis.Redis.from_url(stack.redis_url)
+        connection = create_redis(stack.redis_url)
         try:
             presence = Presence(connection, limit=2)
             lease = await presence.acquire(user_id)

@@ -31,6 +31,7 @@ from prometheus_client import Counter
 from social_common.logging import get_logger
 from social_common.models import encode
 from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
+from social_common.redis import mget, run_script, slot_groups
 from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
@@ -136,6 +137,8 @@ class TieredCache:
         self._l2_miss = REQUESTS.labels(name, "l2", "miss")
 
     def _redis_key(self, key: str) -> str:
+        # No hash tag: on a cluster the entries spread over every shard, and a
+        # read or write of many is split per slot (nothing needs them atomic).
         return f"cache:{self.name}:{key}"
 
     def _decode(self, raw: bytes) -> Entry | None:
@@ -167,7 +170,7 @@ class TieredCache:
         self._l1_miss.inc(len(wanted))
         reachable = True
         try:
-            stored: list[Any] = await self.redis.mget([self._redis_key(k) for k in wanted])
+            stored = await mget(self.redis, [self._redis_key(k) for k in wanted])
         except REDIS_UNAVAILABLE as exc:
             # Without Redis, from the source (L1 still spares it repeats).
             log.warning("cache_unavailable", cache=self.name, error=str(exc))
@@ -208,12 +211,19 @@ class TieredCache:
     async def _put_shared(self, entries: Mapping[str, Entry]) -> None:
         if not entries:
             return
-        keys: list[str] = []
-        args: list[bytes | int] = []
-        for key, (version, value) in entries.items():
-            keys.append(self._redis_key(key))
-            args += [_encode(version, value), self.shared_ttl]
-        await self._put_script(keys=keys, args=args)
+        keys = [self._redis_key(key) for key in entries]
+        values = [_encode(version, value) for version, value in entries.values()]
+        await run_script(
+            self.redis,
+            self._put_script,
+            [
+                (
+                    [keys[i] for i in group],
+                    [arg for i in group for arg in (values[i], self.shared_ttl)],
+                )
+                for group in slot_groups(self.redis, keys)
+            ],
+        )
 
 
 class Broadcast:

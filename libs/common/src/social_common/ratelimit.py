@@ -20,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from social_common.errors import Problem
+from social_common.redis import run_script, slot_groups
 
 _UNITS = {
     "s": 1.0,
@@ -51,10 +53,10 @@ _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
-local replies, tats, allowed = {}, {}, true
+local replies, tats, allowed = {}, {}, ARGV[2] == '1'
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local burst = interval * tonumber(ARGV[2 * i + 1])
+  local interval = tonumber(ARGV[2 * i + 1])
+  local burst = interval * tonumber(ARGV[2 * i + 2])
   -- a missing or stale TAT means a full bucket
   local tat = math.max(tonumber(redis.call('GET', key) or now), now)
   local new_tat = tat + cost * interval
@@ -74,6 +76,7 @@ for i, key in ipairs(KEYS) do
   end
 end
 -- all or nothing: a denial by one limit must not spend the others' budgets
+-- (nor does a look, ARGV[2] = 0)
 if allowed then
   for i, key in ipairs(KEYS) do
     -- the key lives exactly until its bucket is full again, when it means nothing
@@ -153,6 +156,7 @@ class RateLimiter:
 
     def __init__(self, redis: aioredis.Redis, prefix: str = "rl") -> None:
         self._prefix = prefix
+        self._redis = redis
         # EVALSHA, loading the script again when Redis does not know it (restart, failover)
         self._script = redis.register_script(_GCRA)
 
@@ -175,23 +179,56 @@ class RateLimiter:
         keys = [self._redis_key(limit) for limit in limits]
         if len(set(keys)) != len(keys):
             raise ValueError("the same limit (name and key) is given twice")
-        args: list[int] = [cost]
-        for limit in limits:
-            args += [limit.rate.interval_us, limit.rate.limit]
+        # Limits whose keys share a slot are checked and spent in one call. On
+        # a cluster, where they may not, all are looked at first and spent
+        # only if all allow: a denial by one spends none of the others
+        # (unless another request spends one in between).
+        groups = slot_groups(self._redis, keys)
+        if len(groups) > 1:
+            results = await self._run(limits, keys, groups, cost, spend=False)
+            if not all(r.allowed for r in results):
+                return _most_restrictive(results)
+        return _most_restrictive(await self._run(limits, keys, groups, cost, spend=True))
 
-        reply = await self._script(keys=keys, args=args)
-        results = [
-            RateLimitResult(
-                allowed=bool(reply[4 * i]),
-                limit=limit.rate.limit,
-                # below 0 only if the rate was lowered since the bucket filled up
-                remaining=max(0, int(reply[4 * i + 1])),
-                reset_after=reply[4 * i + 2] / 1_000_000,
-                retry_after=reply[4 * i + 3] / 1_000_000,
+    async def _run(
+        self,
+        limits: Sequence[Limit],
+        keys: Sequence[str],
+        groups: Sequence[Sequence[int]],
+        cost: int,
+        *,
+        spend: bool,
+    ) -> list[RateLimitResult]:
+        calls = [
+            (
+                [keys[i] for i in group],
+                [
+                    cost,
+                    1 if spend else 0,
+                    *(n for i in group for n in (limits[i].rate.interval_us, limits[i].rate.limit)),
+                ],
             )
-            for i, limit in enumerate(limits)
+            for group in groups
         ]
-        return min(results, key=lambda r: (r.allowed, -r.retry_after, r.remaining))
+        replies = await run_script(self._redis, self._script, calls)
+        results: list[RateLimitResult | None] = [None] * len(limits)
+        for group, reply in zip(groups, replies, strict=True):
+            for j, i in enumerate(group):
+                results[i] = RateLimitResult(
+                    allowed=bool(reply[4 * j]),
+                    limit=limits[i].rate.limit,
+                    # below 0 only if the rate was lowered since the bucket filled up
+                    remaining=max(0, int(reply[4 * j + 1])),
+                    reset_after=reply[4 * j + 2] / 1_000_000,
+                    retry_after=reply[4 * j + 3] / 1_000_000,
+                )
+        return [r for r in results if r is not None]
+
+
+def _most_restrictive(results: Sequence[RateLimitResult]) -> RateLimitResult:
+    """A denial (the one to wait for the longest) over any allowance, else the
+    allowance with the fewest remaining."""
+    return min(results, key=lambda r: (r.allowed, -r.retry_after, r.remaining))
 
 
 def raise_if_limited(result: RateLimitResult) -> None:

@@ -1,16 +1,23 @@
-"""Redis through redis-py's asyncio client (hiredis parses replies when installed)."""
+"""Redis through redis-py's asyncio client (hiredis parses replies when installed):
+one server, or a Redis Cluster when the URL says ``?cluster=true``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import redis
 import redis.asyncio as aioredis
+import redis.cluster
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 # A command whose connection broke (Redis restarted, or failed over, since it
 # was last used) is sent again on a new one, twice at most and within a
@@ -29,7 +36,10 @@ SOCKET_TIMEOUT_S = 5.0
 
 # What a Redis that is away (restarting, failing over, unreachable) raises:
 # callers that can do without it catch this and carry on.
-UNAVAILABLE = (RedisError, OSError)
+UNAVAILABLE = (RedisError, RedisClusterException, OSError)
+
+# At most this many connections per process (per node of a cluster).
+MAX_CONNECTIONS = 256
 
 
 class _Connection(aioredis.Connection):
@@ -54,20 +64,30 @@ def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
     """A client of the Redis at ``url``. ``ca_cert``: for a rediss:// URL, the
     PEM of the CA certificate(s) that signed the server's certificate (such as
     Memorystore's own CA), trusted besides the system's trust store; the
-    server's name (or address) is still checked against its certificate."""
+    server's name (or address) is still checked against its certificate.
+
+    ``?cluster=true`` in the URL: ``url`` is a node (or the discovery
+    endpoint) of a Redis Cluster, and the client follows the cluster's map of
+    slots to nodes. The client's interface is the one-server client's; what
+    a cluster forbids (keys of one command in several slots) the callers
+    avoid with the hash tags their key names carry.
+    """
     tls: dict[str, Any] = {}
     if ca_cert is not None:
         if urlsplit(url).scheme != "rediss":
             raise ValueError("a CA certificate needs a rediss:// (TLS) URL")
         tls["ssl_ca_data"] = ca_cert
-    # At most 256 connections per process; past that a command waits (up to
-    # 2 s) for one to be free instead of failing: a burst of requests queues
-    # briefly rather than answering 503. A pool handed to the client brings
-    # its own retry policy (the client's default applies only to pools it
-    # makes), so it is given here.
+    url, cluster = _split_cluster_flag(url)
+    if cluster:
+        return _create_cluster(url, tls)
+    # At most MAX_CONNECTIONS; past that a command waits (up to 2 s) for one
+    # to be free instead of failing: a burst of requests queues briefly rather
+    # than answering 503. A pool handed to the client brings its own retry
+    # policy (the client's default applies only to pools it makes), so it is
+    # given here.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=256,
+        max_connections=MAX_CONNECTIONS,
         timeout=2.0,
         socket_connect_timeout=2.0,
         socket_timeout=SOCKET_TIMEOUT_S,
@@ -75,13 +95,126 @@ def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
         retry=_RETRY,
         **tls,
     )
-    # The URL chose the class (TLS or not): its variant that retries a write
-    # to a closed transport.
-    if issubclass(pool.connection_class, aioredis.SSLConnection):
-        pool.connection_class = _SSLConnection
-    elif pool.connection_class is aioredis.Connection:
-        pool.connection_class = _Connection
+    pool.connection_class = _retrying_class(pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+def _create_cluster(url: str, tls: dict[str, Any]) -> aioredis.Redis:
+    client = RedisCluster.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        socket_connect_timeout=2.0,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+        retry=_RETRY,
+        **tls,
+    )
+    # Nodes the client learns of later are made from these arguments.
+    client.connection_kwargs["connection_class"] = _retrying_class(
+        client.connection_kwargs["connection_class"]
+    )
+    for node in client.get_nodes():
+        node.connection_class = client.connection_kwargs["connection_class"]
+    # The cluster client answers every command the callers send as the
+    # one-server client does (routing each by its keys' slot); its classes
+    # are not related, so the type checker is told.
+    return cast("aioredis.Redis", client)
+
+
+def _retrying_class(chosen: type[AbstractConnection]) -> type[AbstractConnection]:
+    """The URL chose the class (TLS or not): its variant that retries a write
+    to a closed transport."""
+    if issubclass(chosen, aioredis.SSLConnection):
+        return _SSLConnection
+    return _Connection if chosen is aioredis.Connection else chosen
+
+
+def _split_cluster_flag(url: str) -> tuple[str, bool]:
+    """``url`` without its ``cluster`` parameter, and whether it was true."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [value for name, value in query if name == "cluster"]
+    if any(value not in ("true", "false") for value in flags):
+        raise ValueError("REDIS_URL's cluster parameter is true or false")
+    rest = urlencode([(name, value) for name, value in query if name != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), flags[-1:] == ["true"]
+
+
+def create_sync_redis(url: str, **options: Any) -> redis.Redis:
+    """A blocking client of the Redis at ``url`` (a cluster's when the URL
+    says so), for tools and tests: the services use :func:`create_redis`."""
+    url, cluster = _split_cluster_flag(url)
+    if cluster:
+        return cast("redis.Redis", redis.cluster.RedisCluster.from_url(url, **options))
+    return redis.Redis.from_url(url, **options)
+
+
+def in_cluster(client: aioredis.Redis) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (see :func:`create_redis`)."""
+    return isinstance(client, RedisCluster)
+
+
+def slot_groups(client: aioredis.Redis, keys: Sequence[str]) -> list[list[int]]:
+    """The positions of ``keys``, grouped so that one command may take each
+    group's keys: all of them on one server; on a cluster, those of one hash
+    slot (in first-seen order)."""
+    if not in_cluster(client):
+        return [list(range(len(keys)))]
+    groups: dict[int, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key_slot(key.encode()), []).append(position)
+    return list(groups.values())
+
+
+async def mget(client: aioredis.Redis, keys: Sequence[str]) -> list[Any]:
+    """MGET of ``keys`` in any slots: on a cluster, one MGET per slot, sent
+    together (one round trip per node), the values in ``keys``' order."""
+    groups = slot_groups(client, keys)
+    if len(groups) == 1:
+        return list(await client.mget(keys))
+    async with client.pipeline(transaction=False) as pipe:
+        for group in groups:
+            # A cluster's pipeline refuses MGET by name (its keys could span
+            # slots); these are in one.
+            pipe.execute_command("MGET", *(keys[i] for i in group))
+        replies = await pipe.execute()
+    values: list[Any] = [None] * len(keys)
+    for group, reply in zip(groups, replies, strict=True):
+        for position, value in zip(group, reply, strict=True):
+            values[position] = value
+    return values
+
+
+async def run_script(
+    client: aioredis.Redis,
+    script: AsyncScript,
+    calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+) -> list[Any]:
+    """Runs ``script`` once per (keys, args) of ``calls``, each call's keys
+    in one slot (:func:`slot_groups` makes such calls), sent together: one
+    round trip per node. A node that lacks the script (restarted, or a
+    replica that took over) is sent it and the calls again, so the scripts
+    run this way must be safe to run twice."""
+    if len(calls) == 1:
+        keys, args = calls[0]
+        return [await script(keys=list(keys), args=list(args))]
+    try:
+        return await _pipelined(client, script, calls)
+    except NoScriptError:
+        await client.script_load(script.script)  # on a cluster: to every primary
+        return await _pipelined(client, script, calls)
+
+
+async def _pipelined(
+    client: aioredis.Redis,
+    script: AsyncScript,
+    calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            # As MGET above: EVALSHA by name is refused, its keys in one slot are not.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute())
 
 
 def as_text(value: bytes | str) -> str:

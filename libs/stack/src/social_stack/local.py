@@ -27,7 +27,7 @@ from psycopg import sql
 from social_common.fleet import roster
 from social_common.settings import DEV_POSTGRES_PORT, DEV_REDIS_PORT
 
-from social_stack import processes
+from social_stack import processes, redis_cluster
 from social_stack.gateway import Tracing, Upstream, dev_config, write_gateway
 from social_stack.paths import binary, postgres_install_dir, redis_server_binary
 from social_stack.postgres import data_home, install_for
@@ -46,8 +46,12 @@ S3_REGION = "us-east-1"
 DEV_S3_ACCESS_KEY = "social-dev"
 DEV_S3_SECRET_KEY = "dev-social-s3-secret"  # noqa: S105  # local stack only
 DEV_PG_ADMIN_PASSWORD = "dev-postgres"  # noqa: S105  # local stack only
+# A local Redis Cluster's nodes; one Redis server is the first.
+REDIS_NODES = ("redis", *(f"redis-{n}" for n in range(2, redis_cluster.NODES + 1)))
 # What the services stand on: started first, stopped last.
-BACKING = ("postgres", "redis", "seaweedfs")
+BACKING = ("postgres", *REDIS_NODES, "seaweedfs")
+# STACK_REDIS: the local stack's own Redis, one server or a cluster.
+REDIS_MODES = ("single", "cluster")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class Ports:
     envoy_admin: int = 9901
     postgres: int = DEV_POSTGRES_PORT
     redis: int = DEV_REDIS_PORT
+    # The other nodes of a local Redis Cluster (STACK_REDIS=cluster); the
+    # first node listens on ``redis``.
+    redis_cluster_peers: tuple[int, ...] = tuple(
+        DEV_REDIS_PORT + 1 + i for i in range(redis_cluster.NODES - 1)
+    )
     s3: int = 8333
     weed_master: int = 9333
     weed_volume: int = 8380
@@ -85,6 +94,9 @@ class Ports:
             envoy_admin=port("envoy_admin", base.envoy_admin),
             postgres=port("postgres", base.postgres),
             redis=port("redis", base.redis),
+            redis_cluster_peers=tuple(
+                port(f"redis_{i + 2}", p) for i, p in enumerate(base.redis_cluster_peers)
+            ),
             s3=port("s3", base.s3),
             web=port("web", base.web),
             web_admin=port("web_admin", base.web_admin),
@@ -98,14 +110,28 @@ class Ports:
     def free(cls) -> Ports:
         """Ports free now: for a stack beside the dev one (tests)."""
         names = roster().names
-        numbers = free_ports(10 + 2 * len(names))
+        peers = redis_cluster.NODES - 1
+        fixed = 10 + peers
+        numbers = free_ports(fixed + 2 * len(names))
         services = {
-            name: (numbers[10 + 2 * i], numbers[11 + 2 * i]) for i, name in enumerate(names)
+            name: (numbers[fixed + 2 * i], numbers[fixed + 1 + 2 * i])
+            for i, name in enumerate(names)
         }
         envoy, envoy_admin, postgres, redis, s3, master, volume, filer = numbers[:8]
         web, web_admin = numbers[8:10]
         return cls(
-            envoy, envoy_admin, postgres, redis, s3, master, volume, filer, web, web_admin, services
+            envoy,
+            envoy_admin,
+            postgres,
+            redis,
+            tuple(numbers[10:fixed]),
+            s3,
+            master,
+            volume,
+            filer,
+            web,
+            web_admin,
+            services,
         )
 
 
@@ -236,6 +262,10 @@ class Stack:
         self.jwks_cache_seconds = jwks_cache_seconds
         # Requests a second the gateway takes from one client address.
         self.client_rate = client_rate
+        redis_mode = self.external.get("STACK_REDIS") or "single"
+        if redis_mode not in REDIS_MODES:
+            raise ValueError(f"STACK_REDIS is one of {', '.join(REDIS_MODES)}, not {redis_mode!r}")
+        self.redis_cluster = redis_mode == "cluster"
         # Processes per service, as pods would be: they share the service's
         # ports and the kernel spreads connections among them.
         self.replicas = dict(replicas or {})
@@ -272,7 +302,8 @@ class Stack:
                 name: with_credentials(admin_url, name, f"dev-{name}")
                 for name in roster().database_services
             },
-            redis_url=self.external.get("REDIS_URL") or f"redis://127.0.0.1:{p.redis}/0",
+            redis_url=self.external.get("REDIS_URL")
+            or f"redis://127.0.0.1:{p.redis}/0{'?cluster=true' if self.redis_cluster else ''}",
             s3_endpoint_url=self.external.get("S3_ENDPOINT_URL") or f"http://127.0.0.1:{p.s3}",
             s3_access_key=self.external.get("S3_ACCESS_KEY_ID", DEV_S3_ACCESS_KEY),
             s3_secret_key=self.external.get("S3_SECRET_ACCESS_KEY", DEV_S3_SECRET_KEY),
@@ -291,9 +322,11 @@ class Stack:
         processes.raise_open_files_limit()  # inherited by what is started
         try:
             backing = [
-                c for c in (self._postgres(), self._redis(), self._seaweedfs()) if c is not None
+                c for c in (self._postgres(), *self._redis(), self._seaweedfs()) if c is not None
             ]
             self._launch(backing, timeout)
+            if self.redis_cluster and not self.external.get("REDIS_URL"):
+                redis_cluster.form([self.ports.redis, *self.ports.redis_cluster_peers], timeout)
             self._bootstrap()
             front = [
                 *(
@@ -374,31 +407,37 @@ class Stack:
             ports=[self.ports.postgres],
         )
 
-    def _redis(self) -> Component | None:
+    def _redis(self) -> list[Component]:
+        """One Redis server, or the nodes of a cluster (formed once they run)."""
         if self.external.get("REDIS_URL"):
-            return None
-        data = self.run_dir / "redis"
-        data.mkdir(parents=True, exist_ok=True)
+            return []
         persistence = (
             ["--appendonly", "yes"] if self.durable else ["--save", "", "--appendonly", "no"]
         )
+        if not self.redis_cluster:
+            return [
+                self._redis_node("redis", self.ports.redis, self.run_dir / "redis", persistence)
+            ]
+        ports = [self.ports.redis, *self.ports.redis_cluster_peers]
+        return [
+            self._redis_node(
+                name,
+                port,
+                self.run_dir / "redis-cluster" / name,
+                [*persistence, *redis_cluster.node_arguments("nodes.conf")],
+            )
+            for name, port in zip(REDIS_NODES, ports, strict=True)
+        ]
+
+    def _redis_node(self, name: str, port: int, data: Path, arguments: list[str]) -> Component:
+        data.mkdir(parents=True, exist_ok=True)
+        where = ["--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
         return Component(
-            name="redis",
-            argv=[
-                redis_server_binary(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.ports.redis),
-                "--dir",
-                str(data),
-                "--daemonize",
-                "no",
-                *persistence,
-            ],
-            log=self._log("redis"),
-            probe=Probe("redis", f"127.0.0.1:{self.ports.redis}"),
-            ports=[self.ports.redis],
+            name=name,
+            argv=[redis_server_binary(), *where, "--daemonize", "no", *arguments],
+            log=self._log(name),
+            probe=Probe("redis", f"127.0.0.1:{port}"),
+            ports=[port],
         )
 
     def _seaweedfs(self) -> Component | None:

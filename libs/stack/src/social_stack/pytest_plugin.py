@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from social_common.redis import create_sync_redis
 
 from social_stack.local import Endpoints, Ports, Stack
 from social_stack.testing import Account, create_account
@@ -77,7 +78,7 @@ def stack(stack_runner: Stack) -> Endpoints:
 @pytest.fixture
 def events(stack: Endpoints) -> Iterator[redis.Redis]:
     """A client of the stack's Redis (event streams, caches, leases), replies as text."""
-    with redis.Redis.from_url(stack.redis_url, decode_responses=True) as connection:
+    with create_sync_redis(stack.redis_url, decode_responses=True) as connection:
         yield connection
 
 

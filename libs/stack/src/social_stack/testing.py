@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from social.events.v1.events_pb2 import Envelope
 from social_common.db import create_pool
 from social_common.events import stream_for
-from social_common.redis import as_text
+from social_common.redis import as_text, create_sync_redis
 from social_common.revocation import RevokedSessions
 from social_common.runner import Resources, ServiceSpec, Wiring
 from websockets.exceptions import ConnectionClosed
@@ -184,7 +184,7 @@ def event_handled(
 
 def published_events(redis_url: str, event_type: str, key: str) -> list[Envelope]:
     """The envelopes of ``event_type`` on its stream whose key is ``key``, oldest first."""
-    with redis.Redis.from_url(redis_url) as client:
+    with create_sync_redis(redis_url) as client:
         entries: Any = client.xrange(stream_for(event_type))
     found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
     return [e for e in found if e.key == key]

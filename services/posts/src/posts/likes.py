@@ -56,7 +56,9 @@ Loader = Callable[[str, int], Awaitable[tuple[list[str], bool]]]
 
 
 def liked_key(user_id: str) -> str:
-    return f"liked:{user_id}"
+    # The user id is the hash tag: a home timeline's page reads this set in
+    # the script that reads the timeline (posts.timelines), in one slot.
+    return f"liked:{{{user_id}}}"
 
 
 class LikedSets:

@@ -17,17 +17,22 @@ A follow or unfollow forgets both (the next read rebuilds them), whatever
 order the events arrive in; a rebuild that was forgotten while it ran is
 not finished.
 
-Keys of one user are touched together by multi-key commands: under Redis
-Cluster they would need a hash tag; this runs on one Redis.
+Keys: ``timeline:{<user>}``, ``timeline:{<user>}:following`` and the
+user's liked set ``liked:{<user>}`` (posts.likes) carry the user id as their
+hash tag: one page reads all three in one script, so on a Redis Cluster they
+share a slot. The authors merged in at read time, ``timeline:celebrities``,
+are one set of everyone's: a page is given them (as the process last read
+them, at most a second ago) rather than reading them beside the user's keys.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from social_common.redis import as_text
+from social_common.redis import as_text, run_script, slot_groups
 
 from posts.likes import LikedSets, liked_key
 
@@ -35,16 +40,29 @@ BUILDING = "~b"
 MARKERS = 3
 # The set of authors whose posts are merged at read time.
 CELEBRITIES = "timeline:celebrities"
+# How long a process reads the set of them from its own copy.
+CELEBRITIES_FRESH_S = 1.0
 
-# One round trip for a page of a home timeline and what the reader likes of it.
+# One round trip for a page of a home timeline, what the reader likes of it,
+# and which of the authors merged in at read time the reader follows.
+# KEYS: timeline, following, liked. ARGV: start, limit, ttl, the liked set's
+# two markers, then the authors merged in at read time.
 _PAGE = """
 local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[1], '-', 'LIMIT', 0, tonumber(ARGV[2]))
 local ready = redis.call('ZSCORE', KEYS[1], '~r')
 local truncated = redis.call('ZSCORE', KEYS[1], '~t')
-local celebrities = redis.call('SINTER', KEYS[2], KEYS[3])
+local celebrities = {}
+if #ARGV > 5 then
+  local followed = redis.call('SMISMEMBER', KEYS[2], unpack(ARGV, 6))
+  for i, yes in ipairs(followed) do
+    if yes == 1 then
+      celebrities[#celebrities + 1] = ARGV[5 + i]
+    end
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-local liked = redis.call('SMISMEMBER', KEYS[4], ARGV[4], ARGV[5], unpack(ids))
+local liked = redis.call('SMISMEMBER', KEYS[3], ARGV[4], ARGV[5], unpack(ids))
 return {ids, ready and 1 or 0, truncated and 1 or 0, celebrities, liked}
 """
 
@@ -105,11 +123,16 @@ return 1
 
 
 def timeline_key(user_id: str) -> str:
-    return f"timeline:{user_id}"
+    return f"timeline:{{{user_id}}}"
 
 
 def following_key(user_id: str) -> str:
-    return f"timeline:{user_id}:following"
+    return f"timeline:{{{user_id}}}:following"
+
+
+def page_keys(user_id: str) -> list[str]:
+    """The keys a page of ``user_id``'s home timeline reads, in one script."""
+    return [timeline_key(user_id), following_key(user_id), liked_key(user_id)]
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,17 @@ class Timelines:
         self._add_if_exists = redis_client.register_script(_ADD_IF_EXISTS)
         self._page = redis_client.register_script(_PAGE)
         self._finish_rebuild = redis_client.register_script(_FINISH_REBUILD)
+        self._celebrities: list[str] = []
+        self._celebrities_read_at = -CELEBRITIES_FRESH_S
+
+    async def celebrities(self) -> list[str]:
+        """The authors merged in at read time, as read at most a second ago."""
+        now = time.monotonic()
+        if now - self._celebrities_read_at >= CELEBRITIES_FRESH_S:
+            members = await self.redis.smembers(CELEBRITIES)
+            self._celebrities = [as_text(m) for m in members]
+            self._celebrities_read_at = now
+        return self._celebrities
 
     async def page(
         self, user_id: str, before: str | None, limit: int, liked: LikedSets
@@ -141,8 +175,8 @@ class Timelines:
         # Markers sort above every id: starting below "~" leaves them out.
         start = f"({before}" if before else "(~"
         ids, ready, truncated, celebrities, liked_reply = await self._page(
-            keys=[timeline_key(user_id), following_key(user_id), CELEBRITIES, liked_key(user_id)],
-            args=[start, limit, self.ttl, *liked.markers],
+            keys=page_keys(user_id),
+            args=[start, limit, self.ttl, *liked.markers, *await self.celebrities()],
         )
         return TimelinePage(
             ready=bool(ready),
@@ -187,8 +221,13 @@ class Timelines:
         keys = [timeline_key(u) for u in user_ids]
         if not keys or not post_ids:
             return 0
-        written = await self._add_if_exists(keys=keys, args=[self.size + MARKERS, *post_ids])
-        return int(written)
+        args = [self.size + MARKERS, *post_ids]
+        written = await run_script(
+            self.redis,
+            self._add_if_exists,
+            [([keys[i] for i in group], args) for group in slot_groups(self.redis, keys)],
+        )
+        return sum(int(w) for w in written)
 
     async def remove(self, user_ids: Iterable[str], post_ids: Sequence[str]) -> None:
         if not post_ids:

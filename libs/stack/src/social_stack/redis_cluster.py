@@ -1,0 +1,100 @@
+"""A Redis Cluster on loopback: its nodes' settings, and forming it once they run.
+
+Three primaries with a replica each, the smallest cluster that survives the
+loss of a primary (its replica takes over), as a managed one is laid out.
+What a cluster's client needs, the services get from their Redis URL
+(``social_common.redis``); this module is the local stack's and the tests'.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import redis
+
+PRIMARIES = 3
+NODES = 2 * PRIMARIES
+SLOTS = 16384
+# How long a node may be unreachable before the others fail it over (the
+# default is 15 s; loopback needs far less, and the failover test waits this).
+NODE_TIMEOUT_MS = 1000
+
+
+def node_arguments(config_file: str) -> list[str]:
+    """The server arguments that make a node a cluster node."""
+    return [
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", config_file,
+        "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+        # A replica takes over however long it was cut off from its primary:
+        # on loopback a replica is never stale by more than the timeout.
+        "--cluster-replica-validity-factor", "0",
+    ]  # fmt: skip
+
+
+def _text(reply: object) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _info(client: redis.Redis) -> dict[str, str]:
+    return {key: _text(value) for key, value in client.cluster("INFO").items()}
+
+
+def _settled(client: redis.Redis) -> bool:
+    info = _info(client)
+    return info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == NODES
+
+
+def _in_sync(replica: redis.Redis) -> bool:
+    return bool(replica.info("replication").get("master_link_status") == "up")
+
+
+def _wait(condition: str, check: Callable[[], bool], deadline: float) -> None:
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Redis cluster did not settle: {condition}")
+        time.sleep(0.05)
+
+
+def form(ports: Sequence[int], timeout: float = 60.0) -> None:
+    """Forms the cluster of the nodes listening on ``ports`` (primaries first,
+    then their replicas in the same order), unless it already is (a durable
+    stack started again: each node keeps its config file); returns once every
+    slot is served and every replica follows its primary."""
+    if len(ports) != NODES:
+        raise ValueError(f"a cluster here has {NODES} nodes, not {len(ports)}")
+    deadline = time.monotonic() + timeout
+    clients = [redis.Redis(host="127.0.0.1", port=port) for port in ports]
+    try:
+        if int(_info(clients[0])["cluster_slots_assigned"]) == 0:
+            _assign(clients, ports[0], deadline)
+        for client in clients:
+            _wait("every node sees every slot served", partial(_settled, client), deadline)
+        for client in clients[PRIMARIES:]:
+            _wait("every replica in sync", partial(_in_sync, client), deadline)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _assign(clients: Sequence[redis.Redis], first_port: int, deadline: float) -> None:
+    """Slots to the primaries, in equal ranges; every node meets the first;
+    each replica follows its primary."""
+    per_primary = SLOTS // PRIMARIES
+    for i, client in enumerate(clients[:PRIMARIES]):
+        last = SLOTS - 1 if i == PRIMARIES - 1 else (i + 1) * per_primary - 1
+        client.cluster("ADDSLOTSRANGE", i * per_primary, last)
+    for client in clients[1:]:
+        client.cluster("MEET", "127.0.0.1", first_port)
+    for primary, replica in zip(clients[:PRIMARIES], clients[PRIMARIES:], strict=True):
+        primary_id = _text(primary.cluster("MYID"))
+
+        def knows_primary(replica: redis.Redis = replica, primary_id: str = primary_id) -> bool:
+            nodes = replica.cluster("NODES").values()
+            return any(node["node_id"] == primary_id for node in nodes)
+
+        # A replica can follow a primary only once it has heard of it.
+        _wait("a replica learns of its primary", knows_primary, deadline)
+        replica.cluster("REPLICATE", primary_id)
