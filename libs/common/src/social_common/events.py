@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -34,7 +34,7 @@ from social.events.v1.events_pb2 import Envelope
 
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
-from social_common.redis import as_text
+from social_common.redis import UNAVAILABLE, as_text, slot_groups
 from social_common.tasks import cancel_requested
 from social_common.tracing import continued_span, inject_context
 
@@ -257,6 +257,12 @@ class EventConsumer:
         self.consumer = consumer
         self.handlers = dict(handlers)
         self.streams = [stream_for(t) for t in handlers]
+        # What one XREADGROUP may read: every stream on one server; on a
+        # Redis Cluster, the streams of one slot (each group read by a loop
+        # of its own).
+        self.stream_groups = [
+            [self.streams[i] for i in group] for group in slot_groups(redis_client, self.streams)
+        ]
         self.block_ms = block_ms
         self.count = count
         self.claim_idle_ms = claim_idle_ms
@@ -274,12 +280,16 @@ class EventConsumer:
 
     async def poll_once(self) -> int:
         """Handles what arrives within ``block_ms``; returns how many it read."""
+        return sum(await asyncio.gather(*(self._poll(group) for group in self.stream_groups)))
+
+    async def _poll(self, streams: Sequence[str]) -> int:
+        """Handles what arrives on ``streams`` (of one slot) within ``block_ms``."""
         try:
             # redis-py types stream replies loosely: [(stream, [(id, {field: value})])].
             reply: Any = await self.redis.xreadgroup(
                 self.group,
                 self.consumer,
-                {stream: ">" for stream in self.streams},
+                {stream: ">" for stream in streams},
                 count=self.count,
                 block=self.block_ms,
             )
@@ -389,19 +399,28 @@ class EventConsumer:
         log.error("event_dead_lettered", stream=stream, entry_id=as_text(entry_id))
 
     async def run(self, reclaim_every: float = 2.0) -> None:
-        """Consumes until cancelled (a background task of the consuming service)."""
+        """Consumes until cancelled (a background task of the consuming
+        service): one loop per group of streams read together, the first of
+        which also reclaims and measures."""
         await self.ensure_groups()
+        async with asyncio.TaskGroup() as loops:
+            for i, streams in enumerate(self.stream_groups):
+                loops.create_task(self._consume(streams, reclaim_every if i == 0 else None))
+
+    async def _consume(self, streams: Sequence[str], reclaim_every: float | None) -> None:
         last_reclaim = measured = time.monotonic()
         while not cancel_requested():
             try:
-                await self.poll_once()
+                await self._poll(streams)
+                if reclaim_every is None:
+                    continue
                 if time.monotonic() - last_reclaim >= reclaim_every:
                     last_reclaim = time.monotonic()
                     await self.reclaim_once()
                 if time.monotonic() - measured >= BACKLOG_SAMPLE_SECONDS:
                     measured = time.monotonic()
                     await self.measure_backlog()
-            except redis.exceptions.RedisError as exc:
+            except UNAVAILABLE as exc:
                 log.warning("event_consumer_failed", group=self.group, error=str(exc))
                 await asyncio.sleep(1.0)
 
