@@ -217,6 +217,20 @@ async def _pipelined(
         return list(await pipe.execute())
 
 
+def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
+    """Connections in use, idle, and the most there may be: of the client's
+    pool; on a cluster, of its busiest node's (the first to run out)."""
+    if not in_cluster(client):
+        pool = client.connection_pool
+        (idle, _), (in_use, _) = pool.get_connection_count()
+        return in_use, idle, pool.max_connections
+    nodes = cast("RedisCluster", client).get_nodes()
+    # A node's pool is its connections, of which those free are idle (redis-py
+    # has no public count of them).
+    usage = [(len(n._connections) - len(n._free), len(n._free), n.max_connections) for n in nodes]
+    return max(usage, default=(0, 0, MAX_CONNECTIONS))
+
+
 def as_text(value: bytes | str) -> str:
     """A reply of a client that does not decode responses, as text."""
     return value.decode() if isinstance(value, bytes) else value

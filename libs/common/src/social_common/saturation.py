@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
+from social_common.redis import pool_usage
 from social_common.tasks import cancel_requested
 
 EVENT_LOOP_LAG = Histogram(
@@ -74,13 +75,10 @@ class PoolCollector(Collector):
                 stats.get("requests_waiting", 0),
             )
         if self.redis is not None:
-            pool = self.redis.connection_pool
-            (idle, _), (in_use, _) = pool.get_connection_count()
+            in_use, idle, most = pool_usage(self.redis)
             yield _by_state("redis_pool_connections", "Redis connections of the pool", in_use, idle)
             yield GaugeMetricFamily(
-                "redis_pool_max_connections",
-                "The Redis pool's size limit",
-                pool.max_connections,
+                "redis_pool_max_connections", "The Redis pool's size limit", most
             )
 
 

@@ -9,6 +9,10 @@ name in the same Lua call. A stream entry's id is the event's id on that
 channel: monotonic, and what a client sends back as ``since``. A redelivered
 event (the consumer is at least once) is recognised by its envelope id and
 routed once.
+
+On a Redis Cluster a routing is one call per slot of the channels' streams
+(the channel is each stream's hash tag); each call remembers the envelope
+on a key of its own slot, so a redelivery skips the calls that were made.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from social.posts.v1.events_pb2 import PostCreated, PostLiked
 from social_common.events import Handler
 from social_common.models import encode
 from social_common.peers import follow_pages
+from social_common.redis import run_script, slot_groups
 from social_common.tracing import sampled_traceparent
 
 from realtime.hub import stream_key
@@ -49,6 +54,12 @@ return 1
 """
 
 
+def seen_key(channel: str, envelope_id: str, part: int) -> str:
+    """Remembers that ``part`` of an envelope's routing was made: in the slot
+    of ``channel``'s stream (its hash tag), routed in the same call."""
+    return f"rt:{{{channel}}}:seen:{envelope_id}:{part}"
+
+
 def _data(payload: Message) -> bytes:
     # Every field, empty ones too: clients read the same keys every time.
     return encode(
@@ -62,6 +73,7 @@ class Router:
     def __init__(
         self, redis_client: aioredis.Redis, auth: grpc.aio.Channel, retention: int
     ) -> None:
+        self.redis = redis_client
         self.retention = retention
         self.auth = auth_pb2_grpc.AuthServiceStub(auth)
         self._route = redis_client.register_script(_ROUTE)
@@ -71,11 +83,20 @@ class Router:
     ) -> None:
         """Routes an event to ``channels`` once (``part``: which batch of a
         large routing this is; each is remembered on its own)."""
-        await self._route(
-            keys=[f"rt:seen:{envelope.id}:{part}", *(stream_key(c) for c in channels)],
-            # The live message carries the trace context (when sampled) so
-            # the sockets' writes of it join the trace; the stream does not.
-            args=[SEEN_SECONDS, self.retention, envelope.type, data, sampled_traceparent()],
+        streams = [stream_key(c) for c in channels]
+        # The live message carries the trace context (when sampled) so the
+        # sockets' writes of it join the trace; the stream does not.
+        args = [SEEN_SECONDS, self.retention, envelope.type, data, sampled_traceparent()]
+        await run_script(
+            self.redis,
+            self._route,
+            [
+                (
+                    [seen_key(channels[group[0]], envelope.id, part)] + [streams[i] for i in group],
+                    args,
+                )
+                for group in slot_groups(self.redis, streams)
+            ],
         )
 
     async def _on_post_created(self, envelope: Envelope) -> None:

@@ -50,8 +50,9 @@ def stream_position(event_id: str) -> tuple[int, int]:
 
 
 def stream_key(channel: str) -> str:
-    """The stream (and pub/sub channel) of a channel such as ``post:<id>``."""
-    return f"rt:{channel}"
+    """The stream (and pub/sub channel) of a channel such as ``post:<id>``;
+    the channel is its hash tag (realtime.events routes per slot)."""
+    return f"rt:{{{channel}}}"
 
 
 @dataclass(frozen=True)
