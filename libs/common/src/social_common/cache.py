@@ -19,6 +19,7 @@ Hits and misses per layer are exported as ``cache_requests_total``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -31,7 +32,14 @@ from prometheus_client import Counter
 from social_common.logging import get_logger
 from social_common.models import encode
 from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
-from social_common.redis import mget, run_script, slot_groups
+from social_common.redis import (
+    learn_cluster_map,
+    mget,
+    node_of,
+    node_pubsub,
+    run_script,
+    slot_groups,
+)
 from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
@@ -227,14 +235,17 @@ class TieredCache:
 
 
 class Broadcast:
-    """Tells every process of a service that something it may hold in L1 changed."""
+    """Tells every process of a service that something it may hold in L1 changed.
+
+    Over sharded pub/sub (SPUBLISH, SSUBSCRIBE): on a Redis Cluster the
+    channel lives on the shard that serves its slot, not on every node."""
 
     def __init__(self, redis_client: aioredis.Redis, channel: str) -> None:
         self.redis = redis_client
         self.channel = channel
 
     async def publish(self, message: Any) -> None:
-        await self.redis.publish(self.channel, encode(message))
+        await self.redis.spublish(self.channel, encode(message))
 
     def _deliver(self, on_message: Callable[[Any], None], data: bytes) -> None:
         try:
@@ -248,18 +259,23 @@ class Broadcast:
         published while there was none is lost."""
         while not cancel_requested():
             try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
+                node = await node_of(self.redis, self.channel)
+                async with node_pubsub(self.redis, node) as pubsub:
+                    await pubsub.ssubscribe(self.channel)
                     async for message in pubsub.listen():
                         if cancel_requested():
                             return
-                        if message["type"] == "subscribe":
+                        if message["type"] == "ssubscribe":
                             on_reset()
-                        elif message["type"] == "message":
+                        elif message["type"] == "smessage":
                             self._deliver(on_message, message["data"])
+                # The server ended the subscription: the channel's slot moved.
+                await learn_cluster_map(self.redis)
             except REDIS_UNAVAILABLE as exc:
                 log.warning("broadcast_listener_failed", channel=self.channel, error=str(exc))
                 await asyncio.sleep(1.0)
+                with contextlib.suppress(*REDIS_UNAVAILABLE):
+                    await learn_cluster_map(self.redis)
 
 
 def _encode(version: int, value: Any) -> bytes:

@@ -3,13 +3,15 @@ one server, or a Redis Cluster when the URL says ``?cluster=true``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
 import redis.cluster
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -215,6 +217,49 @@ async def _pipelined(
             # As MGET above: EVALSHA by name is refused, its keys in one slot are not.
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return list(await pipe.execute())
+
+
+async def node_of(client: aioredis.Redis, channel: str) -> str:
+    """Which server holds ``channel`` for sharded pub/sub (SPUBLISH and
+    SSUBSCRIBE, Redis 7): on a cluster, the name of the primary serving its
+    slot, as the client last learned the cluster's map; "" on one server."""
+    if not in_cluster(client):
+        return ""
+    cluster = cast("RedisCluster", client)
+    await cluster.initialize()  # the map, read once
+    found = cluster.get_node_from_key(channel)
+    if found is None:
+        raise RedisClusterException(f"no node in the cluster's map serves {channel}")
+    return str(found.name)
+
+
+async def learn_cluster_map(client: aioredis.Redis) -> None:
+    """Reads the cluster's map of slots to nodes again (after a subscription
+    broke: a primary may have failed over, or slots moved); nothing on one server."""
+    if in_cluster(client):
+        await cast("RedisCluster", client).nodes_manager.initialize()
+
+
+@contextlib.asynccontextmanager
+async def node_pubsub(client: aioredis.Redis, node: str) -> AsyncIterator[PubSub]:
+    """A pub/sub connection to ``node`` (from :func:`node_of`), to SSUBSCRIBE
+    there to channels of the slots it serves."""
+    if not in_cluster(client):
+        async with client.pubsub() as pubsub:
+            yield pubsub
+        return
+    found = cast("RedisCluster", client).get_node(node_name=node)
+    if found is None:
+        raise RedisClusterException(f"no node {node} in the cluster's map")
+    pool = aioredis.ConnectionPool(
+        connection_class=found.connection_class, **found.connection_kwargs
+    )
+    node_client = aioredis.Redis.from_pool(pool)
+    try:
+        async with node_client.pubsub() as pubsub:
+            yield pubsub
+    finally:
+        await node_client.aclose()
 
 
 def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:

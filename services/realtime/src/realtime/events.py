@@ -4,8 +4,9 @@ The realtime service consumes the events it delivers (one consumer group:
 each event is routed by one process) and appends each to the Redis stream
 of every channel it concerns (``rt:post:<id>``, ``rt:user:<id>``, and for a
 new post ``rt:feed:<id>`` of each of its author's followers), trimmed
-to ``retention`` entries, publishing it on the pub/sub channel of the same
-name in the same Lua call. A stream entry's id is the event's id on that
+to ``retention`` entries, publishing it on the sharded pub/sub channel of
+the same name (SPUBLISH: on a cluster, the stream's shard) in the same Lua
+call. A stream entry's id is the event's id on that
 channel: monotonic, and what a client sends back as ``since``. A redelivered
 event (the consumer is at least once) is recognised by its envelope id and
 routed once.
@@ -48,7 +49,7 @@ end
 for i = 2, #KEYS do
   local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*',
                         'type', ARGV[3], 'data', ARGV[4])
-  redis.call('PUBLISH', KEYS[i], id .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. ARGV[4])
+  redis.call('SPUBLISH', KEYS[i], id .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. ARGV[4])
 end
 return 1
 """

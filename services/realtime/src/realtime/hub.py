@@ -1,18 +1,21 @@
 """The sockets of one realtime process and the channels they watch.
 
-The hub holds one Redis pub/sub connection, subscribed to the channels that
-at least one local client watches, and hands each event to those clients
+The hub holds a Redis pub/sub connection per shard (the one server, or each
+primary of a Redis Cluster that serves a watched channel's slot), subscribed
+(SSUBSCRIBE: sharded pub/sub) to the channels of that shard that at least
+one local client watches, and hands each event to those clients
 without waiting on any of them: each client has a bounded queue, and a
 client whose queue is full is cut off (it reconnects with ``since``), so a
 slow client never delays the others.
 
 Nothing is lost between the stream and a client: a client replays from the
 channel's stream what it missed (``since``) while live events wait in its
-buffer, and when the hub's own subscription breaks (Redis restarting), it
-replays every watched channel from the last event it saw before going live
-again. Each watch drops what its client already had (by position in the
-stream). An event's frame is built once per process, whatever the number
-of its watchers.
+buffer, and when a shard's subscription breaks (Redis restarting, a primary
+failing over, its slots moving), the hub reads the cluster's map again,
+subscribes each of the shard's channels where it now lives, and replays it
+from the last event it saw before going live again. Each watch drops what
+its client already had (by position in the stream). An event's frame is
+built once per process, whatever the number of its watchers.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from prometheus_client import Counter, Gauge
 from social_common.logging import get_logger
 from social_common.models import encode
 from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
-from social_common.redis import as_text
+from social_common.redis import as_text, learn_cluster_map, node_of, node_pubsub, slot_groups
 from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
@@ -37,8 +40,6 @@ CONNECTIONS = Gauge("realtime_connections", "Open WebSocket connections")
 DELIVERED = Counter("realtime_events_delivered_total", "Event frames queued for clients")
 CUT = Counter("realtime_clients_cut_total", "Clients disconnected for falling behind")
 
-# Always subscribed, so the subscription is never empty while the hub runs.
-_HUB_CHANNEL = "rt:hub"
 # Close code for "try again later": a client that fell too far behind (with
 # since), or one the server cannot take now.
 TRY_AGAIN_LATER = 1013
@@ -163,9 +164,13 @@ class Hub:
         self.channels: dict[str, str] = {}
         # The last event id seen per watched stream: where a replay resumes.
         self.last_seen: dict[str, str] = {}
-        self._pubsub: Any = None
         self._confirmed: dict[str, asyncio.Event] = {}
-        self._live = asyncio.Event()
+        # The subscription of each shard (by node; "" on one server) and the
+        # shard each watched stream is subscribed on.
+        self._shards: dict[str, _Shard] = {}
+        self._shard_of: dict[str, _Shard] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._running = asyncio.Event()
 
     async def watch(self, key: str, channel: str, client: Client) -> None:
         """Adds ``client`` to the watchers of stream ``key`` (its ``channel``);
@@ -176,9 +181,23 @@ class Hub:
         watchers.add(client)
         if key not in self._confirmed:
             self._confirmed[key] = asyncio.Event()
-            await self._live.wait()
-            await self._pubsub.subscribe(key)
+            await self._place(key)
         await asyncio.wait_for(self._confirmed[key].wait(), timeout=5.0)
+
+    async def _place(self, key: str) -> None:
+        """Subscribes ``key`` on the shard that now holds it."""
+        await self._running.wait()
+        shard = self._shard(await node_of(self.redis, key))
+        self._shard_of[key] = shard
+        await shard.add(key)
+
+    def _shard(self, node: str) -> _Shard:
+        shard = self._shards.get(node)
+        if shard is None:
+            assert self._tasks is not None  # set before _running
+            shard = self._shards[node] = _Shard(self, node)
+            self._tasks.create_task(shard.run())
+        return shard
 
     async def unwatch(self, key: str, client: Client) -> None:
         watchers = self.watchers.get(key)
@@ -190,10 +209,9 @@ class Hub:
             del self.channels[key]
             self._confirmed.pop(key, None)
             self.last_seen.pop(key, None)
-            if self._live.is_set():
-                # If the subscription is being lost, the next one leaves the key out.
-                with contextlib.suppress(*REDIS_UNAVAILABLE):
-                    await self._pubsub.unsubscribe(key)
+            shard = self._shard_of.pop(key, None)
+            if shard is not None:
+                await shard.remove(key)
 
     def note(self, key: str, event_id: str) -> None:
         """Records that the stream ``key`` reached ``event_id`` (for catching up)."""
@@ -217,44 +235,111 @@ class Hub:
         for client in list(self.watchers.get(key, ())):
             client.deliver(key, event)
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, keys: set[str]) -> None:
         """After a new subscription: what the watched streams got meanwhile."""
-        for key, seen in list(self.last_seen.items()):
+        for key in list(keys):
+            seen = self.last_seen.get(key)
+            if seen is None:
+                continue
             entries: Any = await self.redis.xrange(key, min=f"({seen}", max="+")
             for entry_id, fields in entries:
                 self._dispatch(key, as_text(entry_id), fields[b"type"], fields[b"data"])
 
+    def _confirm(self, key: str) -> None:
+        if key in self._confirmed:
+            self._confirmed[key].set()
+
+    async def _lost(self, shard: _Shard) -> None:
+        """A shard's subscription ended: its streams are unconfirmed until
+        subscribed again, each where the cluster's map now puts it."""
+        keys = set(shard.keys)
+        for key in keys:
+            if key in self._confirmed:
+                self._confirmed[key].clear()
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            await learn_cluster_map(self.redis)
+        for key in keys:
+            if key in self.watchers and await node_of(self.redis, key) != shard.node:
+                shard.keys.discard(key)
+                await self._place(key)
+
     async def run(self) -> None:
-        """Keeps the subscription and dispatches events until cancelled (a background task)."""
+        """Keeps the shards' subscriptions and dispatches events until
+        cancelled (a background task): each shard's loop is a task of this one."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            self._running.set()
+            await asyncio.Event().wait()  # until cancelled
+
+
+class _Shard:
+    """The hub's subscription on one server: the watched streams it holds."""
+
+    def __init__(self, hub: Hub, node: str) -> None:
+        self.hub = hub
+        self.node = node
+        self.keys: set[str] = set()
+        self._pubsub: Any = None
+        self._live = asyncio.Event()
+        self._wanted = asyncio.Event()
+
+    async def add(self, key: str) -> None:
+        self.keys.add(key)
+        self._wanted.set()
+        await self._live.wait()
+        # Subscribed by the loop if it went live after the key was added;
+        # twice does no harm.
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            await self._pubsub.ssubscribe(key)
+
+    async def remove(self, key: str) -> None:
+        self.keys.discard(key)
+        if self._live.is_set():
+            # If the subscription is being lost, the next one leaves the key out.
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                await self._pubsub.sunsubscribe(key)
+
+    async def run(self) -> None:
         while not cancel_requested():
+            await self._wanted.wait()
             try:
-                async with self.redis.pubsub() as pubsub:
-                    self._pubsub = pubsub
-                    # Caught up once Redis confirms all of these: an event
-                    # published before then is in the stream when read, and
-                    # one published after reaches the subscription.
-                    unconfirmed = {_HUB_CHANNEL, *self.watchers}
-                    await pubsub.subscribe(*unconfirmed)
-                    self._live.set()
-                    async for message in pubsub.listen():
-                        if cancel_requested():
-                            return
-                        kind, key = message["type"], as_text(message["channel"])
-                        if kind == "subscribe":
-                            if key in self._confirmed:
-                                self._confirmed[key].set()
-                            if unconfirmed:
-                                unconfirmed.discard(key)
-                                if not unconfirmed:
-                                    await self._catch_up()
-                        elif kind == "message":
-                            event_id, event_type, traceparent, data = message["data"].split(b"|", 3)
-                            self._dispatch(
-                                key, event_id.decode(), event_type, data, traceparent.decode()
-                            )
+                await self._subscribe_and_dispatch()
             except REDIS_UNAVAILABLE as exc:
-                log.warning("hub_subscription_lost", error=str(exc))
+                log.warning("hub_subscription_lost", node=self.node, error=str(exc))
+                await asyncio.sleep(0.5)
             self._live.clear()
-            for confirmed in self._confirmed.values():
-                confirmed.clear()
-            await asyncio.sleep(0.5)
+            await self.hub._lost(self)  # the hub's half of the shard
+            if not self.keys:
+                self._wanted.clear()
+
+    async def _subscribe_and_dispatch(self) -> None:
+        async with node_pubsub(self.hub.redis, self.node) as pubsub:
+            self._pubsub = pubsub
+            # Caught up once Redis confirms all of these: an event published
+            # before then is in the stream when read, and one published after
+            # reaches the subscription.
+            keys = sorted(self.keys)
+            if not keys:
+                return  # all unwatched meanwhile
+            unconfirmed = set(keys)
+            for group in slot_groups(self.hub.redis, keys):
+                await pubsub.ssubscribe(*(keys[i] for i in group))
+            self._live.set()
+            while not cancel_requested():
+                message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                kind, key = message["type"], as_text(message["channel"])
+                if kind == "ssubscribe":
+                    self.hub._confirm(key)
+                    if unconfirmed:
+                        unconfirmed.discard(key)
+                        if not unconfirmed:
+                            await self.hub._catch_up(self.keys)
+                elif kind == "smessage":
+                    event_id, event_type, traceparent, data = message["data"].split(b"|", 3)
+                    self.hub._dispatch(
+                        key, event_id.decode(), event_type, data, traceparent.decode()
+                    )
+                elif kind == "sunsubscribe" and key in self.keys:
+                    return  # the server's doing: the key's slot moved
