@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from social_common.cache import REQUESTS, Broadcast, Entry, LocalCache, TieredCache
 from social_common.redis import create_redis
-from social_stack.local import Endpoints
+from social_stack.local import Endpoints, with_credentials
 
 
 def _run(stack: Endpoints, scenario: Callable[[aioredis.Redis], Awaitable[None]]) -> None:
@@ -98,10 +98,12 @@ def test_a_read_whose_write_back_fails_still_answers(stack: Endpoints) -> None:
     user, password = f"reader{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
 
     async def scenario(client: aioredis.Redis) -> None:
+        # On a cluster, the client reads the cluster's map first.
+        commands = ["+mget", "+cluster|slots", "+cluster|shards", "+ping"]
         await client.acl_setuser(
-            user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+mget"]
+            user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=commands
         )
-        reader = aioredis.Redis.from_url(stack.redis_url, username=user, password=password)
+        reader = create_redis(with_credentials(stack.redis_url, user, password))
         try:
             source = Source({"a": (1, {"v": "a"})})
             cache = _cache(reader, f"c{uuid.uuid4().hex[:8]}")

@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from social_common.logging import get_logger
 from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
+from social_common.redis import run_script
 from social_common.tasks import every
 
 log = get_logger(__name__)
@@ -101,16 +102,15 @@ class Presence:
 
     async def renew(self) -> None:
         """Pushes the expiry of every live lease of this process a lease ahead
-        (one pipeline, one script call per user)."""
+        (one script call per user, sent together)."""
         live = [(user_id, list(held)) for user_id, held in self.leases.items()]
         if not live:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id, leases in live:
-                await self._renew(
-                    keys=[presence_key(user_id)], args=[LEASE_SECONDS, *leases], client=pipe
-                )
-            await pipe.execute()
+        await run_script(
+            self.redis,
+            self._renew,
+            [([presence_key(user_id)], [LEASE_SECONDS, *leases]) for user_id, leases in live],
+        )
 
     async def run(self) -> None:
         """Renews the leases until cancelled (a background task). A failed
