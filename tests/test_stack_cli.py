@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
 import pytest
 from social_common.fleet import roster
+from social_stack import redis_cluster
+from social_stack.local import redis_cluster_asked
 from social_stack.testing import stack_cli
 
 
@@ -37,9 +40,12 @@ def test_up_status_down_leave_nothing_behind(run_dir: Path) -> None:
         ports = [
             int(c["probe"]["address"].split(":")[-1].split("/")[0]) for c in state["components"]
         ]
-        # PostgreSQL, Redis, SeaweedFS, the services, Envoy, and the web
-        # client's server where a build of it exists.
-        components = 3 + len(roster().names) + 1 + (1 if state["endpoints"]["web_url"] else 0)
+        # PostgreSQL, Redis (one server or a cluster's nodes), SeaweedFS, the
+        # services, Envoy, and the web client's server where a build of it exists.
+        redis_nodes = redis_cluster.NODES if redis_cluster_asked(os.environ) else 1
+        components = (
+            2 + redis_nodes + len(roster().names) + 1 + (1 if state["endpoints"]["web_url"] else 0)
+        )
         assert len(pids) == components
 
         status = stack_cli(run_dir, "status")

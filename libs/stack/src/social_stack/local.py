@@ -54,6 +54,14 @@ BACKING = ("postgres", *REDIS_NODES, "seaweedfs")
 REDIS_MODES = ("single", "cluster")
 
 
+def redis_cluster_asked(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` asks the stack for a Redis Cluster (STACK_REDIS)."""
+    mode = env.get("STACK_REDIS") or "single"
+    if mode not in REDIS_MODES:
+        raise ValueError(f"STACK_REDIS is one of {', '.join(REDIS_MODES)}, not {mode!r}")
+    return mode == "cluster"
+
+
 @dataclass(frozen=True)
 class Ports:
     envoy: int = 8000
@@ -262,10 +270,7 @@ class Stack:
         self.jwks_cache_seconds = jwks_cache_seconds
         # Requests a second the gateway takes from one client address.
         self.client_rate = client_rate
-        redis_mode = self.external.get("STACK_REDIS") or "single"
-        if redis_mode not in REDIS_MODES:
-            raise ValueError(f"STACK_REDIS is one of {', '.join(REDIS_MODES)}, not {redis_mode!r}")
-        self.redis_cluster = redis_mode == "cluster"
+        self.redis_cluster = redis_cluster_asked(self.external)
         # Processes per service, as pods would be: they share the service's
         # ports and the kernel spreads connections among them.
         self.replicas = dict(replicas or {})
