@@ -43,7 +43,7 @@ APT := $(SUDO)apt-get
 # Debian's packages carrying promtool and amtool, and the daemons they bring.
 OBSERVABILITY_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps capacity load-test-advanced $(addprefix load-test-,$(LOAD_TESTS))
+.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test test-cluster fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps capacity load-test-advanced $(addprefix load-test-,$(LOAD_TESTS))
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -135,6 +135,9 @@ logs: ## Follow the logs of every component (Ctrl-C to stop)
 
 test: install deploy-tools web browser observability-tools web-test ## Run every test: the web client's unit tests, then the rest against real PostgreSQL, Redis, SeaweedFS, Envoy and Chromium
 	$(PY) -m pytest
+
+test-cluster: ## Every test again with the stack's Redis a Redis Cluster (three primaries with a replica each)
+	$(MAKE) test REDIS=cluster
 
 # `make fuzz FUZZ_EXAMPLES=500 FUZZ_SEED=42` to go further, or to replay a run.
 FUZZ_EXAMPLES ?= 200

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-from social_common.redis import create_redis
+import pytest
+from social_common.redis import create_redis, in_cluster
 from social_stack.processes import Component, start, stop, wait_healthy
 
 
@@ -30,3 +31,12 @@ def test_commands_on_connections_a_restart_broke_succeed(
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_the_url_says_whether_redis_is_a_cluster() -> None:
+    # Nothing is reached: clients connect on first use.
+    assert not in_cluster(create_redis("redis://127.0.0.1:6379/0"))
+    assert not in_cluster(create_redis("redis://127.0.0.1:6379/0?cluster=false"))
+    assert in_cluster(create_redis("redis://127.0.0.1:6379/0?cluster=true"))
+    with pytest.raises(ValueError, match="cluster parameter"):
+        create_redis("redis://127.0.0.1:6379/0?cluster=yes")

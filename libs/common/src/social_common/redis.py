@@ -42,6 +42,15 @@ UNAVAILABLE = (RedisError, RedisClusterException, OSError)
 
 # At most this many connections per process (per node of a cluster).
 MAX_CONNECTIONS = 256
+# Both clients' connections: how many, how long to connect and to wait for a
+# reply, a PING on one idle for 30 s before it is used, the retry above.
+_OPTIONS: dict[str, Any] = {
+    "max_connections": MAX_CONNECTIONS,
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": SOCKET_TIMEOUT_S,
+    "health_check_interval": 30,
+    "retry": _RETRY,
+}
 
 
 class _Connection(aioredis.Connection):
@@ -87,30 +96,15 @@ def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
     # than answering 503. A pool handed to the client brings its own retry
     # policy (the client's default applies only to pools it makes), so it is
     # given here.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=2.0,
-        socket_connect_timeout=2.0,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        health_check_interval=30,
-        retry=_RETRY,
-        **tls,
-    )
+    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=2.0, **_OPTIONS, **tls)
     pool.connection_class = _retrying_class(pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 def _create_cluster(url: str, tls: dict[str, Any]) -> aioredis.Redis:
-    client = RedisCluster.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        socket_connect_timeout=2.0,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        health_check_interval=30,
-        retry=_RETRY,
-        **tls,
-    )
+    # Per node, at most MAX_CONNECTIONS; past that a command fails at once
+    # (the cluster client does not wait for a free one).
+    client = RedisCluster.from_url(url, **_OPTIONS, **tls)
     # Nodes the client learns of later are made from these arguments.
     client.connection_kwargs["connection_class"] = _retrying_class(
         client.connection_kwargs["connection_class"]
@@ -231,6 +225,21 @@ async def node_of(client: aioredis.Redis, channel: str) -> str:
     if found is None:
         raise RedisClusterException(f"no node in the cluster's map serves {channel}")
     return str(found.name)
+
+
+async def channel_on(client: aioredis.Redis, node: str, name: str) -> str:
+    """A channel of ``node`` (from :func:`node_of`): ``name``, on a cluster
+    with a hash tag that puts it in one of the slots the node serves."""
+    if not in_cluster(client):
+        return name
+    cluster = cast("RedisCluster", client)
+    await cluster.initialize()
+    for tag in range(1_000_000):
+        channel = f"{name}:{{{tag}}}"
+        served_by = cluster.nodes_manager.slots_cache.get(key_slot(channel.encode()))
+        if served_by and served_by[0].name == node:
+            return channel
+    raise RedisClusterException(f"{node} serves no slot")
 
 
 async def learn_cluster_map(client: aioredis.Redis) -> None:

@@ -31,7 +31,14 @@ from prometheus_client import Counter, Gauge
 from social_common.logging import get_logger
 from social_common.models import encode
 from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
-from social_common.redis import as_text, learn_cluster_map, node_of, node_pubsub, slot_groups
+from social_common.redis import (
+    as_text,
+    channel_on,
+    learn_cluster_map,
+    node_of,
+    node_pubsub,
+    slot_groups,
+)
 from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
@@ -40,6 +47,9 @@ CONNECTIONS = Gauge("realtime_connections", "Open WebSocket connections")
 DELIVERED = Counter("realtime_events_delivered_total", "Event frames queued for clients")
 CUT = Counter("realtime_clients_cut_total", "Clients disconnected for falling behind")
 
+# The channel each shard's subscription always holds (on a cluster, tagged
+# into one of the shard's slots); nothing is published on it.
+_ANCHOR = "rt:hub"
 # Close code for "try again later": a client that fell too far behind (with
 # since), or one the server cannot take now.
 TRY_AGAIN_LATER = 1013
@@ -321,6 +331,11 @@ class _Shard:
             keys = sorted(self.keys)
             if not keys:
                 return  # all unwatched meanwhile
+            # Always subscribed, so the subscription is never empty: a
+            # command on an empty one checks the connection's health by
+            # reading its reply, under the reader waiting for messages.
+            anchor = await channel_on(self.hub.redis, self.node, _ANCHOR)
+            await pubsub.ssubscribe(anchor)
             unconfirmed = set(keys)
             for group in slot_groups(self.hub.redis, keys):
                 await pubsub.ssubscribe(*(keys[i] for i in group))
@@ -341,5 +356,5 @@ class _Shard:
                     self.hub._dispatch(
                         key, event_id.decode(), event_type, data, traceparent.decode()
                     )
-                elif kind == "sunsubscribe" and key in self.keys:
-                    return  # the server's doing: the key's slot moved
+                elif kind == "sunsubscribe" and (key in self.keys or key == anchor):
+                    return  # the server's doing: the channel's slot moved
