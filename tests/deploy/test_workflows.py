@@ -292,7 +292,13 @@ def test_ci_runs_the_checks_on_every_pull_request(workflows: dict[str, Workflow]
     ci = workflows["ci.yml"]
     assert "pull_request" in triggers(ci)
     scripts = [step.get("run", "") for _, step in steps(ci)]
-    for target in ("make lint", "make proto-check", "make test", "make deploy-check"):
+    for target in (
+        "make lint",
+        "make proto-check",
+        "make test",
+        "make deploy-check",
+        "make test-cluster",
+    ):
         assert target in scripts, target
     uses = {step.get("uses", "").split("@")[0]: step for _, step in steps(ci)}
     assert uses["astral-sh/setup-uv"]["with"]["enable-cache"] is True
