@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from social.messages.v1.events_pb2 import MessageCreated
 from social_common.events import make_envelope, stream_for
 from social_common.ids import uuid7
-from social_common.redis import as_text, create_redis, create_sync_redis
+from social_common.redis import as_text, create_redis, create_sync_redis, node_of
 from social_common.tokens import AccessClaims, TokenVerifier
 from social_stack.local import Endpoints, Ports, Stack, redis_cluster_asked
 from social_stack.testing import (
@@ -631,6 +631,50 @@ def test_a_redis_restart_during_a_thousand_messages_loses_none(
         # replay reconnects, as clients do).
         run.join()
         run.follow(stack.gateway_url, account, 30.0, ws)
+    run.check_none_lost()
+
+
+def _primary_of(redis_url: str, key: str) -> str:
+    """The address of the cluster's primary that serves ``key``, as the cluster says now."""
+
+    async def ask() -> str:
+        client = create_redis(redis_url)
+        try:
+            return await node_of(client, key)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(ask())
+
+
+@pytest.mark.skipif(
+    not redis_cluster_asked(os.environ), reason="a Redis Cluster's failover (make test-cluster)"
+)
+def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
+    stack: Endpoints, stack_runner: Stack, account: Account
+) -> None:
+    """The primary that holds the message events' stream is killed while
+    messages are posted: its replica takes over, every client finds it by
+    itself, and every acknowledged message is delivered (the outbox relay
+    lets an event go only once the primary's replica has it)."""
+    run = ThousandMessages(stack, account)
+    stream = stream_for("message.created")
+    primary = _primary_of(stack.redis_url, stream)
+    name = next(c.name for c in stack_runner.components if c.probe.address == primary)
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, run.channel)
+        run.start()
+        run.listen(ws, 2.0)
+        assert 0 < len(run.received) < 1000
+        with stack_runner.stopped(name, crash=True):
+            wait_until(
+                lambda: _primary_of(stack.redis_url, stream) != primary,
+                timeout=30,
+                what="the replica taking over",
+            )
+        # Started again, the old primary follows the new one.
+        run.join()
+        run.follow(stack.gateway_url, account, 60.0, ws)
     run.check_none_lost()
 
 

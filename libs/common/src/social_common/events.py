@@ -34,7 +34,13 @@ from social.events.v1.events_pb2 import Envelope
 
 from social_common.ids import parse_uuid, uuid7
 from social_common.logging import get_logger
-from social_common.redis import UNAVAILABLE, as_text, slot_groups
+from social_common.redis import (
+    UNAVAILABLE,
+    as_text,
+    check_replicated,
+    queue_wait_for_replicas,
+    slot_groups,
+)
 from social_common.tasks import cancel_requested
 from social_common.tracing import continued_span, inject_context
 
@@ -135,6 +141,8 @@ DELETE FROM outbox
 WHERE (SELECT alone FROM relay) AND id IN (SELECT id FROM outbox ORDER BY id LIMIT %s)
 RETURNING id, event_type, envelope
 """
+# How long a batch waits for its replicas before it is put back and tried again.
+WAIT_REPLICAS_MS = 1000
 # Rows waiting, and the oldest one's age in seconds (NULL when none waits).
 _BACKLOG = "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox"
 
@@ -171,8 +179,13 @@ class OutboxRelay:
         redis_client: aioredis.Redis,
         batch: int = 500,
         idle_poll: float = 1.0,
+        wait_replicas: int = 0,
     ) -> None:
         self.producer = producer
+        # Replicas that must have a batch before the outbox lets it go: with
+        # one, a primary that fails over right after taking it loses nothing
+        # (its replica has it); with none, what it had not yet replicated.
+        self.wait_replicas = wait_replicas
         self.conninfo = conninfo
         self.pool = pool
         self.redis = redis_client
@@ -185,22 +198,30 @@ class OutboxRelay:
         Two round trips to PostgreSQL: the batch is taken (deleted) in the
         same statement that takes the producer's lock (none is taken while
         another pod's relay holds it), and the deletion commits only after
-        Redis took the batch: a failure in between puts it back (published
-        again: at least once, never lost)."""
+        Redis took the batch (and ``wait_replicas`` replicas have it): a
+        failure in between puts it back (published again: at least once,
+        never lost)."""
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             cursor = await conn.execute(_TAKE_BATCH, (f"outbox:{self.producer}", self.batch))
             rows = sorted(await cursor.fetchall())
             if not rows:
                 return 0
+            streams = [stream_for(event_type) for _, event_type, _ in rows]
             async with self.redis.pipeline(transaction=False) as pipe:
-                for _, event_type, envelope in rows:
+                for stream, (_, _, envelope) in zip(streams, rows, strict=True):
                     pipe.xadd(
-                        stream_for(event_type),
+                        stream,
                         {"envelope": bytes(envelope)},
                         maxlen=STREAM_MAXLEN,
                         approximate=True,
                     )
-                await pipe.execute()
+                waits = 0
+                if self.wait_replicas:
+                    waits = await queue_wait_for_replicas(
+                        self.redis, pipe, streams, self.wait_replicas, WAIT_REPLICAS_MS
+                    )
+                replies = await pipe.execute()
+            check_replicated(replies[len(replies) - waits :], self.wait_replicas)
         for _, event_type, _ in rows:
             RELAYED.labels(event_type).inc()
         return len(rows)

@@ -271,6 +271,38 @@ async def node_pubsub(client: aioredis.Redis, node: str) -> AsyncIterator[PubSub
         await node_client.aclose()
 
 
+class NotReplicated(RedisError):
+    """Fewer replicas than asked acknowledged a write within the wait."""
+
+
+async def queue_wait_for_replicas(
+    client: aioredis.Redis, pipe: Any, keys: Sequence[str], replicas: int, timeout_ms: int
+) -> int:
+    """Queues on ``pipe``, after its writes to ``keys``, a WAIT for ``replicas``
+    replicas to have them: one per server written (on a cluster, each rides
+    the connection of that node's writes). Returns how many replies it adds,
+    for :func:`check_replicated`."""
+    if not in_cluster(client):
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        return 1
+    cluster = cast("RedisCluster", client)
+    await cluster.initialize()
+    nodes = {}
+    for key in keys:
+        node = cluster.get_node_from_key(key)
+        if node is not None:
+            nodes[node.name] = node
+    for node in nodes.values():
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+    return len(nodes)
+
+
+def check_replicated(acknowledged: Sequence[int], replicas: int) -> None:
+    """Raises :class:`NotReplicated` unless every WAIT saw ``replicas``."""
+    if any(count < replicas for count in acknowledged):
+        raise NotReplicated(f"{list(acknowledged)} of {replicas} replicas acknowledged")
+
+
 def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
     """Connections in use, idle, and the most there may be: of the client's
     pool; on a cluster, of its busiest node's (the first to run out)."""

@@ -171,7 +171,10 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
     if spec.publishes_events:
         assert db is not None
         assert settings.database_url is not None
-        background.append(OutboxRelay(spec.name, settings.database_url, db, redis).run)
+        relay = OutboxRelay(
+            spec.name, settings.database_url, db, redis, wait_replicas=settings.redis_wait_replicas
+        )
+        background.append(relay.run)
     readiness = Readiness(spec.name, {**checks, **wiring.checks})
     http_socket = _listen(settings.bind_host, settings.http_port, share=settings.share_ports)
     grpc_server = create_server(share_port=settings.share_ports)

@@ -119,6 +119,10 @@ class Settings:
     # vouch for (Memorystore's own CA); unset: the system's trust store alone.
     # Public, not secret: `secret` only keeps the long PEM out of the repr.
     redis_ca_cert: str | None = setting("REDIS_CA_CERT", None, secret=True)
+    # Replicas that must have an event before the outbox lets it go (WAIT):
+    # 1 where Redis's primaries have a replica (a failover then loses no
+    # event the relay published), 0 for one server alone.
+    redis_wait_replicas: int = setting("REDIS_WAIT_REPLICAS", 0, minimum=0)
     db_pool_min: int = setting("DB_POOL_MIN", 2, minimum=1)
     db_pool_max: int = setting("DB_POOL_MAX", 10, minimum=1)
     log_level: str = setting("LOG_LEVEL", "info")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -542,6 +543,8 @@ class Stack:
                 **self.endpoints.service_env(name),
                 "JWKS_CACHE_SECONDS": str(self.jwks_cache_seconds),
                 **({"SHARE_PORTS": "1"} if shared else {}),
+                # Each of the cluster's primaries has a replica: events wait for it.
+                **({"REDIS_WAIT_REPLICAS": "1"} if self.redis_cluster else {}),
                 # OpenTelemetry's settings, as the gateway's tracing follows them.
                 **{k: v for k, v in self.external.items() if k.startswith("OTEL_")},
                 **self.service_env.get(name, {}),
@@ -630,13 +633,18 @@ class Stack:
             pass
 
     @contextlib.contextmanager
-    def stopped(self, name: str, timeout: float = 90.0) -> Iterator[Component]:
+    def stopped(
+        self, name: str, timeout: float = 90.0, *, crash: bool = False
+    ) -> Iterator[Component]:
         """The component ``name`` stopped for the duration (the supervisor
         leaves it down), then started again and waited for until healthy.
-        For tests of a dependency that is away."""
+        For tests of a dependency that is away; ``crash``: killed (SIGKILL),
+        not asked to stop."""
         component = self._component(name)
         with self._held(name):
-            processes.stop([component])
+            processes.stop(
+                [dataclasses.replace(component, stop_signal=signal.SIGKILL) if crash else component]
+            )
             try:
                 yield component
             finally:
