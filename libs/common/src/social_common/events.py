@@ -37,8 +37,7 @@ from social_common.logging import get_logger
 from social_common.redis import (
     UNAVAILABLE,
     as_text,
-    check_replicated,
-    queue_wait_for_replicas,
+    execute_replicated,
     slot_groups,
 )
 from social_common.tasks import cancel_requested
@@ -215,13 +214,9 @@ class OutboxRelay:
                         maxlen=STREAM_MAXLEN,
                         approximate=True,
                     )
-                waits = 0
-                if self.wait_replicas:
-                    waits = await queue_wait_for_replicas(
-                        self.redis, pipe, streams, self.wait_replicas, WAIT_REPLICAS_MS
-                    )
-                replies = await pipe.execute()
-            check_replicated(replies[len(replies) - waits :], self.wait_replicas)
+                await execute_replicated(
+                    self.redis, pipe, streams, self.wait_replicas, WAIT_REPLICAS_MS
+                )
         for _, event_type, _ in rows:
             RELAYED.labels(event_type).inc()
         return len(rows)

@@ -12,7 +12,7 @@ import redis
 import redis.asyncio as aioredis
 import redis.cluster
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -219,12 +219,17 @@ async def node_of(client: aioredis.Redis, channel: str) -> str:
     slot, as the client last learned the cluster's map; "" on one server."""
     if not in_cluster(client):
         return ""
+    return str((await _primary(client, channel)).name)
+
+
+async def _primary(client: aioredis.Redis, key: str) -> ClusterNode:
+    """The cluster's primary that serves ``key``, as the client last learned the map."""
     cluster = cast("RedisCluster", client)
     await cluster.initialize()  # the map, read once
-    found = cluster.get_node_from_key(channel)
+    found = cluster.get_node_from_key(key)
     if found is None:
-        raise RedisClusterException(f"no node in the cluster's map serves {channel}")
-    return str(found.name)
+        raise RedisClusterException(f"no node in the cluster's map serves {key}")
+    return found
 
 
 async def channel_on(client: aioredis.Redis, node: str, name: str) -> str:
@@ -275,32 +280,31 @@ class NotReplicated(RedisError):
     """Fewer replicas than asked acknowledged a write within the wait."""
 
 
-async def queue_wait_for_replicas(
+async def execute_replicated(
     client: aioredis.Redis, pipe: Any, keys: Sequence[str], replicas: int, timeout_ms: int
-) -> int:
-    """Queues on ``pipe``, after its writes to ``keys``, a WAIT for ``replicas``
-    replicas to have them: one per server written (on a cluster, each rides
-    the connection of that node's writes). Returns how many replies it adds,
-    for :func:`check_replicated`."""
+) -> list[Any]:
+    """Executes ``pipe``, whose writes are to ``keys``, and returns its
+    replies; with ``replicas``, only once that many replicas of every server
+    written have the writes (a WAIT per server, each on the connection of
+    that server's writes), else raises :class:`NotReplicated`."""
+    if not replicas:
+        return list(await pipe.execute())
     if not in_cluster(client):
         pipe.execute_command("WAIT", replicas, timeout_ms)
-        return 1
-    cluster = cast("RedisCluster", client)
-    await cluster.initialize()
-    nodes = {}
-    for key in keys:
-        node = cluster.get_node_from_key(key)
-        if node is not None:
+        waits = 1
+    else:
+        nodes = {}
+        for key in keys:
+            node = await _primary(client, key)
             nodes[node.name] = node
-    for node in nodes.values():
-        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
-    return len(nodes)
-
-
-def check_replicated(acknowledged: Sequence[int], replicas: int) -> None:
-    """Raises :class:`NotReplicated` unless every WAIT saw ``replicas``."""
+        for node in nodes.values():
+            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        waits = len(nodes)
+    replies = list(await pipe.execute())
+    acknowledged = replies[len(replies) - waits :]
     if any(count < replicas for count in acknowledged):
-        raise NotReplicated(f"{list(acknowledged)} of {replicas} replicas acknowledged")
+        raise NotReplicated(f"{acknowledged} of {replicas} replicas acknowledged")
+    return replies[: len(replies) - waits]
 
 
 def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:

@@ -89,6 +89,11 @@ class Ports:
         }
     )
 
+    @property
+    def redis_cluster_nodes(self) -> list[int]:
+        """The ports of a local Redis Cluster's nodes, the first node's first."""
+        return [self.redis, *self.redis_cluster_peers]
+
     @classmethod
     def dev(cls) -> Ports:
         """The documented ports, each overridable as STACK_<NAME>_PORT (for a
@@ -332,7 +337,7 @@ class Stack:
             ]
             self._launch(backing, timeout)
             if self.redis_cluster and not self.external.get("REDIS_URL"):
-                redis_cluster.form([self.ports.redis, *self.ports.redis_cluster_peers], timeout)
+                redis_cluster.form(self.ports.redis_cluster_nodes, timeout)
             self._bootstrap()
             front = [
                 *(
@@ -424,7 +429,6 @@ class Stack:
             return [
                 self._redis_node("redis", self.ports.redis, self.run_dir / "redis", persistence)
             ]
-        ports = [self.ports.redis, *self.ports.redis_cluster_peers]
         return [
             self._redis_node(
                 name,
@@ -432,7 +436,7 @@ class Stack:
                 self.run_dir / "redis-cluster" / name,
                 [*persistence, *redis_cluster.node_arguments("nodes.conf")],
             )
-            for name, port in zip(REDIS_NODES, ports, strict=True)
+            for name, port in zip(REDIS_NODES, self.ports.redis_cluster_nodes, strict=True)
         ]
 
     def _redis_node(self, name: str, port: int, data: Path, arguments: list[str]) -> Component:

@@ -318,7 +318,12 @@ class _Shard:
                 log.warning("hub_subscription_lost", node=self.node, error=str(exc))
                 await asyncio.sleep(0.5)
             self._live.clear()
-            await self.hub._lost(self)  # the hub's half of the shard
+            try:
+                await self.hub._lost(self)  # the hub's half of the shard
+            except REDIS_UNAVAILABLE as exc:
+                # The cluster's map unreadable now: the keys not yet moved stay
+                # here, tried again on this node, and moved after the next loss.
+                log.warning("hub_map_unread", node=self.node, error=str(exc))
             if not self.keys:
                 self._wanted.clear()
 
