@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -654,27 +655,46 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
     stack: Endpoints, stack_runner: Stack, account: Account
 ) -> None:
     """The primary that holds the message events' stream is killed while
-    messages are posted: its replica takes over, every client finds it by
-    itself, and every acknowledged message is delivered (the outbox relay
-    lets an event go only once the primary's replica has it)."""
-    run = ThousandMessages(stack, account)
+    messages are posted, holding events its replica does not have (frozen,
+    its link cut) and no consumer has read (realtime is down meanwhile): the
+    replica takes over, every client finds it by itself, and every
+    acknowledged message is delivered (the outbox relay lets an event go only
+    once a replica has it)."""
     stream = stream_for("message.created")
     primary = _primary_of(stack.redis_url, stream)
-    name = next(c.name for c in stack_runner.components if c.probe.address == primary)
-    with _connect(stack.gateway_url, account) as ws:
-        _subscribe(ws, run.channel)
-        run.start()
-        run.listen(ws, 2.0)
-        assert 0 < len(run.received) < 1000
-        with stack_runner.stopped(name, crash=True):
-            wait_until(
-                lambda: _primary_of(stack.redis_url, stream) != primary,
-                timeout=30,
-                what="the replica taking over",
-            )
+    # The post's channel on another shard: its routing records outlive the
+    # failover, so no event reaches the subscriber twice under two ids.
+    run = ThousandMessages(stack, account)
+    while _primary_of(stack.redis_url, stream_key(run.channel)) == primary:
+        run = ThousandMessages(stack, account)
+    by_address = {c.probe.address: c for c in stack_runner.components}
+    with create_sync_redis(f"redis://{primary}/0") as node:
+        replica = by_address[f"127.0.0.1:{node.info('replication')['slave0']['port']}"]
+        with _connect(stack.gateway_url, account) as ws:
+            _subscribe(ws, run.channel)
+            run.start()
+            run.listen(ws, 2.0)
+            assert 0 < len(run.received) < 1000
+        with stack_runner.stopped("realtime"):
+            # What the primary had sent is in the replica's socket already:
+            # frozen, its link cut, it has nothing written from now on.
+            os.kill(replica.pid, signal.SIGSTOP)
+            try:
+                node.client_kill_filter(_type="replica")
+                written = node.xlen(stream)
+                wait_until(lambda: node.xlen(stream) > written, what="events the replica lacks")
+                with stack_runner.stopped(by_address[primary].name, crash=True):
+                    os.kill(replica.pid, signal.SIGCONT)
+                    wait_until(
+                        lambda: _primary_of(stack.redis_url, stream) != primary,
+                        timeout=30,
+                        what="the replica taking over",
+                    )
+            finally:
+                os.kill(replica.pid, signal.SIGCONT)
         # Started again, the old primary follows the new one.
         run.join()
-        run.follow(stack.gateway_url, account, 60.0, ws)
+        run.follow(stack.gateway_url, account, 60.0)
     run.check_none_lost()
 
 
