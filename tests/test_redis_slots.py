@@ -6,7 +6,7 @@ many ids. A script over any number of keys (cache entries, rate limits,
 timelines) is called once per slot, its keys grouped by ``slot_groups``:
 checked here on a cluster's client. The suite run on a real cluster
 (`make test-cluster`) is the rest of the proof: a call across slots fails
-there.
+there. And the event streams: spread over slots, one read per shard.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from realtime.hub import stream_key
 from realtime.presence import presence_key
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from social_common.events import STREAM_SHARDS, stream_for, streams_of
 from social_common.redis import slot_groups
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,3 +96,16 @@ def test_grouped_keys_share_a_slot_on_a_cluster_and_a_group_on_one_server() -> N
         assert len({key_slot(keys[i].encode()) for i in group}) == 1
     assert len(groups) > 1
     assert slot_groups(aioredis.Redis(), keys) == [list(range(len(keys)))]
+
+
+def test_an_event_types_streams_spread_over_slots_a_shard_of_every_type_in_one() -> None:
+    types = ["post.created", "message.created", "user.followed"]
+    shards = list(zip(*(streams_of(t) for t in types), strict=True))
+    assert len(shards) == STREAM_SHARDS
+    # One read takes a consumer's types in a shard: their streams share a slot.
+    slots = [{key_slot(stream.encode()) for stream in shard} for shard in shards]
+    assert all(len(slot) == 1 for slot in slots)
+    # The shards fall on every primary of a three-shard cluster (the slots in thirds).
+    assert {min(slot) * 3 // 16384 for slot in slots} == {0, 1, 2}
+    # Keys spread over every shard.
+    assert {stream_for("post.created", i) for i in _ids()} == set(streams_of("post.created"))

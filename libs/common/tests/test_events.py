@@ -20,10 +20,12 @@ from social_common.events import (
     PAYLOAD_VERSION,
     EventConsumer,
     OutboxRelay,
+    dead_letters_of,
     emit,
     event_ids,
     make_envelope,
     stream_for,
+    streams_of,
 )
 from social_common.ids import uuid7
 from social_common.migrations import apply_migrations, ensure_service_schema, load_migrations
@@ -107,7 +109,7 @@ def test_a_committed_event_reaches_a_consumer_group(
         assert User.FromString(envelope.payload).username == "ada"
         assert uuid.UUID(envelope.id).version == 7
         # Acknowledged: nothing stays pending for the group.
-        assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
+        assert (await client.xpending(stream_for(event_type, "key-1"), "g1"))["pending"] == 0
         async with pool.connection() as conn:
             assert await (await conn.execute("SELECT count(*) FROM outbox")).fetchone() == (0,)
 
@@ -124,18 +126,18 @@ def test_what_one_read_handled_is_acknowledged_together_after_it(
         pending_while_handling: list[int] = []
 
         async def handle(_envelope: Envelope) -> None:
-            pending = await client.xpending(stream_for(event_type), "g1")
+            pending = await client.xpending(stream_for(event_type, "k"), "g1")
             pending_while_handling.append(pending["pending"])
 
         consumer = EventConsumer(client, "g1", "c1", {event_type: handle}, block_ms=100)
         await consumer.ensure_groups()
-        for n in range(3):
-            await _emit(pool, name, event_type, f"key-{n}")
+        for _ in range(3):
+            await _emit(pool, name, event_type, "k")
         assert await OutboxRelay(name, url, pool, client).publish_pending() == 3
         assert await consumer.poll_once() == 3
         # One XACK for the read, once all of it was handled, not one per entry.
         assert pending_while_handling == [3, 3, 3]
-        assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
+        assert (await client.xpending(stream_for(event_type, "k"), "g1"))["pending"] == 0
 
     _run(stack, url, scenario)
 
@@ -149,7 +151,8 @@ def test_a_consumer_makes_its_group_again_when_redis_lost_it(
     async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
         consumer, seen = await _collecting(client, event_type, block_ms=100)
         # As after a restart of a Redis that kept nothing: no stream, no group.
-        await client.delete(stream_for(event_type))
+        for stream in streams_of(event_type):
+            await client.delete(stream)
         await _emit(pool, name, event_type, "after-the-loss")
         assert await OutboxRelay(name, url, pool, client).publish_pending() == 1
         await _until_received(consumer, seen)
@@ -173,7 +176,7 @@ def test_a_rolled_back_transaction_publishes_nothing(
         with pytest.raises(RuntimeError):
             await change_that_fails(pool)
         assert await OutboxRelay(name, url, pool, client).publish_pending() == 0
-        assert await client.xlen(stream_for(event_type)) == 0
+        assert await client.xlen(stream_for(event_type, "k")) == 0
 
     _run(stack, url, scenario)
 
@@ -187,7 +190,7 @@ def test_an_event_committed_while_the_relay_is_down_arrives_when_it_restarts(
     async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
         # The relay is "killed": the transaction commits and nobody publishes.
         await _emit(pool, name, event_type, "while-down")
-        assert await client.xlen(stream_for(event_type)) == 0
+        assert await client.xlen(stream_for(event_type, "while-down")) == 0
         relay = asyncio.create_task(OutboxRelay(name, url, pool, client).run())
         try:
             consumer, seen = await _collecting(client, event_type)
@@ -237,7 +240,7 @@ def test_a_running_relay_is_woken_by_the_commit_not_by_polling(
     _run(stack, url, scenario)
 
 
-def test_events_keep_their_commit_order_with_two_relays(
+def test_each_stream_keeps_its_events_in_commit_order_with_two_relays(
     stack: Endpoints, producer: tuple[str, str]
 ) -> None:
     name, url = producer
@@ -249,9 +252,13 @@ def test_events_keep_their_commit_order_with_two_relays(
         relays = [OutboxRelay(name, url, pool, client, batch=7) for _ in range(2)]
         while sum(await asyncio.gather(*(r.publish_pending() for r in relays))):
             pass
-        entries: Any = await client.xrange(stream_for(event_type))
-        keys = [Envelope.FromString(fields[b"envelope"]).key for _, fields in entries]
-        assert keys == [str(n) for n in range(50)]
+        published = []
+        for stream in streams_of(event_type):
+            entries: Any = await client.xrange(stream)
+            keys = [int(Envelope.FromString(fields[b"envelope"]).key) for _, fields in entries]
+            assert keys == sorted(keys)
+            published += keys
+        assert sorted(published) == list(range(50))
 
     _run(stack, url, scenario)
 
@@ -292,11 +299,11 @@ def test_a_failing_handler_is_retried_and_then_dead_lettered(
             await asyncio.sleep(0.01)  # past claim_idle_ms
             await consumer.reclaim_once()
         assert attempts == {"flaky": 2, "broken": 3}
-        for event_type in (flaky, broken):
-            assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 0
-        assert await client.xlen(f"dead:{stream_for(flaky)}") == 0
-        assert await client.xlen(f"dead:{stream_for(broken)}") == 1
-        dead = {"stream": stream_for(broken), "group": "g1"}
+        for event_type, key in ((flaky, "a"), (broken, "b")):
+            assert (await client.xpending(stream_for(event_type, key), "g1"))["pending"] == 0
+        assert await client.xlen(dead_letters_of(flaky)) == 0
+        assert await client.xlen(dead_letters_of(broken)) == 1
+        dead = {"type": broken, "group": "g1"}
         assert REGISTRY.get_sample_value("events_dead_lettered_total", dead) == 1
 
     _run(stack, url, scenario)
@@ -311,11 +318,11 @@ def test_a_payload_version_the_consumer_does_not_know_is_not_handled(
     async def scenario(_pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
         consumer, seen = await _collecting(client, event_type, block_ms=100)
         newer = make_envelope("p", event_type, "k", User(id="k"), version=PAYLOAD_VERSION + 1)
-        await client.xadd(stream_for(event_type), {"envelope": newer.SerializeToString()})
+        await client.xadd(stream_for(event_type, "k"), {"envelope": newer.SerializeToString()})
         assert await consumer.poll_once() == 1
         assert seen == []
         # Left pending: retried (and in the end dead-lettered), never misread.
-        assert (await client.xpending(stream_for(event_type), "g1"))["pending"] == 1
+        assert (await client.xpending(stream_for(event_type, "k"), "g1"))["pending"] == 1
 
     _run(stack, url, scenario)
 
@@ -340,7 +347,6 @@ def test_the_backlogs_are_measured_outbox_and_consumer_group(
 ) -> None:
     name, url = producer
     event_type = f"test.{uuid.uuid4().hex[:8]}"
-    stream = stream_for(event_type)
 
     async def scenario(pool: AsyncConnectionPool, client: aioredis.Redis) -> None:
         relay = OutboxRelay(name, url, pool, client)
@@ -358,12 +364,12 @@ def test_the_backlogs_are_measured_outbox_and_consumer_group(
         assert _gauge("outbox_oldest_pending_seconds", producer=name) == 0
         # Three entries in the stream, none delivered to the group yet.
         await consumer.measure_backlog()
-        assert _gauge("events_consumer_pending", stream=stream, group="g1") == 0
-        lag = _gauge("events_consumer_lag_seconds", stream=stream, group="g1")
+        assert _gauge("events_consumer_pending", type=event_type, group="g1") == 0
+        lag = _gauge("events_consumer_lag_seconds", type=event_type, group="g1")
         assert lag is not None
         assert lag > 0  # its last delivered id is 0-0: as old as it gets
         await _until_received(consumer, seen)
         await consumer.measure_backlog()
-        assert _gauge("events_consumer_lag_seconds", stream=stream, group="g1") == 0
+        assert _gauge("events_consumer_lag_seconds", type=event_type, group="g1") == 0
 
     _run(stack, url, scenario)

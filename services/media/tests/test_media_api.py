@@ -31,6 +31,7 @@ from social_stack.testing import (
     client,
     create_account,
     event_handled,
+    publish,
     wait_until,
 )
 
@@ -417,16 +418,13 @@ def test_s3_down_answers_503_and_leaves_no_row(
     assert rows == (0,)
 
 
-POST_DELETED = "events:post.deleted"
-
-
-def _post_deleted(post_id: str, author_id: str, media_ids: list[str]) -> bytes:
+def _post_deleted(post_id: str, author_id: str, media_ids: list[str]) -> Envelope:
     """A serialized envelope as the posts service publishes it."""
     payload = PostDeleted(post_id=post_id, author_id=author_id, media_ids=media_ids)
     return _envelope(post_id, payload.SerializeToString())
 
 
-def _envelope(key: str, payload: bytes) -> bytes:
+def _envelope(key: str, payload: bytes) -> Envelope:
     envelope = Envelope(
         id=str(uuid7()),
         type="post.deleted",
@@ -436,16 +434,11 @@ def _envelope(key: str, payload: bytes) -> bytes:
         payload=payload,
     )
     envelope.time.GetCurrentTime()
-    return envelope.SerializeToString()
+    return envelope
 
 
-def _publish(events: redis.Redis, envelope: bytes) -> str:
-    # A str: the client decodes responses.
-    return str(events.xadd(POST_DELETED, {"envelope": envelope}))
-
-
-def _acknowledged(events: redis.Redis, entry_id: str) -> Callable[[], bool]:
-    return event_handled(events, POST_DELETED, "media", entry_id)
+def _acknowledged(events: redis.Redis, published: tuple[str, str]) -> Callable[[], bool]:
+    return event_handled(events, published, "media")
 
 
 def _attach(stack: Endpoints, ids: list[str], post_id: str, owner_id: str) -> None:
@@ -479,15 +472,15 @@ def test_deleting_a_post_deletes_its_media_and_no_other(
     _attach(stack, [theirs["id"]], post, other.id)
 
     deleted = _post_deleted(post, account.id, [m["id"] for m in mine])
-    entry = _publish(events, deleted)
+    published = publish(events, deleted)
     wait_until(
         lambda: all(_status(stack, account, m["id"]) == 404 and _objects_gone(m) for m in mine),
         what="the post's media deleted",
     )
-    wait_until(_acknowledged(events, entry), what="post.deleted acknowledged")
+    wait_until(_acknowledged(events, published), what="post.deleted acknowledged")
 
     # At least once: the same event again finds nothing and succeeds.
-    wait_until(_acknowledged(events, _publish(events, deleted)), what="redelivery acknowledged")
+    wait_until(_acknowledged(events, publish(events, deleted)), what="redelivery acknowledged")
     for owner, kept in ((account, on_another_post), (other, theirs)):
         assert _status(stack, owner, kept["id"]) == 200
         assert all(_fetch(v["url"]).status_code == 200 for v in kept["variants"])
@@ -505,5 +498,5 @@ def test_a_malformed_post_deleted_event_is_logged_and_done(
         _envelope(post, b"\xff\xff not a PostDeleted"),
     ]
     for envelope in malformed:
-        wait_until(_acknowledged(events, _publish(events, envelope)), what="malformed event done")
+        wait_until(_acknowledged(events, publish(events, envelope)), what="malformed event done")
     assert _status(stack, account, media["id"]) == 200

@@ -18,7 +18,7 @@ from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated, MessageDeleted
 from social.posts.v1 import posts_pb2, posts_pb2_grpc
 from social.posts.v1.events_pb2 import PostCreated, PostDeleted, PostLiked
-from social_common.events import make_envelope
+from social_common.events import make_envelope, streams_of
 from social_common.ids import uuid7
 from social_common.redis import create_redis, create_sync_redis
 from social_stack.local import Endpoints
@@ -29,6 +29,7 @@ from social_stack.testing import (
     create_account,
     create_post,
     event_handled,
+    publish,
     published_events,
     upload_image,
     wait_until,
@@ -439,24 +440,24 @@ def test_message_events_move_the_count_once_each(
         "message.created",
         message_id,
         MessageCreated(message_id=message_id, post_id=post["id"], sender_id=account.id, text="hi"),
-    ).SerializeToString()
+    )
     for _ in range(2):  # a redelivery counts nothing
-        events.xadd("events:message.created", {"envelope": created})
+        publish(events, created)
     other = make_envelope(
         "messages",
         "message.created",
         "m2",
         MessageCreated(message_id=str(uuid7()), post_id=post["id"], sender_id=account.id),
-    ).SerializeToString()
-    events.xadd("events:message.created", {"envelope": other})
+    )
+    publish(events, other)
     wait_until(lambda: _get(stack, path).json()["message_count"] == 2, what="two messages counted")
     deleted = make_envelope(
         "messages",
         "message.deleted",
         message_id,
         MessageDeleted(message_id=message_id, post_id=post["id"], sender_id=account.id),
-    ).SerializeToString()
-    events.xadd("events:message.deleted", {"envelope": deleted})
+    )
+    publish(events, deleted)
     wait_until(lambda: _get(stack, path).json()["message_count"] == 1, what="one message left")
 
     # Heard out of order (two streams): a deletion before its creation cancels it.
@@ -466,24 +467,24 @@ def test_message_events_move_the_count_once_each(
         "message.deleted",
         late_id,
         MessageDeleted(message_id=late_id, post_id=post["id"], sender_id=account.id),
-    ).SerializeToString()
+    )
     late_created = make_envelope(
         "messages",
         "message.created",
         late_id,
         MessageCreated(message_id=late_id, post_id=post["id"], sender_id=account.id),
-    ).SerializeToString()
-    last_deleted = events.xadd("events:message.deleted", {"envelope": late_deleted})
+    )
+    last_deleted = publish(events, late_deleted)
 
     # Nothing stuck: every event was acknowledged.
     wait_until(
-        event_handled(events, "events:message.deleted", "posts", str(last_deleted)),
+        event_handled(events, last_deleted, "posts"),
         what="the deletion handled",
     )
     assert _get(stack, path).json()["message_count"] == 1  # it was never counted
-    last_created = events.xadd("events:message.created", {"envelope": late_created})
+    last_created = publish(events, late_created)
     wait_until(
-        event_handled(events, "events:message.created", "posts", str(last_created)),
+        event_handled(events, last_created, "posts"),
         what="the creation handled",
     )
     assert _get(stack, path).json()["message_count"] == 1
@@ -546,7 +547,7 @@ def test_a_create_that_loses_its_media_race_rolls_back_and_publishes_nothing(
         what="the winner's event",
     )
     with create_sync_redis(stack.redis_url) as raw:
-        entries: Any = raw.xrange("events:post.created")
+        entries: Any = [e for s in streams_of("post.created") for e in raw.xrange(s)]
     created = [
         PostCreated.FromString(Envelope.FromString(f[b"envelope"]).payload) for _, f in entries
     ]

@@ -33,7 +33,7 @@ from redis.backoff import NoBackoff
 from social.messages.v1.events_pb2 import MessageCreated
 from social_common.events import make_envelope, stream_for
 from social_common.ids import uuid7
-from social_common.redis import as_text, create_redis, create_sync_redis, node_of
+from social_common.redis import UNAVAILABLE, as_text, create_redis, create_sync_redis, node_of
 from social_common.tokens import AccessClaims, TokenVerifier
 from social_stack.local import Endpoints, Ports, Stack, redis_cluster_asked
 from social_stack.testing import (
@@ -462,7 +462,9 @@ def _publish_messages(
                 post_author_id=account.id,
             )
             envelope = make_envelope("messages", "message.created", post_id, payload)
-            pipe.xadd(stream_for("message.created"), {"envelope": envelope.SerializeToString()})
+            pipe.xadd(
+                stream_for("message.created", post_id), {"envelope": envelope.SerializeToString()}
+            )
         pipe.execute()
 
 
@@ -660,13 +662,33 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
     replica takes over, every client finds it by itself, and every
     acknowledged message is delivered (the outbox relay lets an event go only
     once a replica has it)."""
-    stream = stream_for("message.created")
-    primary = _primary_of(stack.redis_url, stream)
-    # The post's channel on another shard: its routing records outlive the
-    # failover, so no event reaches the subscriber twice under two ids.
+
+    def primaries(run: ThousandMessages) -> tuple[str, str]:
+        """Where the run's message events go, and where its channel lives."""
+        stream = stream_for("message.created", run.post["id"])
+        return _primary_of(stack.redis_url, stream), _primary_of(
+            stack.redis_url, stream_key(run.channel)
+        )
+
+    # The post's channel on another shard than its events: its routing
+    # records outlive the failover, so no event reaches the subscriber twice
+    # under two ids.
     run = ThousandMessages(stack, account)
-    while _primary_of(stack.redis_url, stream_key(run.channel)) == primary:
+    while len(set(primaries(run))) == 1:
         run = ThousandMessages(stack, account)
+    primary, survivor = primaries(run)
+    stream = stream_for("message.created", run.post["id"])
+    # Asked through a primary that stays up: the stack's URL may name the one killed.
+    surviving_url = f"redis://{survivor}/0?cluster=true"
+
+    def taken_over() -> bool:
+        try:
+            return _primary_of(surviving_url, stream) != primary
+        except UNAVAILABLE:
+            # A new client asks a primary of its choice for the commands'
+            # table, perhaps the dead one: it cannot start until the map moves.
+            return False
+
     by_address = {c.probe.address: c for c in stack_runner.components}
     with create_sync_redis(f"redis://{primary}/0") as node:
         replica = by_address[f"127.0.0.1:{node.info('replication')['slave0']['port']}"]
@@ -686,7 +708,7 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
                 with stack_runner.stopped(by_address[primary].name, crash=True):
                     os.kill(replica.pid, signal.SIGCONT)
                     wait_until(
-                        lambda: _primary_of(stack.redis_url, stream) != primary,
+                        taken_over,
                         timeout=30,
                         what="the replica taking over",
                     )

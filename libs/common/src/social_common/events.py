@@ -3,13 +3,13 @@ Streams, and consumers (at least once; consumers deduplicate by envelope id).
 
 A producer calls :func:`emit` inside the transaction that makes the change,
 so the event exists exactly when the change does. :class:`OutboxRelay` moves
-committed events to the stream ``events:<type>`` and deletes them only once
-Redis has them: a relay killed between commit and publish publishes on its
+committed events to their streams (:func:`stream_for`) and deletes them only
+once Redis has them: a relay killed between commit and publish publishes on its
 next start, a rolled-back transaction never published anything.
 :class:`EventConsumer` reads streams in a consumer group and acknowledges an
 event only after its handler succeeded; what a crashed or failing consumer
 left pending is claimed again, and an event that failed ``max_deliveries``
-times goes to ``dead:<stream>`` for an operator.
+times goes to ``dead:events:<type>`` (:func:`dead_letters_of`) for an operator.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,16 @@ from social_common.tracing import continued_span, inject_context
 log = get_logger(__name__)
 
 STREAM_PREFIX = "events:"
+# Each event type is spread over this many streams by its events' keys, so no
+# type is one hot key on one shard of a Redis Cluster, and a key's events stay
+# in order on one stream. Shard s of every type has the hash tag {s}: one
+# XREADGROUP reads all the types a consumer handles in a shard. The count is
+# in the streams' names: changing it strands what the old streams hold
+# (consumers would have to read both until those drain).
+STREAM_SHARDS = 16
+# Types every process follows whole, in order, not as a group
+# (social_common.revocation): one stream, never sharded.
+UNSHARDED_TYPES = frozenset({"sessions.revoked"})
 # Streams are trimmed (approximately) to this many entries: consumers are
 # expected to keep up; a replay further back reads Postgres, not Redis.
 STREAM_MAXLEN = 1_000_000
@@ -53,7 +64,7 @@ STREAM_MAXLEN = 1_000_000
 RELAYED = Counter("events_relayed_total", "Events moved from the outbox to Redis", ["type"])
 HANDLED = Counter("events_handled_total", "Events consumed", ["type", "outcome"])
 DEAD_LETTERED = Counter(
-    "events_dead_lettered_total", "Events set aside unhandled", ["stream", "group"]
+    "events_dead_lettered_total", "Events set aside unhandled", ["type", "group"]
 )
 # The backlogs, sampled by the relays and the consumers as they run.
 OUTBOX_PENDING = Gauge("outbox_pending_events", "Outbox rows not yet relayed", ["producer"])
@@ -62,16 +73,19 @@ OUTBOX_OLDEST = Gauge(
 )
 CONSUMER_PENDING = Gauge(
     "events_consumer_pending",
-    "Entries delivered to a group, not yet acknowledged",
-    ["stream", "group"],
+    "Entries of a type delivered to a group, not yet acknowledged",
+    ["type", "group"],
 )
 CONSUMER_LAG = Gauge(
     "events_consumer_lag_seconds",
-    "How far behind the stream's newest entry a group's last delivered one is",
-    ["stream", "group"],
+    "How far behind a stream's newest entry a group's last delivered one is,"
+    " on the type's stream furthest behind",
+    ["type", "group"],
 )
 # How often the backlogs are measured (a count of the outbox, two XINFO a stream).
 BACKLOG_SAMPLE_SECONDS = 5.0
+# The fewest entries one read takes from each of its streams.
+_MIN_READ_PER_STREAM = 10
 
 Handler = Callable[[Envelope], Awaitable[None]]
 
@@ -87,8 +101,23 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def stream_for(event_type: str) -> str:
-    return STREAM_PREFIX + event_type
+def streams_of(event_type: str) -> list[str]:
+    """Every stream of ``event_type``: a consumer of the type reads them all."""
+    if event_type in UNSHARDED_TYPES:
+        return [STREAM_PREFIX + event_type]
+    return [f"{STREAM_PREFIX}{{{shard}}}:{event_type}" for shard in range(STREAM_SHARDS)]
+
+
+def dead_letters_of(event_type: str) -> str:
+    """The stream where consumers set aside the events of ``event_type`` they
+    could not handle (every shard's, with the group that gave up)."""
+    return f"dead:{STREAM_PREFIX}{event_type}"
+
+
+def stream_for(event_type: str, key: str) -> str:
+    """The stream of an event of ``event_type`` whose key is ``key``."""
+    streams = streams_of(event_type)
+    return streams[zlib.crc32(key.encode()) % len(streams)]
 
 
 def _channel_name(producer: str) -> str:
@@ -205,7 +234,10 @@ class OutboxRelay:
             rows = sorted(await cursor.fetchall())
             if not rows:
                 return 0
-            streams = [stream_for(event_type) for _, event_type, _ in rows]
+            streams = [
+                stream_for(event_type, Envelope.FromString(envelope).key)
+                for _, event_type, envelope in rows
+            ]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for stream, (_, _, envelope) in zip(streams, rows, strict=True):
                     pipe.xadd(
@@ -272,15 +304,22 @@ class EventConsumer:
         self.group = group
         self.consumer = consumer
         self.handlers = dict(handlers)
-        self.streams = [stream_for(t) for t in handlers]
+        self.type_of = {stream: t for t in handlers for stream in streams_of(t)}
+        self.streams = list(self.type_of)
         # What one XREADGROUP may read: every stream on one server; on a
-        # Redis Cluster, the streams of one slot (each group read by a loop
-        # of its own).
+        # Redis Cluster, the streams of one slot (a shard of each type; each
+        # group read by a loop of its own).
         self.stream_groups = [
             [self.streams[i] for i in group] for group in slot_groups(redis_client, self.streams)
         ]
         self.block_ms = block_ms
         self.count = count
+        # XREADGROUP's COUNT is per stream: a read of many streams takes a
+        # share of ``count`` from each (at least a few), so a backlog spread
+        # over every shard is not read many times ``count`` at once.
+        self.count_per_stream = max(
+            _MIN_READ_PER_STREAM, count // max(len(g) for g in self.stream_groups)
+        )
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
 
@@ -306,7 +345,7 @@ class EventConsumer:
                 self.group,
                 self.consumer,
                 {stream: ">" for stream in streams},
-                count=self.count,
+                count=self.count_per_stream,
                 block=self.block_ms,
             )
         except redis.exceptions.ResponseError as exc:
@@ -356,20 +395,25 @@ class EventConsumer:
         return retried
 
     async def measure_backlog(self) -> None:
-        """Sets the group's backlog gauges for each stream it reads: entries
-        delivered but not acknowledged, and how far (in time) its last
-        delivered entry is behind the stream's newest."""
-        for stream in self.streams:
-            groups: Any = await self.redis.xinfo_groups(stream)
-            info: Any = await self.redis.xinfo_stream(stream)
-            mine = next((g for g in groups if as_text(g["name"]) == self.group), None)
-            if mine is None:
-                continue
-            behind_ms = _stream_ms(info["last-generated-id"]) - _stream_ms(
-                mine["last-delivered-id"]
-            )
-            CONSUMER_PENDING.labels(stream, self.group).set(mine["pending"])
-            CONSUMER_LAG.labels(stream, self.group).set(max(0, behind_ms) / 1000)
+        """Sets the group's backlog gauges for each type it reads: entries
+        delivered but not acknowledged (over the type's streams), and how far
+        (in time) its last delivered entry is behind the stream's newest (on
+        the stream furthest behind)."""
+        for event_type in self.handlers:
+            pending, behind_ms = 0, 0
+            for stream in streams_of(event_type):
+                groups: Any = await self.redis.xinfo_groups(stream)
+                info: Any = await self.redis.xinfo_stream(stream)
+                mine = next((g for g in groups if as_text(g["name"]) == self.group), None)
+                if mine is None:
+                    continue
+                pending += mine["pending"]
+                behind_ms = max(
+                    behind_ms,
+                    _stream_ms(info["last-generated-id"]) - _stream_ms(mine["last-delivered-id"]),
+                )
+            CONSUMER_PENDING.labels(event_type, self.group).set(pending)
+            CONSUMER_LAG.labels(event_type, self.group).set(behind_ms / 1000)
 
     async def _handle(self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes]) -> bool:
         """Handles one entry; whether it is done with (to be acknowledged)."""
@@ -409,9 +453,11 @@ class EventConsumer:
     async def _dead_letter(self, stream: str, entry_id: bytes) -> None:
         entries: Any = await self.redis.xrange(stream, min=entry_id, max=entry_id)
         for _, fields in entries:
-            await self.redis.xadd(f"dead:{stream}", {**fields, b"group": self.group.encode()})
+            await self.redis.xadd(
+                dead_letters_of(self.type_of[stream]), {**fields, b"group": self.group.encode()}
+            )
         await self.redis.xack(stream, self.group, entry_id)
-        DEAD_LETTERED.labels(stream, self.group).inc()
+        DEAD_LETTERED.labels(self.type_of[stream], self.group).inc()
         log.error("event_dead_lettered", stream=stream, entry_id=as_text(entry_id))
 
     async def run(self, reclaim_every: float = 2.0) -> None:

@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from social.auth.v1.events_pb2 import SessionsRevoked
 from social.events.v1.events_pb2 import Envelope
 
-from social_common.events import PAYLOAD_VERSION, stream_for
+from social_common.events import PAYLOAD_VERSION, streams_of
 from social_common.logging import get_logger
 from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
 from social_common.redis import as_text
@@ -31,7 +31,7 @@ from social_common.tasks import cancel_requested
 
 log = get_logger(__name__)
 
-STREAM = stream_for("sessions.revoked")
+[STREAM] = streams_of("sessions.revoked")
 # Entries per read, and how long one read waits for news (well within the
 # client's socket timeout, social_common.redis.SOCKET_TIMEOUT_S).
 _BATCH = 500

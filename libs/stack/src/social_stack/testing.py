@@ -164,11 +164,19 @@ def stream_position(entry_id: str) -> tuple[int, ...]:
     return tuple(int(part) for part in entry_id.split("-"))
 
 
+def publish(events: redis.Redis, envelope: Envelope) -> tuple[str, str]:
+    """Adds ``envelope`` to its stream as an outbox relay would, skipping the
+    outbox: the stream and the entry's id, for :func:`event_handled`."""
+    stream = stream_for(envelope.type, envelope.key)
+    return stream, as_text(events.xadd(stream, {"envelope": envelope.SerializeToString()}))
+
+
 def event_handled(
-    events: redis.Redis, stream: str, group: str, entry_id: str
+    events: redis.Redis, published: tuple[str, str], group: str
 ) -> Callable[[], bool]:
-    """A condition: ``group`` has read the stream entry and acknowledged it
-    (its handler succeeded; a failure would leave it pending)."""
+    """A condition: ``group`` has read the stream entry ``published`` and
+    acknowledged it (its handler succeeded; a failure would leave it pending)."""
+    stream, entry_id = published
 
     def check() -> bool:
         groups: Any = events.xinfo_groups(stream)
@@ -185,7 +193,7 @@ def event_handled(
 def published_events(redis_url: str, event_type: str, key: str) -> list[Envelope]:
     """The envelopes of ``event_type`` on its stream whose key is ``key``, oldest first."""
     with create_sync_redis(redis_url) as client:
-        entries: Any = client.xrange(stream_for(event_type))
+        entries: Any = client.xrange(stream_for(event_type, key))
     found = [Envelope.FromString(fields[b"envelope"]) for _, fields in entries]
     return [e for e in found if e.key == key]
 
