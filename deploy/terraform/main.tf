@@ -32,6 +32,7 @@ resource "google_project_service" "apis" {
     "dns.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
+    "networkconnectivity.googleapis.com",
     "redis.googleapis.com",
     "secretmanager.googleapis.com",
     "servicenetworking.googleapis.com",

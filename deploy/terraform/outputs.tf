@@ -19,9 +19,11 @@ output "helm_values" {
         key  = "admin-url"
       }
     }
+    # The relay waits for the replica each primary has (redis.tf).
     redis = {
       existingSecret = google_secret_manager_secret.pods["${local.name}-redis"].secret_id
       caKey          = "ca.crt"
+      waitReplicas   = local.redis_replicas
     }
     # GCS's S3-compatible XML API, which takes "auto" as the signing region.
     objects = {

@@ -3,6 +3,7 @@ region                = "europe-west1"
 environment           = "prod"
 node_pool_max_nodes   = 36
 database_tier         = "db-custom-8-32768"
+redis_mode            = "instance"
 redis_memory_size_gb  = 5
 media_public_base_url = "https://media.example.com"
 

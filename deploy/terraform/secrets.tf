@@ -10,6 +10,26 @@
 locals {
   database_host = google_sql_database_instance.main.private_ip_address
 
+  # Redis's URL and CA, of whichever of the two (redis.tf) exists: one()
+  # fails the plan should there be both or neither. TLS (rediss) in both.
+  # The instance: its AUTH string, on 6378. The cluster: no password (see
+  # redis.tf), its discovery endpoint, and cluster=true, which makes the
+  # services use the cluster client (the chart has no value for it: the URL
+  # is the one place that says so). Each one's CA is its own alone, so what
+  # it signed is that Redis: the chain is verified, the name is not (Google
+  # does not document that the certificate names the address where TLS
+  # clients look, its subject alternative names, and envoyproxy/ratelimit#409
+  # reports it as the common name only; libs/common/tests/test_redis_tls.py
+  # shows both).
+  redis_url = one(concat(
+    [for redis in google_redis_instance.main : "rediss://:${redis.auth_string}@${redis.host}:${redis.port}/0?ssl_check_hostname=false"],
+    [for redis in google_redis_cluster.main : "rediss://${redis.discovery_endpoints[0].address}:${redis.discovery_endpoints[0].port}/0?ssl_check_hostname=false&cluster=true"],
+  ))
+  redis_ca = one(concat(
+    [for redis in google_redis_instance.main : join("", [for cert in redis.server_ca_certs : cert.cert])],
+    [for redis in google_redis_cluster.main : join("\n", flatten(redis.managed_server_ca[0].ca_certs[*].certificates))],
+  ))
+
   secrets = {
     # database.existingSecret: <service>-url per database service, and
     # admin-url (database.adminSecret) for the migration Jobs.
@@ -22,16 +42,11 @@ locals {
         admin-url = "postgresql://${google_sql_user.admin.name}:${random_password.database_admin.result}@${local.database_host}:5432/${google_sql_database.social.name}?sslmode=require"
       },
     ))
-    # redis.existingSecret: the URL (redis.key), TLS (rediss) on 6378, and
-    # the instance's own CA that signed its certificate (redis.caKey). That
-    # CA is this instance's alone, so what it signed is this instance: the
-    # chain is verified, the name is not: Google does not document that the
-    # certificate names the address where TLS clients look (its subject
-    # alternative names), and envoyproxy/ratelimit#409 reports it as the
-    # common name only (libs/common/tests/test_redis_tls.py shows both).
+    # redis.existingSecret: the URL (redis.key) and the CA that signed the
+    # server's certificate (redis.caKey), above.
     "${local.name}-redis" = jsonencode({
-      url      = "rediss://:${google_redis_instance.main.auth_string}@${google_redis_instance.main.host}:${google_redis_instance.main.port}/0?ssl_check_hostname=false"
-      "ca.crt" = join("", [for cert in google_redis_instance.main.server_ca_certs : cert.cert])
+      url      = local.redis_url
+      "ca.crt" = local.redis_ca
     })
     # objects.existingSecret: accessKeyIdKey and secretAccessKeyKey.
     "${local.name}-objects" = jsonencode({

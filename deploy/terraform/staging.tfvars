@@ -7,6 +7,7 @@ services_cidr         = "10.36.0.0/20"
 master_cidr           = "172.16.0.16/28"
 node_pool_max_nodes   = 6
 database_tier         = "db-custom-2-8192"
+redis_mode            = "instance"
 redis_memory_size_gb  = 1
 media_public_base_url = "https://media.staging.example.com"
 

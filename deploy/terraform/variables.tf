@@ -55,10 +55,32 @@ variable "database_tier" {
   default     = "db-custom-8-32768"
 }
 
+variable "redis_mode" {
+  description = "Which Redis (redis.tf): \"instance\", Memorystore for Redis (one primary and its replica), or \"cluster\", Memorystore for Redis Cluster (redis_shard_count primaries, a replica each)."
+  type        = string
+  default     = "instance"
+
+  validation {
+    condition     = contains(["instance", "cluster"], var.redis_mode)
+    error_message = "redis_mode is \"instance\" or \"cluster\"."
+  }
+}
+
 variable "redis_memory_size_gb" {
-  description = "Memorystore's capacity."
+  description = "Memorystore for Redis's capacity (redis_mode \"instance\")."
   type        = number
   default     = 5
+}
+
+variable "redis_shard_count" {
+  description = "Memorystore for Redis Cluster's primaries (redis_mode \"cluster\"): the count docs/capacity.md gives."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.redis_shard_count >= 1 && floor(var.redis_shard_count) == var.redis_shard_count
+    error_message = "redis_shard_count is a whole number of 1 or more."
+  }
 }
 
 variable "media_public_base_url" {

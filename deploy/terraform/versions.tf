@@ -1,14 +1,17 @@
 terraform {
   required_version = ">= 1.6, < 2.0"
 
+  # google 6.40 is the first whose google_redis_cluster exports
+  # managed_server_ca, the cluster's CA that secrets.tf hands the pods;
+  # google-beta moves with it.
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 6.14"
+      version = "~> 6.40"
     }
     google-beta = {
       source  = "hashicorp/google-beta"
-      version = "~> 6.14"
+      version = "~> 6.40"
     }
     random = {
       source  = "hashicorp/random"

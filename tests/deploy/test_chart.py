@@ -607,6 +607,40 @@ def test_redis_ca_comes_from_the_redis_secret_only_when_given(
             assert "REDIS_CA_CERT" not in env_of(owner), owner["metadata"]["name"]
 
 
+def test_redis_wait_replicas_reaches_every_service_and_nothing_else(
+    renders: dict[tuple[str, str], Manifest], fleet: Fleet
+) -> None:
+    # Production-shaped: Memorystore's primaries have a replica each.
+    assert chart_values("values.yaml")["redis"]["waitReplicas"] == 1
+    for (values, namespace), manifest in renders.items():
+        expected = str(chart_values(values)["redis"]["waitReplicas"])
+        for name in fleet.names:
+            env = env_of(manifest.get("Deployment", name))
+            assert env["REDIS_WAIT_REPLICAS"] == {
+                "name": "REDIS_WAIT_REPLICAS",
+                "value": expected,
+            }, f"{values} in {namespace}: {name}"
+    services = {("Deployment", name) for name in fleet.names}
+    for given in ("0", "2"):
+        manifest = render("values.yaml", "social", "--set", f"redis.waitReplicas={given}")
+        for owner in manifest.pod_owners():
+            env = env_of(owner)
+            if (owner["kind"], owner["metadata"]["name"]) in services:
+                assert env["REDIS_WAIT_REPLICAS"]["value"] == given, owner["metadata"]["name"]
+            else:  # the migration Jobs, the gateway and the web client use no Redis
+                assert "REDIS_WAIT_REPLICAS" not in env, owner["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--set", "-1"), ("--set", "1.5"), ("--set", "one"), ("--set-string", "1"), ("--set", "null")],
+)
+def test_redis_wait_replicas_must_be_a_whole_number_of_zero_or_more(flag: str, value: str) -> None:
+    result = render_text("values.yaml", "social", flag, f"redis.waitReplicas={value}")
+    assert result.returncode != 0
+    assert "redis.waitReplicas must be a whole number of 0 or more" in result.stderr
+
+
 def test_database_and_object_store_settings_only_where_the_roster_says(
     renders: dict[tuple[str, str], Manifest], fleet: Fleet
 ) -> None:
@@ -772,6 +806,18 @@ def test_backing_services_egress_only_where_the_roster_says(
         assert egress_rules_on(policy, 6378), name
         dns = egress_rules_on(policy, 53)
         assert {p["protocol"] for p in dns[0]["ports"]} == {"UDP", "TCP"}
+
+
+def test_redis_egress_reaches_every_node_of_a_memorystore_cluster(
+    default: Manifest, fleet: Fleet
+) -> None:
+    # A cluster client connects to every node the cluster names: Memorystore
+    # for Redis Cluster's answer on 11000-13047 besides its discovery
+    # endpoint's 6379, a range in one entry (endPort).
+    for name in fleet.names:
+        (rule,) = egress_rules_on(default.get("NetworkPolicy", name), 6379)
+        assert {"port": 11000, "endPort": 13047, "protocol": "TCP"} in rule["ports"], name
+        assert {"port": 6378, "protocol": "TCP"} in rule["ports"], name
 
 
 def test_gateway_network_policy(default: Manifest, fleet: Fleet) -> None:

@@ -4,7 +4,8 @@ Every file parses (python-hcl2); `terraform fmt` accepts it; checkov and
 trivy leave no failed check (each skip is a commented
 ``#checkov:skip=...:reason`` or ``#trivy:ignore`` in the .tf). The parsed HCL
 is then checked for what matters (HA Cloud SQL with private IP only, deletion
-protection, Workload Identity, a private bucket) and for the arithmetic: the
+protection, Workload Identity, a private bucket; exactly one Redis, an
+instance or a cluster, whose URL the secret holds) and for the arithmetic: the
 node pool holds 50 pods of everything at the production requests, and
 max_connections covers the services' pools, both recomputed from the chart's
 values files and the fleet's roster. `terraform validate` needs the providers,
@@ -21,6 +22,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import hcl2
 import pytest
@@ -97,11 +99,16 @@ def tfvars(name: str) -> Obj:
     return {k: unquote(v) for k, v in load(TERRAFORM_DIR / name).items()}
 
 
-def variable_default(tf: dict[str, Obj], name: str) -> Any:
+def variable(tf: dict[str, Obj], name: str) -> Obj:
     for block in blocks(tf, "variable"):
         if unquote(next(iter(block))) == name:
-            return unquote(next(iter(block.values())).get("default"))
+            body: Obj = next(iter(block.values()))
+            return body
     raise KeyError(name)
+
+
+def variable_default(tf: dict[str, Obj], name: str) -> Any:
+    return unquote(variable(tf, name).get("default"))
 
 
 def one(body: Obj, key: str) -> Obj:
@@ -206,6 +213,12 @@ def test_checkov_no_failed_check() -> None:
     ]
     assert not failed, failed
     assert all(r["summary"]["parsing_errors"] == 0 for r in reports)
+    # A resource with a count is scanned whatever var.redis_mode says (as its
+    # first instance). checkov has no check of google_redis_cluster, nor trivy
+    # one of either Redis: test_redis_cluster_is_ha_encrypted_and_private
+    # holds the cluster to what they check of the instance.
+    scanned = {c["resource"] for r in reports for c in r["results"]["passed_checks"]}
+    assert "google_redis_instance.main[0]" in scanned
     # Every skip says why.
     for r in reports:
         skipped_checks = r["results"]["skipped_checks"]
@@ -300,6 +313,127 @@ def test_redis_is_ha_with_auth_and_tls(tf: dict[str, Obj]) -> None:
     assert unquote(redis["connect_mode"]) == "PRIVATE_SERVICE_ACCESS"
     # The chart's NetworkPolicy lets Memorystore's TLS port out.
     assert 6378 in chart_values("values.yaml")["networkPolicy"]["redis"]["ports"]
+
+
+REDIS_RESOURCES = ("google_redis_instance", "google_redis_cluster")
+# A Memorystore for Redis Cluster's nodes: the discovery endpoint's port, and
+# those of the nodes behind its Private Service Connect addresses (Google's
+# "Troubleshoot issues" page of Memorystore for Redis Cluster).
+CLUSTER_PORTS = [6379, *range(11000, 13048)]
+
+
+def redis_modes(tf: dict[str, Obj]) -> list[str]:
+    """The values var.redis_mode's validation admits."""
+    (validation,) = variable(tf, "redis_mode")["validation"]
+    found = re.fullmatch(
+        r"\$\{contains\((\[[^\]]*\]), var\.redis_mode\)\}", validation["condition"]
+    )
+    assert found, validation["condition"]
+    modes: list[str] = json.loads(found.group(1))
+    return modes
+
+
+def made_in_mode(body: Obj) -> str:
+    """The var.redis_mode in which a resource exists: its count is 1 there, 0
+    in every other."""
+    found = re.fullmatch(r'\$\{var\.redis_mode == "(\w+)" \? 1 : 0\}', str(body.get("count")))
+    assert found, body.get("count")
+    return found.group(1)
+
+
+def test_redis_mode_makes_exactly_one_redis(tf: dict[str, Obj]) -> None:
+    modes = redis_modes(tf)
+    assert sorted(modes) == ["cluster", "instance"]
+    assert variable_default(tf, "redis_mode") == "instance"
+    for name in ("prod.tfvars", "staging.tfvars"):
+        assert tfvars(name).get("redis_mode", "instance") in modes, name
+    # Each mode makes one of the two and only one: their counts are 1 in
+    # different modes, and between them cover every mode.
+    made = {rtype: made_in_mode(resource(tf, rtype, "main")) for rtype in REDIS_RESOURCES}
+    assert sorted(made.values()) == sorted(modes), made
+    # What only the cluster needs comes and goes with it.
+    policy = resource(tf, "google_network_connectivity_service_connection_policy", "redis")
+    assert made_in_mode(policy) == made["google_redis_cluster"]
+    cluster = resource(tf, "google_redis_cluster", "main")
+    assert "google_network_connectivity_service_connection_policy.redis" in str(
+        cluster["depends_on"]
+    )
+    shards = variable(tf, "redis_shard_count")
+    assert variable_default(tf, "redis_shard_count") == 3
+    (validation,) = shards["validation"]
+    assert "var.redis_shard_count >= 1" in validation["condition"]
+    assert cluster["shard_count"] == "${var.redis_shard_count}"
+
+
+def test_the_redis_secret_holds_the_url_of_the_redis_that_exists(tf: dict[str, Obj]) -> None:
+    local = locals_(tf)
+    # one() of the two resources' URLs (a for expression over each, empty
+    # when its count is 0): the plan fails unless exactly one exists.
+    assert local["redis_url"].startswith("${one(concat(")
+    urls = dict(
+        re.findall(r'\[for \w+ in (google_redis_\w+)\.main : "([^"]+)"\]', local["redis_url"])
+    )
+    assert set(urls) == set(REDIS_RESOURCES)
+    # The query by hand: the interpolations' [0] would read as an IPv6 host.
+    queries = {rtype: parse_qs(url.partition("?")[2]) for rtype, url in urls.items()}
+    for rtype, url in urls.items():
+        assert url.startswith("rediss://"), rtype
+        assert queries[rtype]["ssl_check_hostname"] == ["false"], rtype
+    # The services take a cluster from the URL alone.
+    assert queries["google_redis_cluster"]["cluster"] == ["true"]
+    assert "cluster" not in queries["google_redis_instance"]
+    assert "discovery_endpoints[0].address" in urls["google_redis_cluster"]
+    assert "@" not in urls["google_redis_cluster"]  # no password to give (redis.tf)
+    assert "auth_string" in urls["google_redis_instance"]
+    # The CA of each: the instance's server_ca_certs, the cluster's managed CA.
+    assert local["redis_ca"].startswith("${one(concat(")
+    assert "for redis in google_redis_instance.main : " in local["redis_ca"]
+    assert "redis.server_ca_certs" in local["redis_ca"]
+    assert "for redis in google_redis_cluster.main : " in local["redis_ca"]
+    assert "redis.managed_server_ca[0].ca_certs" in local["redis_ca"]
+    secret = local["secrets"][next(k for k in local["secrets"] if "redis" in k)]
+    assert "url = local.redis_url" in re.sub(r"\s+", " ", secret)
+    assert '"ca.crt" = local.redis_ca' in re.sub(r"\s+", " ", secret)
+    # managed_server_ca came with google 6.40.
+    (terraform,) = tf["versions.tf"]["terraform"]
+    (providers,) = terraform["required_providers"]
+    for name in ("google", "google-beta"):
+        minor = int(unquote(providers[name]["version"]).removeprefix("~> 6."))
+        assert minor >= 40, name
+
+
+def test_redis_cluster_is_ha_encrypted_and_private(tf: dict[str, Obj]) -> None:
+    cluster = resource(tf, "google_redis_cluster", "main")
+    instance = resource(tf, "google_redis_instance", "main")
+    # A replica of every primary in another zone, as the instance has.
+    assert locals_(tf)["redis_replicas"] >= 1
+    for body in (cluster, instance):
+        assert body["replica_count"] == "${local.redis_replicas}"
+    assert unquote(one(cluster, "zone_distribution_config")["mode"]) == "MULTI_ZONE"
+    assert unquote(cluster["transit_encryption_mode"]) == (
+        "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION"
+    )
+    # The other mode is IAM authentication, whose short-lived tokens the
+    # fleet's client does not fetch (redis.tf says why none).
+    assert unquote(cluster["authorization_mode"]) == "AUTH_MODE_DISABLED"
+    assert cluster["deletion_protection_enabled"] is True
+    assert unquote(one(cluster, "persistence_config")["mode"]) == "RDB"
+    # Private Service Connect in the VPC, addresses from the nodes' subnet.
+    assert "google_compute_network.main" in one(cluster, "psc_configs")["network"]
+    policy = resource(tf, "google_network_connectivity_service_connection_policy", "redis")
+    assert unquote(policy["service_class"]) == "gcp-memorystore-redis"
+    assert "google_compute_network.main" in policy["network"]
+    assert one(policy, "psc_config")["subnetworks"] == ["${google_compute_subnetwork.nodes.id}"]
+    (apis,) = resources(tf, "google_project_service").values()
+    assert "networkconnectivity.googleapis.com" in apis["for_each"]
+    # The chart's NetworkPolicy lets the discovery endpoint and every node out.
+    allowed = chart_values("values.yaml")["networkPolicy"]["redis"]["ports"]
+    ranges = [
+        range(p["port"], p["endPort"] + 1) if isinstance(p, dict) else range(p, p + 1)
+        for p in allowed
+    ]
+    for port in CLUSTER_PORTS:
+        assert any(port in r for r in ranges), port
 
 
 def test_gke_private_regional_workload_identity(tf: dict[str, Obj]) -> None:
@@ -471,6 +605,7 @@ def test_helm_values_are_the_charts(tf: dict[str, Obj]) -> None:
         "database.adminSecret.key",
         "redis.existingSecret",
         "redis.caKey",
+        "redis.waitReplicas",
         "objects.endpointUrl",
         "objects.region",
         "objects.bucket",
@@ -483,6 +618,15 @@ def test_helm_values_are_the_charts(tf: dict[str, Obj]) -> None:
             assert isinstance(node, dict), path
             assert key in node, path
             node = node[key]
+
+
+def test_the_relay_waits_for_the_replica_every_primary_has(tf: dict[str, Obj]) -> None:
+    outputs: dict[str, Obj] = {}
+    for block in blocks(tf, "output"):
+        outputs.update({unquote(k): v for k, v in block.items()})
+    redis = outputs["helm_values"]["value"]["redis"]
+    assert redis["waitReplicas"] == "${local.redis_replicas}"
+    assert chart_values("values.yaml")["redis"]["waitReplicas"] == locals_(tf)["redis_replicas"]
 
 
 def test_the_secrets_hold_the_keys_the_chart_reads(tf: dict[str, Obj]) -> None:

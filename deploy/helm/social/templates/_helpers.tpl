@@ -207,6 +207,7 @@ variables, then the section's `env` (which overrides them). Call with
   "SHUTDOWN_DELAY_SECONDS" (toString $cfg.shutdown.delaySeconds)
   "SHUTDOWN_GRACE_SECONDS" (toString $cfg.shutdown.graceSeconds)
   "REDIS_URL" (dict "secretKeyRef" (dict "name" $root.Values.redis.existingSecret "key" $root.Values.redis.key))
+  "REDIS_WAIT_REPLICAS" (include "social.redisWaitReplicas" $root)
 -}}
 {{- with $root.Values.redis.caKey -}}
 {{- $_ := set $env "REDIS_CA_CERT" (dict "secretKeyRef" (dict "name" $root.Values.redis.existingSecret "key" .)) -}}
@@ -245,6 +246,19 @@ variables, then the section's `env` (which overrides them). Call with
 {{- $_ := set $env $name (ternary $value (toString $value) (kindIs "map" $value)) -}}
 {{- end -}}
 {{- include "social.envEntries" $env -}}
+{{- end -}}
+
+{{/*
+redis.waitReplicas, checked: a whole number of 0 or more (the replicas each
+Redis primary has), as the services' REDIS_WAIT_REPLICAS would refuse
+anything else at start, one crash-looping pod after another.
+*/}}
+{{- define "social.redisWaitReplicas" -}}
+{{- $n := .Values.redis.waitReplicas -}}
+{{- if not (and (or (kindIs "float64" $n) (kindIs "int64" $n) (kindIs "int" $n)) (eq (float64 $n) (floor $n)) (ge (float64 $n) 0.0)) -}}
+{{- fail (printf "redis.waitReplicas must be a whole number of 0 or more (the replicas of each Redis primary), not %v" $n) -}}
+{{- end -}}
+{{- int $n -}}
 {{- end -}}
 
 {{/*
@@ -305,7 +319,10 @@ only serving needs (Redis, the object store's keys, the peers). Call with
     - {port: 53, protocol: TCP}
 {{- end -}}
 
-{{/* NetworkPolicy egress rule to CIDRs on ports. Call with a networkPolicy section ({cidrs, ports}). */}}
+{{/*
+NetworkPolicy egress rule to CIDRs on ports. Call with a networkPolicy section
+({cidrs, ports}); a port is a number, or a range {port: <first>, endPort: <last>}.
+*/}}
 {{- define "social.cidrEgress" -}}
 {{- if and .cidrs .ports -}}
 - to:
@@ -314,7 +331,11 @@ only serving needs (Redis, the object store's keys, the peers). Call with
     {{- end }}
   ports:
     {{- range .ports }}
+    {{- if kindIs "map" . }}
+    - {port: {{ int .port }}, endPort: {{ int .endPort }}, protocol: TCP}
+    {{- else }}
     - {port: {{ int . }}, protocol: TCP}
+    {{- end }}
     {{- end }}
 {{- end -}}
 {{- end -}}
