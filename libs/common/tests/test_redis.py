@@ -1,13 +1,17 @@
 """The shared Redis client survives a Redis restart: its pooled connections,
-broken by the restart, cost no command an error."""
+broken by the restart, cost no command an error; the URL says whether Redis
+is a cluster; tools read each primary's INFO."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 
 import pytest
-from social_common.redis import create_redis, in_cluster
+from social_common.redis import create_redis, create_sync_redis, in_cluster, primaries_info
+from social_stack import redis_cluster
+from social_stack.local import Endpoints, redis_cluster_asked
 from social_stack.processes import Component, start, stop, wait_healthy
 
 
@@ -40,3 +44,13 @@ def test_the_url_says_whether_redis_is_a_cluster() -> None:
     assert in_cluster(create_redis("redis://127.0.0.1:6379/0?cluster=true"))
     with pytest.raises(ValueError, match="cluster parameter"):
         create_redis("redis://127.0.0.1:6379/0?cluster=yes")
+
+
+def test_each_primary_gives_its_info_by_its_address(stack: Endpoints) -> None:
+    found = primaries_info(stack.redis_url, "replication")
+    expected = redis_cluster.PRIMARIES if redis_cluster_asked(os.environ) else 1
+    assert len(found) == expected
+    for address, info in found.items():
+        assert info["role"] == "master"
+        with create_sync_redis(f"redis://{address}/0") as node:
+            assert node.info("replication")["master_replid"] == info["master_replid"]

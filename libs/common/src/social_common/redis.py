@@ -145,6 +145,19 @@ def create_sync_redis(url: str, **options: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+def primaries_info(url: str, section: str, **options: Any) -> dict[str, dict[str, Any]]:
+    """INFO ``section`` of each primary of the Redis at ``url`` by its
+    address (host:port), a cluster's in the order of the slots they serve,
+    for tools and tests."""
+    with create_sync_redis(url, **options) as client:
+        if not isinstance(client, redis.cluster.RedisCluster):
+            where = client.connection_pool.connection_kwargs
+            return {f"{where['host']}:{where['port']}": client.info(section)}
+        slots = client.nodes_manager.slots_cache
+        primaries = dict.fromkeys(slots[slot][0] for slot in sorted(slots))
+        return {node.name: client.info(section, target_nodes=node) for node in primaries}
+
+
 def in_cluster(client: aioredis.Redis) -> bool:
     """Whether ``client`` talks to a Redis Cluster (see :func:`create_redis`)."""
     return isinstance(client, RedisCluster)
