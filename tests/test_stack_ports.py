@@ -8,8 +8,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from social_stack.local import Endpoints, load_state, stop_recorded
+from social_stack.local import Endpoints, Ports, load_state, stop_recorded
 from social_stack.processes import Component, Probe, StackError, ensure_ports_free
+from social_stack.redis_cluster import bus_port
 
 
 def test_a_port_in_use_is_refused_before_anything_starts() -> None:
@@ -55,3 +56,18 @@ def test_a_state_file_from_another_version_still_loads(tmp_path: Path) -> None:
     assert loaded is not None
     assert [c.name for c in loaded[1]] == ["redis"]
     assert stop_recorded(tmp_path) == []
+
+
+def test_every_cluster_node_of_the_dev_stack_has_a_bus_port_of_its_own() -> None:
+    # Redis puts a node's cluster bus at its port + 10,000: past 65,535 for
+    # the dev ports (63799 on), where a node would refuse to start.
+    ports = Ports.dev()
+    taken = {
+        *(getattr(ports, f.name) for f in fields(ports) if isinstance(getattr(ports, f.name), int)),
+        *ports.redis_cluster_nodes,
+        *(port for pair in ports.services.values() for port in pair),
+    }
+    buses = [bus_port(port) for port in ports.redis_cluster_nodes]
+    assert all(0 < bus <= 65_535 for bus in buses)
+    assert len(set(buses)) == len(buses)
+    assert not set(buses) & taken

@@ -434,7 +434,7 @@ class Stack:
                 name,
                 port,
                 self.run_dir / "redis-cluster" / name,
-                [*persistence, *redis_cluster.node_arguments("nodes.conf")],
+                [*persistence, *redis_cluster.node_arguments("nodes.conf", port)],
             )
             for name, port in zip(REDIS_NODES, self.ports.redis_cluster_nodes, strict=True)
         ]

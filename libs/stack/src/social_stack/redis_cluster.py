@@ -22,11 +22,19 @@ SLOTS = 16384
 NODE_TIMEOUT_MS = 1000
 
 
-def node_arguments(config_file: str) -> list[str]:
-    """The server arguments that make a node a cluster node."""
+def bus_port(port: int) -> int:
+    """A node's cluster bus port: Redis's default, its port + 10,000, unless
+    that passes 65,535 (the dev stack's ports, 63799 on): then its port -
+    10,000."""
+    return port + 10_000 if port + 10_000 <= 65_535 else port - 10_000
+
+
+def node_arguments(config_file: str, port: int) -> list[str]:
+    """The server arguments that make the node on ``port`` a cluster node."""
     return [
         "--cluster-enabled", "yes",
         "--cluster-config-file", config_file,
+        "--cluster-port", str(bus_port(port)),
         "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
         # A replica takes over however long it was cut off from its primary:
         # on loopback a replica is never stale by more than the timeout.
@@ -87,7 +95,7 @@ def _assign(clients: Sequence[redis.Redis], first_port: int, deadline: float) ->
         last = SLOTS - 1 if i == PRIMARIES - 1 else (i + 1) * per_primary - 1
         client.cluster("ADDSLOTSRANGE", i * per_primary, last)
     for client in clients[1:]:
-        client.cluster("MEET", "127.0.0.1", first_port)
+        client.cluster("MEET", "127.0.0.1", first_port, bus_port(first_port))
     for primary, replica in zip(clients[:PRIMARIES], clients[PRIMARIES:], strict=True):
         primary_id = _text(primary.cluster("MYID"))
 
