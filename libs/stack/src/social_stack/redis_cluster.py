@@ -24,9 +24,10 @@ NODE_TIMEOUT_MS = 1000
 
 def bus_port(port: int) -> int:
     """A node's cluster bus port: Redis's default, its port + 10,000, unless
-    that passes 65,535 (the dev stack's ports, 63799 on): then its port -
-    10,000."""
-    return port + 10_000 if port + 10_000 <= 65_535 else port - 10_000
+    that passes 65,535 (the dev stack's ports, 63799 on): then its port +
+    1,000, still above the kernel's ephemeral ports (which any connection's
+    source port may hold)."""
+    return port + 10_000 if port + 10_000 <= 65_535 else port + 1_000
 
 
 def node_arguments(config_file: str, port: int) -> list[str]:
