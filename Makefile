@@ -194,9 +194,12 @@ bench: install web browser bench-deps ## Measure the running stack (starting it 
 	$(PY) -m tools.bench
 
 # Both stacks in turn from nothing running (the one left running is stopped
-# first, and the second stopped at the end), the same BENCH_* settings.
-bench-redis: install web browser bench-deps ## `make bench` on one Redis, then on a Redis Cluster, side by side with each primary's commands/s (stops the stack)
+# first, and the second stopped at the end), the same BENCH_* settings, each
+# from an empty Redis (what an earlier run cached would favour one side; the
+# stack's PostgreSQL is kept).
+bench-redis: install web browser bench-deps ## `make bench` on one Redis, then on a Redis Cluster, side by side with each primary's commands/s (stops the stack, empties its Redis)
 	$(STACK) down
+	rm -rf .run/redis .run/redis-cluster
 	STACK_REDIS=single $(STACK) up $(STACK_START_FLAGS)
 	$(PY) -m tools.bench
 	$(STACK) down
@@ -205,8 +208,8 @@ bench-redis: install web browser bench-deps ## `make bench` on one Redis, then o
 	$(STACK) down
 	$(PY) -m tools.bench.redis_compare $$(ls results/bench-2*.json | tail -2)
 
-capacity: install ## Write docs/capacity.md, the pods, cores and store operations the seed's targets take, from the newest `make bench` results (RESULTS=file for another; AGAIN=1 from the figures kept in docs/capacity.json)
-	$(PY) -m tools.bench.capacity $(RESULTS) $(if $(AGAIN),--again)
+capacity: install ## Write docs/capacity.md, the pods, cores and store operations the seed's targets take, from the newest `make bench` results (RESULTS=file for another; AGAIN=1 from the figures kept in docs/capacity.json; CLUSTER="single cluster", make bench-redis's two results files, for a cluster's primaries)
+	$(PY) -m tools.bench.capacity $(RESULTS) $(if $(AGAIN),--again) $(if $(CLUSTER),--cluster $(CLUSTER))
 
 load-test-basic: ## Load test: ramp to a steady load of the user model (p95 < 200 ms, p99 < 500 ms, errors < 1%)
 load-test-stress: ## Load test: steps up to 8x the seed's users (p95 < 500 ms, errors < 10% up to its 1,200), and the knee

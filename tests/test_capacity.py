@@ -16,6 +16,7 @@ from tools.bench.capacity import (
     Profile,
     Sizing,
     chart_sizing,
+    cluster_shards,
     cores,
     goal_costs,
     needs,
@@ -78,6 +79,16 @@ def test_pods_are_the_cores_over_what_a_pod_gives_at_the_target_never_below_the_
 
 def test_redis_primaries_are_its_cores_over_what_one_thread_gives() -> None:
     assert [redis_shards(c) for c in (0.1, 0.8, 0.81, 3.7)] == [1, 1, 2, 5]
+
+
+def test_a_clusters_primaries_are_paced_by_the_busiest() -> None:
+    # Even: the cores over what a primary gives; the busiest with 5/12 of
+    # three primaries' commands: as if there were 1.25 times the cores.
+    assert [cluster_shards(1.6, 1.0), cluster_shards(1.6, 1.25), cluster_shards(0.1, 3.0)] == [
+        2,
+        3,
+        1,
+    ]
 
 
 def test_a_goal_takes_the_fleets_cpu_per_request_times_its_rate_the_generator_left_out() -> None:

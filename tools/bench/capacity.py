@@ -15,6 +15,13 @@ results' ``stores``); a Redis primary is one thread, so its cores over
 REDIS_PRIMARY_CORES is the shards needed; PostgreSQL's connections are the
 database services' pods times their pool.
 
+On a Redis Cluster (figures from `make bench-redis`'s two runs, ``--cluster``:
+one Redis, then the local three-primary cluster): the primaries' CPU per
+request of the DeathStarBench mix there (a cluster splits many-key commands per slot, so it
+may cost more than one server), times the rate, over REDIS_PRIMARY_CORES,
+times how unevenly the keys spread (the busiest primary's share of the
+commands times the primaries: 1 when even), is the primaries needed.
+
 Last, for each of issue 18's goals (the bench's scenarios with a goal, and
 the live delivery's messages a second): the fleet's CPU per request times
 the goal's rate, the cores that goal takes (goal_costs).
@@ -39,6 +46,7 @@ from social_stack.chart import CHART, chart_values, deep_merge
 from social_stack.paths import REPO_ROOT
 
 from .model import GENERATOR_NAMES, RESULTS_DIR
+from .redis_compare import REDIS_COMPONENT, primaries, redis_cpu_ms
 
 DOCUMENT = REPO_ROOT / "docs" / "capacity.md"
 FIGURES = REPO_ROOT / "docs" / "capacity.json"
@@ -172,6 +180,87 @@ def needs(profile: Profile, rate: float, sizing: Mapping[str, Sizing]) -> list[N
 
 def redis_shards(redis_cores: float) -> int:
     return max(1, math.ceil(redis_cores / REDIS_PRIMARY_CORES))
+
+
+def cluster_shards(primary_cores: float, imbalance: float) -> int:
+    """Primaries for ``primary_cores`` of commands when the busiest gets
+    ``imbalance`` times its even share: it sets the pace."""
+    return redis_shards(primary_cores * imbalance)
+
+
+def cluster_figures(
+    single: Mapping[str, Any], cluster: Mapping[str, Any], sources: tuple[str, str]
+) -> dict[str, Any]:
+    """What the model reads of `make bench-redis`'s two runs (``single`` on
+    one Redis, ``cluster`` on a Redis Cluster): for the DSB mix on each, the
+    requests a second, Redis's CPU per request (the cluster's primaries and
+    replicas apart) and commands per request; the cluster's commands a second
+    on each primary."""
+    one, many = _row(single, DSB_MIX), _row(cluster, DSB_MIX)
+    shards = primaries(many)
+    if primaries(one) or not shards:
+        raise ValueError(f"{sources[0]} is not of one Redis or {sources[1]} not of a cluster")
+    primary_ms, replica_ms = redis_cpu_ms(many)
+
+    def services_ms(row: Mapping[str, Any]) -> float:
+        """The fleet's CPU per request but Redis's and the load generator's."""
+        return sum(
+            float(spent["ms_per_request"])
+            for name, spent in row["cpu"].items()
+            if name not in GENERATOR_NAMES and name.partition("-")[0] != REDIS_COMPONENT
+        )
+
+    return {
+        "sources": list(sources),
+        "scenario": DSB_MIX,
+        "single": {
+            "requests_per_s": one["requests_per_s"],
+            "redis_ms": redis_cpu_ms(one)[0],
+            "services_ms": services_ms(one),
+            "commands_per_request": one["stores"]["redis_commands"]["per_request"],
+        },
+        "services_ms": services_ms(many),
+        "requests_per_s": many["requests_per_s"],
+        "primary_ms": primary_ms,
+        "replica_ms": replica_ms,
+        "commands_per_request": many["stores"]["redis_commands"]["per_request"],
+        "primary_commands_per_s": shards,
+    }
+
+
+def render_cluster(cluster: Mapping[str, Any]) -> list[str]:
+    """The Redis Cluster section: the primaries each target takes."""
+    shards: dict[str, float] = cluster["primary_commands_per_s"]
+    busiest = max(shards.values()) / sum(shards.values())
+    imbalance = busiest * len(shards)
+    single = cluster["single"]
+    single_source, cluster_source = cluster["sources"]
+    lines = [
+        "",
+        "## On a Redis Cluster",
+        "",
+        f"From `make bench-redis`: the DeathStarBench mix on one Redis (`{single_source}`,"
+        f" {single['requests_per_s']:,.0f} requests/s) and then on the local cluster of"
+        f" {len(shards)} primaries with a replica each (`{cluster_source}`,"
+        f" {cluster['requests_per_s']:,.0f} requests/s). The cluster's primaries spent"
+        f" {cluster['primary_ms']:.3f} ms of CPU per request (the one server"
+        f" {single['redis_ms']:.3f} ms) and its replicas {cluster['replica_ms']:.3f} ms, on"
+        f" {cluster['commands_per_request']:.1f} commands per request (the one server"
+        f" {single['commands_per_request']:.1f}): a many-key command or script is one per"
+        " slot there (a post's fan-out, one per follower). The busiest primary took"
+        f" {busiest:.0%} of the commands (even: {1 / len(shards):.0%}), so primaries are"
+        f" planned at {imbalance:.2f} times their even share. The rest of the fleet spent"
+        f" {cluster['services_ms']:.3f} ms per request there (with one Redis"
+        f" {single['services_ms']:.3f} ms; posts took the most of the difference): the"
+        " pods above grow by as much on a cluster.",
+        "",
+        "| requests/s | primaries' cores | primaries (a replica each) |",
+        "|---|---|---|",
+    ]
+    for rate in TARGETS:
+        needed = rate * cluster["primary_ms"] / 1000
+        lines.append(f"| {rate:,} | {needed:.1f} | {cluster_shards(needed, imbalance)} |")
+    return lines
 
 
 def database_connections(found: list[Need], sizing: Mapping[str, Sizing]) -> int:
@@ -319,6 +408,8 @@ def render(results: Mapping[str, Any], sizing: Mapping[str, Sizing]) -> str:
                     " requests cheaper (issue 18)."
                 ),
             ]
+    if "cluster" in results:
+        lines += render_cluster(results["cluster"])
     nproc = results["machine"]["nproc"]
     lines += [
         "",
@@ -356,13 +447,31 @@ def main() -> None:
     source.add_argument(
         "--again", action="store_true", help=f"from the figures kept in {FIGURES.name}"
     )
+    parser.add_argument(
+        "--cluster",
+        type=Path,
+        nargs=2,
+        metavar=("SINGLE", "CLUSTER"),
+        help="make bench-redis's two results files, on one Redis and on a Redis Cluster;"
+        f" default: the figures kept in {FIGURES.name}, if any",
+    )
     args = parser.parse_args()
+    previous = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
     if args.results is None and args.again:
-        kept = json.loads(FIGURES.read_text())
+        kept = previous
     else:
         path: Path = args.results or newest_results()
         kept = figures(json.loads(path.read_text()), path.name)
-        FIGURES.write_text(json.dumps(kept, indent=1) + "\n")
+    if args.cluster is not None:
+        single, cluster = args.cluster
+        kept["cluster"] = cluster_figures(
+            json.loads(single.read_text()),
+            json.loads(cluster.read_text()),
+            (single.name, cluster.name),
+        )
+    elif "cluster" in previous:
+        kept["cluster"] = previous["cluster"]
+    FIGURES.write_text(json.dumps(kept, indent=1) + "\n")
     DOCUMENT.write_text(render(kept, chart_sizing()))
     print(DOCUMENT)
 
