@@ -24,6 +24,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from posts.timelines import timeline_key
 from realtime.api import RealtimeEndpoint
 from realtime.hub import TRY_AGAIN_LATER, Hub, stream_key
 from realtime.presence import LEASE_SECONDS, Presence, presence_key
@@ -43,6 +44,7 @@ from social_stack.testing import (
     create_account,
     create_post,
     stream_position,
+    upload_image,
     wait_until,
 )
 from starlette.applications import Starlette
@@ -650,6 +652,51 @@ def _primary_of(redis_url: str, key: str) -> str:
     return asyncio.run(ask())
 
 
+class FanOfFourAuthors:
+    """Four authors followed by one fan whose timeline lives away from the
+    ``avoided`` primary (each author below the stack's celebrity threshold:
+    their posts are fanned out on write), and five images each to post."""
+
+    def __init__(self, stack: Endpoints, avoided: str) -> None:
+        self.stack = stack
+        self.fan = create_account(stack.gateway_url)
+        while _primary_of(stack.redis_url, timeline_key(self.fan.id)) == avoided:
+            self.fan = create_account(stack.gateway_url)
+        self.authors = [create_account(stack.gateway_url) for _ in range(4)]
+        with client(stack.gateway_url) as http:
+            for author in self.authors:
+                path = f"/api/v1/users/{author.username}/follow"
+                assert http.post(path, headers=self.fan.auth).status_code in (200, 201, 204)
+        self.images = [
+            (author, upload_image(stack.gateway_url, author)["id"])
+            for author in self.authors
+            for _ in range(5)
+        ]
+
+    def post_all(self) -> list[str]:
+        """Posts every image (a 503 retried, as a client would); the posts' ids."""
+        posted = []
+        with client(self.stack.gateway_url) as http:
+            for author, media_id in self.images:
+                for _ in range(100):
+                    sent = http.post(
+                        "/api/v1/posts",
+                        headers=author.auth,
+                        json={"caption": "during a failover", "media_ids": [media_id]},
+                    )
+                    if sent.status_code != 503:
+                        break
+                    time.sleep(0.1)
+                assert sent.status_code == 201, sent.text
+                posted.append(sent.json()["id"])
+        return posted
+
+    def in_feed(self, posted: list[str]) -> bool:
+        with client(self.stack.gateway_url) as http:
+            page = http.get("/api/v1/feed", params={"limit": 40}, headers=self.fan.auth)
+        return page.status_code == 200 and set(posted) <= {p["id"] for p in page.json()["items"]}
+
+
 @pytest.mark.skipif(
     not redis_cluster_asked(os.environ), reason="a Redis Cluster's failover (make test-cluster)"
 )
@@ -661,7 +708,8 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
     its link cut) and no consumer has read (realtime is down meanwhile): the
     replica takes over, every client finds it by itself, and every
     acknowledged message is delivered (the outbox relay lets an event go only
-    once a replica has it)."""
+    once a replica has it). Posts are written meanwhile, their events
+    spread over every shard: a fan's feed shows each one acknowledged."""
 
     def primaries(run: ThousandMessages) -> tuple[str, str]:
         """Where the run's message events go, and where its channel lives."""
@@ -689,6 +737,8 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
             # table, perhaps the dead one: it cannot start until the map moves.
             return False
 
+    posts = FanOfFourAuthors(stack, primary)
+    posting = ThreadPoolExecutor(1)
     by_address = {c.probe.address: c for c in stack_runner.components}
     with create_sync_redis(f"redis://{primary}/0") as node:
         replica = by_address[f"127.0.0.1:{node.info('replication')['slave0']['port']}"]
@@ -701,6 +751,7 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
             # What the primary had sent is in the replica's socket already:
             # frozen, its link cut, it has nothing written from now on.
             os.kill(replica.pid, signal.SIGSTOP)
+            posted = posting.submit(posts.post_all)
             try:
                 node.client_kill_filter(_type="replica")
                 written = node.xlen(stream)
@@ -718,6 +769,9 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
         run.join()
         run.follow(stack.gateway_url, account, 60.0)
     run.check_none_lost()
+    acknowledged = posted.result()
+    posting.shutdown()
+    wait_until(lambda: posts.in_feed(acknowledged), timeout=30, what="every post in the feed")
 
 
 # -- connections per user, across processes

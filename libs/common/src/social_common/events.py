@@ -317,9 +317,8 @@ class EventConsumer:
         # XREADGROUP's COUNT is per stream: a read of many streams takes a
         # share of ``count`` from each (at least a few), so a backlog spread
         # over every shard is not read many times ``count`` at once.
-        self.count_per_stream = max(
-            _MIN_READ_PER_STREAM, count // max(len(g) for g in self.stream_groups)
-        )
+        widest = max((len(group) for group in self.stream_groups), default=1)
+        self.count_per_stream = max(_MIN_READ_PER_STREAM, count // max(1, widest))
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
 
