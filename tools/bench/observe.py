@@ -34,11 +34,11 @@ from social_stack.processes import Component, StackError, is_running, stat_field
 
 # Events are done when no more are handled for this long.
 SETTLE_QUIET_S = 1.0
-# A Redis Cluster primary's commands in the store counters: this, then its component's name.
-PRIMARY_COMMANDS = "redis_commands_of_"
 SETTLE_MAX_S = 120.0
 PROFILE_RATE_HZ = 100
 PROFILE_TOP = 12
+# A Redis Cluster primary's commands in the store counters: this, then its component's name.
+PRIMARY_COMMANDS = "redis_commands_of_"
 
 
 @dataclass(frozen=True)

@@ -419,7 +419,7 @@ def test_s3_down_answers_503_and_leaves_no_row(
 
 
 def _post_deleted(post_id: str, author_id: str, media_ids: list[str]) -> Envelope:
-    """A serialized envelope as the posts service publishes it."""
+    """An envelope as the posts service publishes it."""
     payload = PostDeleted(post_id=post_id, author_id=author_id, media_ids=media_ids)
     return _envelope(post_id, payload.SerializeToString())
 
