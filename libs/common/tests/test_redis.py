@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from typing import Any
 
 import pytest
 from social_common.redis import create_redis, create_sync_redis, in_cluster, primaries_info
@@ -54,3 +55,13 @@ def test_each_primary_gives_its_info_by_its_address(stack: Endpoints) -> None:
         assert info["role"] == "master"
         with create_sync_redis(f"redis://{address}/0") as node:
             assert node.info("replication")["master_replid"] == info["master_replid"]
+
+
+def test_a_write_on_a_connection_closed_under_it_fails_as_a_broken_one() -> None:
+    # As when the cluster client closes a replaced node's connections while
+    # one is still connecting: a broken connection (retried), not an
+    # AttributeError (a 500, or a background task ended).
+    pool: Any = create_redis("redis://127.0.0.1:1/0").connection_pool
+    connection = pool.make_connection()  # as the client's pool makes each
+    with pytest.raises(ConnectionResetError, match="closed while in use"):
+        asyncio.run(connection._send_packed_command([b"PING"]))

@@ -58,9 +58,14 @@ class _Connection(aioredis.Connection):
     connection has not noticed yet) fails as a broken connection, which the
     retry above sends again on a new one. uvloop raises RuntimeError there
     ("unable to perform operation on <TCPTransport closed=True>"), which
-    redis-py would pass on as is: a 500 instead of a retried command."""
+    redis-py would pass on as is: a 500 instead of a retried command. So
+    does a write on a connection closed under it while it was connecting
+    (redis-py's cluster client, learning its map while commands run, closes
+    the connections of the nodes it replaces): AttributeError on its writer."""
 
     async def _send_packed_command(self, command: Iterable[bytes]) -> None:
+        if self._writer is None:
+            raise ConnectionResetError("the connection was closed while in use")
         try:
             await super()._send_packed_command(command)
         except RuntimeError as exc:
