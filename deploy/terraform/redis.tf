@@ -4,6 +4,8 @@
 # URL of whichever it is.
 locals {
   redis_replicas = 1
+  # Either kind's weekly maintenance (UTC): Sunday, 04:00.
+  redis_maintenance = { day = "SUNDAY", hour = 4 }
 }
 
 # "instance": Memorystore for Redis, standard tier (a replica in another
@@ -27,9 +29,9 @@ resource "google_redis_instance" "main" {
 
   maintenance_policy {
     weekly_maintenance_window {
-      day = "SUNDAY"
+      day = local.redis_maintenance.day
       start_time {
-        hours   = 4
+        hours   = local.redis_maintenance.hour
         minutes = 0
       }
     }
@@ -86,9 +88,9 @@ resource "google_redis_cluster" "main" {
 
   maintenance_policy {
     weekly_maintenance_window {
-      day = "SUNDAY"
+      day = local.redis_maintenance.day
       start_time {
-        hours   = 4
+        hours   = local.redis_maintenance.hour
         minutes = 0
       }
     }
