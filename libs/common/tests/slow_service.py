@@ -1,4 +1,5 @@
-"""A service with one slow route, run as a script by test_runner.py."""
+"""A service with one slow route, and one that breaks its background task, run
+as a script by test_runner.py."""
 
 from __future__ import annotations
 
@@ -16,11 +17,27 @@ async def slow(request: Request) -> Response:
     return PlainTextResponse("finished")
 
 
+broken = asyncio.Event()
+
+
+async def break_background(request: Request) -> Response:
+    broken.set()
+    return PlainTextResponse("breaking")
+
+
+async def background() -> None:
+    await broken.wait()
+    raise RuntimeError("the background task broke")
+
+
 if __name__ == "__main__":
     run_service(
         ServiceSpec(
             name="slowpoke",
             settings_class=Settings,
-            wire=lambda _resources: Wiring(routes=[Route("/slow", slow)]),
+            wire=lambda _resources: Wiring(
+                routes=[Route("/slow", slow), Route("/break", break_background, methods=["POST"])],
+                background=[background],
+            ),
         )
     )

@@ -132,3 +132,14 @@ def test_replicas_share_ports_only_when_told(stack: Endpoints) -> None:
         for process in replicas:
             process.kill()
             process.wait()
+
+
+def test_a_failed_background_task_drains_the_service_and_exits_non_zero(
+    slow_service: tuple[subprocess.Popen[bytes], str, str],
+) -> None:
+    process, base, _ = slow_service
+    assert httpx.post(f"{base}/break").text == "breaking"
+    # Drained like a SIGTERM (not ready first), not left serving without it...
+    wait_until(answers(f"{base}/readyz", 503))
+    # ...and it exits with a failure, for its supervisor to start it again.
+    assert process.wait(timeout=15) == 1

@@ -280,7 +280,7 @@ class OutboxRelay:
                             await self.measure_backlog()
                         async for _ in listener.notifies(timeout=self.idle_poll, stop_after=1):
                             pass
-            except (psycopg.Error, OSError, redis.exceptions.RedisError) as exc:
+            except (psycopg.Error, *UNAVAILABLE) as exc:
                 log.warning("outbox_relay_failed", producer=self.producer, error=str(exc))
                 await asyncio.sleep(1.0)
 
@@ -463,7 +463,13 @@ class EventConsumer:
         """Consumes until cancelled (a background task of the consuming
         service): one loop per group of streams read together, the first of
         which also reclaims and measures."""
-        await self.ensure_groups()
+        while True:
+            try:
+                await self.ensure_groups()
+                break
+            except UNAVAILABLE as exc:
+                log.warning("event_groups_not_created", group=self.group, error=str(exc))
+                await asyncio.sleep(1.0)
         async with asyncio.TaskGroup() as loops:
             for i, streams in enumerate(self.stream_groups):
                 loops.create_task(self._consume(streams, reclaim_every if i == 0 else None))

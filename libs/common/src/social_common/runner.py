@@ -4,7 +4,9 @@ process and one event loop, sharing one Postgres pool and one Redis client.
 On SIGTERM or SIGINT it drains: readiness turns to 503 and gRPC health to
 NOT_SERVING, then after ``SHUTDOWN_DELAY_SECONDS`` both listeners close, the
 requests and RPCs in flight get ``SHUTDOWN_GRACE_SECONDS`` to finish, and the
-pools close last.
+pools close last. A part of it that fails (the HTTP server, or a background
+task such as the event consumer) drains it the same way, and the process exits
+with 1 for its supervisor to start it again: never half a service.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -142,8 +145,10 @@ def _listen(host: str, port: int, *, share: bool) -> socket.socket:
     return sock
 
 
-async def serve(spec: ServiceSpec[S], settings: S) -> None:
-    """Serves until SIGTERM/SIGINT, then drains and returns."""
+async def serve(spec: ServiceSpec[S], settings: S) -> bool:
+    """Serves until SIGTERM/SIGINT, or until a part of it fails (its HTTP
+    server or a background task), then drains. Returns whether it stopped
+    because it was asked to."""
     redis = create_redis(settings.redis_url, settings.redis_ca_cert)
     db: AsyncConnectionPool | None = None
     checks: dict[str, Check] = {"redis": lambda: check_redis(redis)}
@@ -226,8 +231,6 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     with untraced():
         tasks = [asyncio.create_task(run(), name=run.__qualname__) for run in background]
-    for task in tasks:
-        task.add_done_callback(_log_crash)
     log.info(
         "started",
         http=f"{settings.bind_host}:{settings.http_port}",
@@ -235,11 +238,21 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
         environment=settings.environment,
     )
     stop_requested = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({stop_requested, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {stop_requested, http_task, *tasks}, return_when=asyncio.FIRST_COMPLETED
+    )
+    stop_requested.cancel()
+    # Anything but a signal ending the wait is a failure: the process drains
+    # and exits non-zero, for its supervisor (Kubernetes, the local stack's)
+    # to start it again, rather than serve without a part of itself.
+    failed = stop_requested not in done
     if http_task in done:
         # uvicorn returned on its own: it could not serve, so neither do we.
         log.error("http_server_exited")
-    stop_requested.cancel()
+    for task in done & set(tasks):
+        # Background tasks run until cancelled: ending at all is a failure.
+        error = None if task.cancelled() else task.exception()
+        log.error("background_task_failed", task=task.get_name(), exc_info=error)
 
     log.info("draining", delay=settings.shutdown_delay, grace=settings.shutdown_grace)
     readiness.draining = True
@@ -259,12 +272,8 @@ async def serve(spec: ServiceSpec[S], settings: S) -> None:
     if db is not None:
         await db.close()
     await redis.aclose()
-    log.info("stopped")
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
+    log.info("stopped", failed=failed)
+    return not failed
 
 
 def run_service(spec: ServiceSpec[S], settings: S | None = None) -> None:
@@ -274,6 +283,8 @@ def run_service(spec: ServiceSpec[S], settings: S | None = None) -> None:
     # Before any pool, channel or server exists: tracing wraps their making.
     configure_tracing(spec.name)
     try:
-        uvloop.run(serve(spec, settings))
+        asked = uvloop.run(serve(spec, settings))
     finally:
         shutdown_tracing()
+    if not asked:
+        sys.exit(1)
