@@ -724,9 +724,8 @@ class FanOfFourAuthors:
         return page.status_code == 200 and set(posted) <= {p["id"] for p in page.json()["items"]}
 
 
-@pytest.mark.failover
 @pytest.mark.skipif(
-    not redis_cluster_asked(os.environ), reason="a Redis Cluster's failover (make test-failover)"
+    not redis_cluster_asked(os.environ), reason="a Redis Cluster's failover (make test-cluster)"
 )
 def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
     stack: Endpoints, stack_runner: Stack, account: Account
