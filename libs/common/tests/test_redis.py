@@ -65,3 +65,40 @@ def test_a_write_on_a_connection_closed_under_it_fails_as_a_broken_one() -> None
     connection = pool.make_connection()  # as the client's pool makes each
     with pytest.raises(ConnectionResetError, match="closed while in use"):
         asyncio.run(connection._send_packed_command([b"PING"]))
+
+
+def _getkeys_calls(url: str) -> int:
+    return sum(
+        int(info.get("cmdstat_command|getkeys", {}).get("calls", 0))
+        for info in primaries_info(url, "commandstats").values()
+    )
+
+
+def test_stream_reads_go_to_their_streams_node_without_asking_for_their_keys(
+    stack: Endpoints,
+) -> None:
+    # Streams on every primary of a cluster (a tag per slot range), read by a
+    # group and a consumer named like the keyword that ends the options.
+    streams = [f"reads:{{{tag}}}" for tag in ("a", "b", "c", "d")]
+
+    async def main() -> list[Any]:
+        client = create_redis(stack.redis_url)
+        try:
+            read = []
+            for stream in streams:
+                await client.xgroup_create(stream, "streams", id="0", mkstream=True)
+                entry = await client.xadd(stream, {"n": stream})
+                grouped = await client.xreadgroup("streams", "STREAMS", {stream: ">"}, count=5)
+                plain = await client.xread({stream: "0"}, count=5, block=10)
+                read.append((entry, grouped, plain))
+            return read
+        finally:
+            await client.aclose()
+
+    before = _getkeys_calls(stack.redis_url)
+    for stream, (entry, grouped, plain) in zip(streams, asyncio.run(main()), strict=True):
+        expected = [[stream.encode(), [(entry, {b"n": stream.encode()})]]]
+        assert grouped == expected
+        assert plain == expected
+    # redis-py would ask a node for a stream read's keys, twice per read.
+    assert _getkeys_calls(stack.redis_url) == before

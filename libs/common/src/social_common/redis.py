@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 import redis.asyncio as aioredis
 import redis.cluster
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
@@ -116,10 +117,36 @@ def _create_cluster(url: str, tls: dict[str, Any]) -> aioredis.Redis:
     )
     for node in client.get_nodes():
         node.connection_class = client.connection_kwargs["connection_class"]
+    client.commands_parser = _StreamKeysParser()
     # The cluster client answers every command the callers send as the
     # one-server client does (routing each by its keys' slot); its classes
     # are not related, so the type checker is told.
     return cast("aioredis.Redis", client)
+
+
+class _StreamKeysParser(AsyncCommandsParser):
+    """The cluster client's parser of a command's keys (to route it by their
+    slot), reading XREAD's and XREADGROUP's itself: redis-py asks a node
+    (``COMMAND GETKEYS``) for the keys of every command whose keys move, twice
+    per command (a consumer's every read took three round trips, not one),
+    and always the client's default node: while that one failed over, every
+    read failed, whatever its slot."""
+
+    async def get_keys(self, *args: Any) -> Any:
+        name = as_text(args[0]).upper()
+        if name not in _STREAM_READS:
+            return await super().get_keys(*args)
+        # After the group and consumer names (XREADGROUP GROUP <g> <c>), the
+        # first STREAMS is the keyword (COUNT's and BLOCK's values are numbers):
+        # the keys, then as many ids.
+        words = [as_text(arg).upper() if isinstance(arg, str | bytes) else "" for arg in args]
+        start = words.index("STREAMS", _STREAM_READS[name]) + 1
+        return args[start : start + (len(args) - start) // 2]
+
+
+# Where each stream read's options begin (past its name, and XREADGROUP's
+# GROUP <group> <consumer>).
+_STREAM_READS = {"XREAD": 1, "XREADGROUP": 4}
 
 
 def _retrying_class(chosen: type[AbstractConnection]) -> type[AbstractConnection]:
