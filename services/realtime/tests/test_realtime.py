@@ -31,13 +31,22 @@ from realtime.presence import LEASE_SECONDS, Presence, presence_key
 from realtime.settings import RealtimeSettings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from social.events.v1.events_pb2 import Envelope
 from social.messages.v1.events_pb2 import MessageCreated
 from social_common.events import dead_letters_of, make_envelope, stream_for
 from social_common.ids import uuid7
-from social_common.redis import UNAVAILABLE, as_text, create_redis, create_sync_redis, node_of
+from social_common.redis import (
+    UNAVAILABLE,
+    as_text,
+    create_redis,
+    create_sync_redis,
+    node_of,
+    primaries_info,
+)
 from social_common.tokens import AccessClaims, TokenVerifier
 from social_stack.local import Endpoints, Ports, Stack, redis_cluster_asked
+from social_stack.redis_cluster import move_slot
 from social_stack.testing import (
     Account,
     answers,
@@ -794,6 +803,34 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
     acknowledged = posted.result()
     posting.shutdown()
     wait_until(lambda: posts.in_feed(acknowledged), timeout=30, what="every post in the feed")
+
+
+@pytest.mark.skipif(
+    not redis_cluster_asked(os.environ), reason="a Redis Cluster's slot moving (make test-cluster)"
+)
+def test_a_channels_slot_moving_to_another_primary_during_a_thousand_messages_loses_none(
+    stack: Endpoints, account: Account
+) -> None:
+    """The slot of a post's channel (its stream, routing records and sharded
+    pub/sub channel) moves to another primary while messages are posted: the
+    subscriber's socket stays open, and the realtime process follows the
+    channel there (the old primary unsubscribes it) and replays what it missed."""
+    run = ThousandMessages(stack, account)
+    key = stream_key(run.channel)
+    source = _primary_of(stack.redis_url, key)
+    target = next(other for other in primaries_info(stack.redis_url, "server") if other != source)
+    slot = key_slot(key.encode())
+    with _connect(stack.gateway_url, account) as ws:
+        _subscribe(ws, run.channel)
+        run.start()
+        run.listen(ws, 2.0)
+        assert 0 < len(run.received) < 1000
+        move_slot(slot, source, target)
+        assert _primary_of(stack.redis_url, key) == target
+        run.join()
+        run.follow(stack.gateway_url, account, 30.0, ws)
+    run.check_none_lost()
+    move_slot(slot, target, source)  # the cluster as the other tests know it
 
 
 # -- connections per user, across processes

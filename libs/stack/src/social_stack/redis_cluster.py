@@ -107,3 +107,31 @@ def _assign(clients: Sequence[redis.Redis], first_port: int, deadline: float) ->
         # A replica can follow a primary only once it has heard of it.
         _wait("a replica learns of its primary", knows_primary, deadline)
         replica.cluster("REPLICATE", primary_id)
+
+
+def move_slot(slot: int, source: str, target: str) -> None:
+    """Moves ``slot`` and its keys from the primary at ``source`` to the one
+    at ``target`` (``host:port`` each), as resharding does: the target imports
+    the slot, the source migrates its keys (a client of a key already moved
+    is sent on with ASK), then every primary is told the target serves it
+    (the source unsubscribes the slot's sharded pub/sub clients)."""
+    with (
+        redis.Redis.from_url(f"redis://{source}/0") as moving_from,
+        redis.Redis.from_url(f"redis://{target}/0") as moving_to,
+    ):
+        source_id = _text(moving_from.cluster("MYID"))
+        target_id = _text(moving_to.cluster("MYID"))
+        moving_to.cluster("SETSLOT", slot, "IMPORTING", source_id)
+        moving_from.cluster("SETSLOT", slot, "MIGRATING", target_id)
+        host, port = target.rsplit(":", 1)
+        while keys := moving_from.cluster("GETKEYSINSLOT", slot, 100):
+            moving_from.migrate(host, int(port), keys, 0, 5000)
+        primaries = [
+            address
+            for address, node in moving_from.cluster("NODES").items()
+            if "master" in node["flags"].split(",")
+        ]
+        # The target first: it serves the slot before the source sends clients on.
+        for address in sorted(primaries, key=lambda a: (a != target, a != source)):
+            with redis.Redis.from_url(f"redis://{address}/0") as primary:
+                primary.cluster("SETSLOT", slot, "NODE", target_id)
