@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from social_common.cache import REQUESTS, Broadcast, Entry, LocalCache, TieredCache
-from social_common.redis import create_redis
-from social_stack.local import Endpoints, with_credentials
+from social_common.redis import create_redis, node_of, primaries_info
+from social_stack.local import Endpoints, redis_cluster_asked, with_credentials
+from social_stack.redis_cluster import move_slot
 
 
 def _run(stack: Endpoints, scenario: Callable[[aioredis.Redis], Awaitable[None]]) -> None:
@@ -181,6 +185,46 @@ def test_a_broadcast_reaches_listeners_after_a_reset(stack: Endpoints) -> None:
         finally:
             task.cancel()
         assert received == [{"posts": {"p": 3}}]
+
+    _run(stack, scenario)
+
+
+@pytest.mark.skipif(
+    not redis_cluster_asked(os.environ), reason="a Redis Cluster's slot moving (make test-cluster)"
+)
+def test_a_broadcast_follows_its_channel_to_the_primary_its_slot_moves_to(
+    stack: Endpoints,
+) -> None:
+    channel = f"test:{uuid.uuid4().hex[:8]}"
+    slot = key_slot(channel.encode())
+
+    async def scenario(client: aioredis.Redis) -> None:
+        received: list[Any] = []
+        resets: asyncio.Queue[None] = asyncio.Queue()
+        arrived = asyncio.Event()
+
+        def on_message(message: Any) -> None:
+            received.append(message)
+            arrived.set()
+
+        source = await node_of(client, channel)
+        primaries = await asyncio.to_thread(primaries_info, stack.redis_url, "server")
+        target = next(other for other in primaries if other != source)
+        task = asyncio.create_task(
+            Broadcast(client, channel).listen(on_message, lambda: resets.put_nowait(None))
+        )
+        try:
+            async with asyncio.timeout(20):
+                await resets.get()  # subscribed on the source
+                await asyncio.to_thread(move_slot, slot, source, target)
+                await resets.get()  # unsubscribed by the source, subscribed on the target
+                assert await node_of(client, channel) == target
+                await Broadcast(client, channel).publish({"posts": {"p": 4}})
+                await arrived.wait()
+        finally:
+            task.cancel()
+            await asyncio.to_thread(move_slot, slot, target, source)
+        assert received == [{"posts": {"p": 4}}]
 
     _run(stack, scenario)
 

@@ -269,7 +269,11 @@ class Broadcast:
                             on_reset()
                         elif message["type"] == "smessage":
                             self._deliver(on_message, message["data"])
-                # The server ended the subscription: the channel's slot moved.
+                        elif message["type"] == "sunsubscribe":
+                            # The server's doing (the channel's slot moved),
+                            # which redis-py does not count as the end of
+                            # the subscription: only one it asked for.
+                            break
                 await learn_cluster_map(self.redis)
             except REDIS_UNAVAILABLE as exc:
                 log.warning("broadcast_listener_failed", channel=self.channel, error=str(exc))
