@@ -808,29 +808,35 @@ def test_a_primary_failing_over_during_a_thousand_messages_loses_none(
 @pytest.mark.skipif(
     not redis_cluster_asked(os.environ), reason="a Redis Cluster's slot moving (make test-cluster)"
 )
-def test_a_channels_slot_moving_to_another_primary_during_a_thousand_messages_loses_none(
+def test_slots_moving_to_other_primaries_during_a_thousand_messages_lose_none(
     stack: Endpoints, account: Account
 ) -> None:
-    """The slot of a post's channel (its stream, routing records and sharded
-    pub/sub channel) moves to another primary while messages are posted: the
-    subscriber's socket stays open, and the realtime process follows the
-    channel there (the old primary unsubscribes it) and replays what it missed."""
+    """The slots of a post's message events' stream (with its consumer
+    groups) and of its channel (its stream, routing records and sharded
+    pub/sub channel) move to other primaries while messages are posted: the
+    relay and the consumers follow the events, the subscriber's socket stays
+    open, and the realtime process follows the channel there (the old primary
+    unsubscribes it) and replays what it missed."""
     run = ThousandMessages(stack, account)
-    key = stream_key(run.channel)
-    source = _primary_of(stack.redis_url, key)
-    target = next(other for other in primaries_info(stack.redis_url, "server") if other != source)
-    slot = key_slot(key.encode())
+    primaries = list(primaries_info(stack.redis_url, "server"))
+    moves = {}  # slot: (from, to, a key in it)
+    for key in (stream_for("message.created", run.post["id"]), stream_key(run.channel)):
+        source = _primary_of(stack.redis_url, key)
+        target = primaries[(primaries.index(source) + 1) % len(primaries)]
+        moves[key_slot(key.encode())] = (source, target, key)
     with _connect(stack.gateway_url, account) as ws:
         _subscribe(ws, run.channel)
         run.start()
         run.listen(ws, 2.0)
         assert 0 < len(run.received) < 1000
-        move_slot(slot, source, target)
-        assert _primary_of(stack.redis_url, key) == target
+        for slot, (source, target, key) in moves.items():
+            move_slot(slot, source, target)
+            assert _primary_of(stack.redis_url, key) == target
         run.join()
         run.follow(stack.gateway_url, account, 30.0, ws)
     run.check_none_lost()
-    move_slot(slot, target, source)  # the cluster as the other tests know it
+    for slot, (source, target, _) in moves.items():
+        move_slot(slot, target, source)  # the cluster as the other tests know it
 
 
 # -- connections per user, across processes
