@@ -7,10 +7,18 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import uuid
 from typing import Any
 
 import pytest
-from social_common.redis import create_redis, create_sync_redis, in_cluster, primaries_info
+from social_common.redis import (
+    NotReplicated,
+    create_redis,
+    create_sync_redis,
+    execute_replicated,
+    in_cluster,
+    primaries_info,
+)
 from social_stack import redis_cluster
 from social_stack.local import Endpoints, redis_cluster_asked
 from social_stack.processes import Component, start, stop, wait_healthy
@@ -102,3 +110,25 @@ def test_stream_reads_go_to_their_streams_node_without_asking_for_their_keys(
         assert plain == expected
     # redis-py would ask a node for a stream read's keys, twice per read.
     assert _getkeys_calls(stack.redis_url) == before
+
+
+def test_replicated_writes_answer_in_order_once_enough_replicas_have_them(
+    stack: Endpoints,
+) -> None:
+    # Keys on every primary of a cluster; a replica each there, none on one server.
+    keys = [f"replicated:{{{tag}}}:{uuid.uuid4()}" for tag in ("a", "b", "c", "d")]
+    have = 1 if redis_cluster_asked(os.environ) else 0
+
+    async def main() -> None:
+        client = create_redis(stack.redis_url)
+        try:
+            writes = [(key, ("INCRBY", key, n)) for n, key in enumerate(keys, start=1)]
+            assert await execute_replicated(client, writes, have, 1000) == [1, 2, 3, 4]
+            with pytest.raises(NotReplicated, match=f"{have} of {have + 1} replicas"):
+                await execute_replicated(client, writes, have + 1, 10)
+            # Refused, the writes were made all the same (for the caller to send again).
+            assert await client.get(keys[0]) == b"2"
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())

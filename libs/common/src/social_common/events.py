@@ -234,21 +234,12 @@ class OutboxRelay:
             rows = sorted(await cursor.fetchall())
             if not rows:
                 return 0
-            streams = [
-                stream_for(event_type, Envelope.FromString(envelope).key)
-                for _, event_type, envelope in rows
-            ]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for stream, (_, _, envelope) in zip(streams, rows, strict=True):
-                    pipe.xadd(
-                        stream,
-                        {"envelope": bytes(envelope)},
-                        maxlen=STREAM_MAXLEN,
-                        approximate=True,
-                    )
-                await execute_replicated(
-                    self.redis, pipe, streams, self.wait_replicas, WAIT_REPLICAS_MS
-                )
+            writes = []
+            for _, event_type, envelope in rows:
+                stream = stream_for(event_type, Envelope.FromString(envelope).key)
+                xadd = ("XADD", stream, "MAXLEN", "~", STREAM_MAXLEN, "*", "envelope", envelope)
+                writes.append((stream, xadd))
+            await execute_replicated(self.redis, writes, self.wait_replicas, WAIT_REPLICAS_MS)
         for _, event_type, _ in rows:
             RELAYED.labels(event_type).inc()
         return len(rows)

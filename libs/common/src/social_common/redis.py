@@ -3,6 +3,7 @@ one server, or a Redis Cluster when the URL says ``?cluster=true``."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 import redis.cluster
 from redis._parsers import AsyncCommandsParser
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -326,30 +327,64 @@ class NotReplicated(RedisError):
 
 
 async def execute_replicated(
-    client: aioredis.Redis, pipe: Any, keys: Sequence[str], replicas: int, timeout_ms: int
+    client: aioredis.Redis,
+    writes: Sequence[tuple[str, Sequence[Any]]],
+    replicas: int,
+    timeout_ms: int,
 ) -> list[Any]:
-    """Executes ``pipe``, whose writes are to ``keys``, and returns its
-    replies; with ``replicas``, only once that many replicas of every server
-    written have the writes (a WAIT per server, each on the connection of
-    that server's writes), else raises :class:`NotReplicated`."""
-    if not replicas:
-        return list(await pipe.execute())
+    """Sends ``writes`` (each the key it writes and its command with its
+    arguments) and returns their replies; with ``replicas``, only once that
+    many replicas of every server written have them (a WAIT per server, on
+    the connection of that server's writes), else raises :class:`NotReplicated`.
+
+    On a cluster each primary's writes and its WAIT go down one connection,
+    never retried or redirected piecemeal: redis-py's cluster pipeline sends
+    again only the commands that failed, and a WAIT sent again alone (to
+    another node, or after its writes went down a connection now dead)
+    vouches for writes it did not follow — a failover then lost events the
+    caller had let go. Any failure here fails the whole, for the caller to
+    send it all again."""
     if not in_cluster(client):
-        pipe.execute_command("WAIT", replicas, timeout_ms)
-        waits = 1
-    else:
-        nodes = {}
-        for key in keys:
-            node = await _primary(client, key)
-            nodes[node.name] = node
-        for node in nodes.values():
-            pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
-        waits = len(nodes)
-    replies = list(await pipe.execute())
-    acknowledged = replies[len(replies) - waits :]
-    if any(count < replicas for count in acknowledged):
+        async with client.pipeline(transaction=False) as pipe:
+            for _, command in writes:
+                pipe.execute_command(*command)
+            if replicas:
+                pipe.execute_command("WAIT", replicas, timeout_ms)
+            answered = list(await pipe.execute())
+        if replicas:
+            _check_replicated(answered.pop(), replicas)
+        return answered
+    by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
+    for position, (key, command) in enumerate(writes):
+        node = await _primary(client, key)
+        by_node.setdefault(node.name, (node, []))[1].append(PipelineCommand(position, *command))
+    if replicas:
+        for _, sent in by_node.values():
+            sent.append(PipelineCommand(len(writes), "WAIT", replicas, timeout_ms))
+    try:
+        await asyncio.gather(*(node.execute_pipeline(sent) for node, sent in by_node.values()))
+        for _, sent in by_node.values():
+            failed = next((c.result for c in sent if isinstance(c.result, Exception)), None)
+            if failed is not None:
+                raise failed
+    except UNAVAILABLE:
+        # A primary gone or a slot moved: the next try goes where the cluster says.
+        with contextlib.suppress(*UNAVAILABLE):
+            await learn_cluster_map(client)
+        raise
+    replies: list[Any] = [None] * len(writes)
+    for _, sent in by_node.values():
+        if replicas:
+            _check_replicated(cast(int, sent.pop().result), replicas)
+        for write in sent:
+            replies[write.position] = write.result
+    return replies
+
+
+def _check_replicated(acknowledged: int, replicas: int) -> None:
+    """Raises unless WAIT's answer says enough replicas have the writes."""
+    if acknowledged < replicas:
         raise NotReplicated(f"{acknowledged} of {replicas} replicas acknowledged")
-    return replies[: len(replies) - waits]
 
 
 def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
