@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import grpc
 import httpx
+import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -595,27 +596,32 @@ class ThousandMessages:
 
     def whereabouts(self, missing: set[str]) -> str:
         """Where the events of messages a subscriber missed got to: how many
-        are on the message events' stream, the channel's stream, and set
-        aside as dead letters."""
+        are still in the messages service's outbox, on the message events'
+        stream, on the channel's stream, and set aside as dead letters."""
 
-        def message_ids(entries: Any, envelopes: bool) -> set[str]:
-            found = set()
-            for _, fields in entries:
-                if envelopes:
-                    envelope = Envelope.FromString(fields[b"envelope"])
-                    found.add(MessageCreated.FromString(envelope.payload).message_id)
-                else:
-                    found.add(json.loads(fields[b"data"])["message_id"])
-            return found
+        def created(envelopes: Iterable[bytes]) -> set[str]:
+            return {
+                MessageCreated.FromString(Envelope.FromString(envelope).payload).message_id
+                for envelope in envelopes
+            }
 
         with create_sync_redis(self.stack.redis_url) as events:
-            published = message_ids(
-                events.xrange(stream_for("message.created", self.post["id"])), True
-            )
-            routed = message_ids(events.xrange(stream_key(self.channel)), False)
-            dead = message_ids(events.xrange(dead_letters_of("message.created")), True)
+            stream = stream_for("message.created", self.post["id"])
+            published = created(f[b"envelope"] for _, f in events.xrange(stream))
+            routed = {
+                json.loads(f[b"data"])["message_id"]
+                for _, f in events.xrange(stream_key(self.channel))
+            }
+            dead_letters = events.xrange(dead_letters_of("message.created"))
+            dead = created(f[b"envelope"] for _, f in dead_letters)
+        with psycopg.connect(self.stack.database_admin_url) as db:
+            rows = db.execute(
+                "SELECT envelope FROM messages.outbox WHERE event_type = 'message.created'"
+            ).fetchall()
+        waiting = created(envelope for (envelope,) in rows)
         return (
-            f"{len(missing)} missed: {len(missing & published)} on the events' stream,"
+            f"{len(missing)} missed: {len(missing & waiting)} in the outbox,"
+            f" {len(missing & published)} on the events' stream,"
             f" {len(missing & routed)} on the channel's, {len(missing & dead)} dead letters"
         )
 

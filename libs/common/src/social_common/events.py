@@ -15,6 +15,7 @@ times goes to ``dead:events:<type>`` (:func:`dead_letters_of`) for an operator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -341,8 +342,9 @@ class EventConsumer:
         except redis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            # Redis lost the group (restarted without its data, flushed): made
-            # again, it reads what the stream holds from its start.
+            # Redis lost the group (restarted without its data, flushed), or
+            # it was away when the consumer started: made now, it reads what
+            # the stream holds from its start.
             log.warning("event_group_recreated", group=self.group, error=str(exc))
             await self.ensure_groups()
             return 0
@@ -454,13 +456,10 @@ class EventConsumer:
         """Consumes until cancelled (a background task of the consuming
         service): one loop per group of streams read together, the first of
         which also reclaims and measures."""
-        while True:
-            try:
-                await self.ensure_groups()
-                break
-            except UNAVAILABLE as exc:
-                log.warning("event_groups_not_created", group=self.group, error=str(exc))
-                await asyncio.sleep(1.0)
+        # With Redis away now, the first read that finds a group missing
+        # (NOGROUP, as after Redis lost them) creates them.
+        with contextlib.suppress(*UNAVAILABLE):
+            await self.ensure_groups()
         async with asyncio.TaskGroup() as loops:
             for i, streams in enumerate(self.stream_groups):
                 loops.create_task(self._consume(streams, reclaim_every if i == 0 else None))

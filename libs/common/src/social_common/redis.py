@@ -354,9 +354,11 @@ async def execute_replicated(
         if replicas:
             _check_replicated(answered.pop(), replicas)
         return answered
+    # A batch writes few keys many times (a relay's streams): each looked up once.
+    primaries = {key: await _primary(client, key) for key in dict.fromkeys(k for k, _ in writes)}
     by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
     for position, (key, command) in enumerate(writes):
-        node = await _primary(client, key)
+        node = primaries[key]
         by_node.setdefault(node.name, (node, []))[1].append(PipelineCommand(position, *command))
     if replicas:
         for _, sent in by_node.values():
