@@ -1,6 +1,7 @@
 """The shared Redis client survives a Redis restart: its pooled connections,
 broken by the restart, cost no command an error; the URL says whether Redis
-is a cluster; tools read each primary's INFO."""
+is a cluster; a cluster's client routes its first commands by their keys;
+tools read each primary's INFO."""
 
 from __future__ import annotations
 
@@ -110,6 +111,34 @@ def test_stream_reads_go_to_their_streams_node_without_asking_for_their_keys(
         assert plain == expected
     # redis-py would ask a node for a stream read's keys, twice per read.
     assert _getkeys_calls(stack.redis_url) == before
+
+
+def _moved_replies(url: str) -> int:
+    return sum(
+        int(info.get("errorstat_MOVED", {}).get("count", 0))
+        for info in primaries_info(url, "errorstats").values()
+    )
+
+
+def test_a_new_clients_concurrent_commands_go_straight_to_their_keys_nodes(
+    stack: Endpoints,
+) -> None:
+    # Keys in every slot range, written at once by a client that has not
+    # yet learnt the cluster's map.
+    keys = [f"routed:{uuid.uuid4()}" for _ in range(50)]
+
+    async def main() -> list[Any]:
+        client = create_redis(stack.redis_url)
+        try:
+            return await asyncio.gather(*(client.set(key, 1) for key in keys))
+        finally:
+            await client.aclose()
+
+    before = _moved_replies(stack.redis_url)
+    assert asyncio.run(main()) == [True] * len(keys)
+    # redis-py sends such commands to any node; most came back MOVED, and
+    # every fifth MOVED closed the connections of all commands in flight.
+    assert _moved_replies(stack.redis_url) == before
 
 
 def test_replicated_writes_answer_in_order_once_enough_replicas_have_them(

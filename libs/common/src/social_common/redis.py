@@ -111,7 +111,7 @@ def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
 def _create_cluster(url: str, tls: dict[str, Any]) -> aioredis.Redis:
     # Per node, at most MAX_CONNECTIONS; past that a command fails at once
     # (the cluster client does not wait for a free one).
-    client = RedisCluster.from_url(url, **_OPTIONS, **tls)
+    client = _Cluster.from_url(url, **_OPTIONS, **tls)
     # Nodes the client learns of later are made from these arguments.
     client.connection_kwargs["connection_class"] = _retrying_class(
         client.connection_kwargs["connection_class"]
@@ -123,6 +123,22 @@ def _create_cluster(url: str, tls: dict[str, Any]) -> aioredis.Redis:
     # one-server client does (routing each by its keys' slot); its classes
     # are not related, so the type checker is told.
     return cast("aioredis.Redis", client)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, which learns the cluster's map before it
+    routes a command. redis-py sends a command that comes while it knows no
+    map (a new client's first commands, or any after it dropped its map: a
+    failover, or every fifth MOVED reply) to a random node, as if the command
+    had no key. Each such command comes back MOVED, and every fifth MOVED
+    makes the client drop its map and close every connection, those of
+    commands in flight too: fifty concurrent commands on a new client failed
+    about one time in twenty (ConnectionError, retries spent)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
 
 
 class _StreamKeysParser(AsyncCommandsParser):
