@@ -8,21 +8,26 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
 from social_common.redis import (
     NotReplicated,
     create_redis,
     create_sync_redis,
     execute_replicated,
     in_cluster,
+    node_of,
     primaries_info,
 )
 from social_stack import redis_cluster
 from social_stack.local import Endpoints, redis_cluster_asked
 from social_stack.processes import Component, start, stop, wait_healthy
+from social_stack.redis_cluster import move_slot
 
 
 def test_commands_on_connections_a_restart_broke_succeed(
@@ -139,6 +144,68 @@ def test_a_new_clients_concurrent_commands_go_straight_to_their_keys_nodes(
     # redis-py sends such commands to any node; most came back MOVED, and
     # every fifth MOVED closed the connections of all commands in flight.
     assert _moved_replies(stack.redis_url) == before
+
+
+def _blocked_in(node: str, command: str) -> set[int]:
+    """The ids of the clients of ``node`` blocked in ``command``, once there is one."""
+    deadline = time.monotonic() + 20
+    with create_sync_redis(f"redis://{node}/0") as client:
+        while time.monotonic() < deadline:
+            listed = client.client_list()
+            if found := {int(c["id"]) for c in listed if c["cmd"] == command and "b" in c["flags"]}:
+                return found
+            time.sleep(0.01)
+    raise TimeoutError(f"no client of {node} blocked in {command}")
+
+
+@pytest.mark.skipif(
+    not redis_cluster_asked(os.environ), reason="a Redis Cluster's slots moving (make test-cluster)"
+)
+def test_moved_replies_leave_the_commands_in_flight_on_other_primaries_alone(
+    stack: Endpoints,
+) -> None:
+    waiting = f"in-flight:{uuid.uuid4()}"  # a list a BLPOP waits on
+
+    async def scenario(client: aioredis.Redis) -> None:
+        primaries = await asyncio.to_thread(primaries_info, stack.redis_url, "server")
+        held = await node_of(client, waiting)
+        source, target = (address for address in sorted(primaries) if address != held)
+        # Keys in five slots of another primary: each will answer MOVED once.
+        keys: dict[int, str] = {}
+        while len(keys) < 5:
+            key = f"moving:{uuid.uuid4()}"
+            if await node_of(client, key) == source:
+                keys[key_slot(key.encode())] = key
+        await asyncio.gather(*(client.set(key, 1) for key in keys.values()))
+        # Within the client's socket timeout.
+        blpop = asyncio.ensure_future(client.blpop([waiting], timeout=4))
+        blocked = await asyncio.to_thread(_blocked_in, held, "blpop")
+        moved_before = _moved_replies(stack.redis_url)
+        moved: list[int] = []
+        try:
+            for slot in keys:
+                await asyncio.to_thread(move_slot, slot, source, target)
+                moved.append(slot)
+            assert [await client.get(key) for key in keys.values()] == [b"1"] * len(keys)
+            assert _moved_replies(stack.redis_url) - moved_before == len(keys)
+            # redis-py's default closed every connection at the fifth MOVED,
+            # the BLPOP's too, and sent the BLPOP again on a new one.
+            assert blocked <= await asyncio.to_thread(_blocked_in, held, "blpop")
+            await client.rpush(waiting, "here")
+            assert await blpop == (waiting.encode(), b"here")
+        finally:
+            blpop.cancel()
+            for slot in moved:
+                await asyncio.to_thread(move_slot, slot, target, source)
+
+    async def main() -> None:
+        client = create_redis(stack.redis_url)
+        try:
+            await scenario(client)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
 
 
 def test_replicated_writes_answer_in_order_once_enough_replicas_have_them(

@@ -111,7 +111,14 @@ def create_redis(url: str, ca_cert: str | None = None) -> aioredis.Redis:
 def _create_cluster(url: str, tls: dict[str, Any]) -> aioredis.Redis:
     # Per node, at most MAX_CONNECTIONS; past that a command fails at once
     # (the cluster client does not wait for a free one).
-    client = _Cluster.from_url(url, **_OPTIONS, **tls)
+    #
+    # A MOVED reply corrects the client's map for its slot, and nothing
+    # more: redis-py's default also drops the whole map at every fifth,
+    # closing the connections of every command in flight, on every node,
+    # which it then sends again (twice, if a write had already run). A
+    # failover still makes the client learn the whole map again (the
+    # commands to the lost primary fail to connect).
+    client = _Cluster.from_url(url, reinitialize_steps=0, **_OPTIONS, **tls)
     # Nodes the client learns of later are made from these arguments.
     client.connection_kwargs["connection_class"] = _retrying_class(
         client.connection_kwargs["connection_class"]
@@ -127,13 +134,12 @@ def _create_cluster(url: str, tls: dict[str, Any]) -> aioredis.Redis:
 
 class _Cluster(RedisCluster):
     """redis-py's cluster client, which learns the cluster's map before it
-    routes a command. redis-py sends a command that comes while it knows no
-    map (a new client's first commands, or any after it dropped its map: a
-    failover, or every fifth MOVED reply) to a random node, as if the command
-    had no key. Each such command comes back MOVED, and every fifth MOVED
-    makes the client drop its map and close every connection, those of
-    commands in flight too: fifty concurrent commands on a new client failed
-    about one time in twenty (ConnectionError, retries spent)."""
+    routes a command. redis-py routes a command that comes while it knows no
+    map (a new client's first commands, or any after it dropped its map on
+    a CLUSTERDOWN reply) to a random node, as if the command had no key:
+    most come back MOVED. Fifty concurrent commands on a new client failed
+    about one time in twenty, as the MOVED replies (every fifth, with
+    redis-py's default steps) closed the connections of those in flight."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
