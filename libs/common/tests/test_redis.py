@@ -21,6 +21,7 @@ from social_common.redis import (
     create_sync_redis,
     execute_replicated,
     in_cluster,
+    mget,
     node_of,
     primaries_info,
 )
@@ -202,6 +203,36 @@ def test_moved_replies_leave_the_commands_in_flight_on_other_primaries_alone(
         client = create_redis(stack.redis_url)
         try:
             await scenario(client)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(
+    not redis_cluster_asked(os.environ), reason="a Redis Cluster's slot moving (make test-cluster)"
+)
+def test_reads_of_keys_in_a_slot_that_moved_learn_where_it_went_once(stack: Endpoints) -> None:
+    keys = [f"read:{{{tag}}}:{uuid.uuid4()}" for tag in ("a", "b")]  # two slots
+
+    async def main() -> None:
+        client = create_redis(stack.redis_url)
+        try:
+            await asyncio.gather(*(client.set(key, key) for key in keys))
+            assert await mget(client, keys) == [key.encode() for key in keys]  # the map learnt
+            source = await node_of(client, keys[0])
+            primaries = await asyncio.to_thread(primaries_info, stack.redis_url, "server")
+            target = next(other for other in primaries if other != source)
+            slot = key_slot(keys[0].encode())
+            await asyncio.to_thread(move_slot, slot, source, target)
+            try:
+                moved = _moved_replies(stack.redis_url)
+                assert await mget(client, keys) == [key.encode() for key in keys]
+                # The moved key's node said MOVED, once: the client learnt the
+                # map before sending the reads again.
+                assert _moved_replies(stack.redis_url) - moved == 1
+            finally:
+                await asyncio.to_thread(move_slot, slot, target, source)
         finally:
             await client.aclose()
 
