@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from redis.crc import key_slot
 from social_common.redis import (
     NotReplicated,
@@ -130,7 +129,7 @@ def test_a_new_clients_concurrent_commands_go_straight_to_their_keys_nodes(
     stack: Endpoints,
 ) -> None:
     # Keys in every slot range, written at once by a client that has not
-    # yet learnt the cluster's map.
+    # yet learnt the cluster's map (not `async with`: that learns it).
     keys = [f"routed:{uuid.uuid4()}" for _ in range(50)]
 
     async def main() -> list[Any]:
@@ -167,44 +166,38 @@ def test_moved_replies_leave_the_commands_in_flight_on_other_primaries_alone(
 ) -> None:
     waiting = f"in-flight:{uuid.uuid4()}"  # a list a BLPOP waits on
 
-    async def scenario(client: aioredis.Redis) -> None:
-        primaries = await asyncio.to_thread(primaries_info, stack.redis_url, "server")
-        held = await node_of(client, waiting)
-        source, target = (address for address in sorted(primaries) if address != held)
-        # Keys in five slots of another primary: each will answer MOVED once.
-        keys: dict[int, str] = {}
-        while len(keys) < 5:
-            key = f"moving:{uuid.uuid4()}"
-            if await node_of(client, key) == source:
-                keys[key_slot(key.encode())] = key
-        await asyncio.gather(*(client.set(key, 1) for key in keys.values()))
-        # Within the client's socket timeout.
-        blpop = asyncio.ensure_future(client.blpop([waiting], timeout=4))
-        blocked = await asyncio.to_thread(_blocked_in, held, "blpop")
-        moved_before = _moved_replies(stack.redis_url)
-        moved: list[int] = []
-        try:
-            for slot in keys:
-                await asyncio.to_thread(move_slot, slot, source, target)
-                moved.append(slot)
-            assert [await client.get(key) for key in keys.values()] == [b"1"] * len(keys)
-            assert _moved_replies(stack.redis_url) - moved_before == len(keys)
-            # redis-py's default closed every connection at the fifth MOVED,
-            # the BLPOP's too, and sent the BLPOP again on a new one.
-            assert blocked <= await asyncio.to_thread(_blocked_in, held, "blpop")
-            await client.rpush(waiting, "here")
-            assert await blpop == (waiting.encode(), b"here")
-        finally:
-            blpop.cancel()
-            for slot in moved:
-                await asyncio.to_thread(move_slot, slot, target, source)
-
     async def main() -> None:
-        client = create_redis(stack.redis_url)
-        try:
-            await scenario(client)
-        finally:
-            await client.aclose()
+        async with create_redis(stack.redis_url) as client:
+            primaries = await asyncio.to_thread(primaries_info, stack.redis_url, "server")
+            held = await node_of(client, waiting)
+            source, target = (address for address in sorted(primaries) if address != held)
+            # Keys in five slots of another primary: each will answer MOVED once.
+            keys: dict[int, str] = {}
+            while len(keys) < 5:
+                key = f"moving:{uuid.uuid4()}"
+                if await node_of(client, key) == source:
+                    keys[key_slot(key.encode())] = key
+            await asyncio.gather(*(client.set(key, 1) for key in keys.values()))
+            # Within the client's socket timeout.
+            blpop = asyncio.ensure_future(client.blpop([waiting], timeout=4))
+            blocked = await asyncio.to_thread(_blocked_in, held, "blpop")
+            moved_before = _moved_replies(stack.redis_url)
+            moved: list[int] = []
+            try:
+                for slot in keys:
+                    await asyncio.to_thread(move_slot, slot, source, target)
+                    moved.append(slot)
+                assert [await client.get(key) for key in keys.values()] == [b"1"] * len(keys)
+                assert _moved_replies(stack.redis_url) - moved_before == len(keys)
+                # redis-py's default closed every connection at the fifth MOVED,
+                # the BLPOP's too, and sent the BLPOP again on a new one.
+                assert blocked <= await asyncio.to_thread(_blocked_in, held, "blpop")
+                await client.rpush(waiting, "here")
+                assert await blpop == (waiting.encode(), b"here")
+            finally:
+                blpop.cancel()
+                for slot in moved:
+                    await asyncio.to_thread(move_slot, slot, target, source)
 
     asyncio.run(main())
 
@@ -216,8 +209,7 @@ def test_reads_of_keys_in_a_slot_that_moved_learn_where_it_went_once(stack: Endp
     keys = [f"read:{{{tag}}}:{uuid.uuid4()}" for tag in ("a", "b")]  # two slots
 
     async def main() -> None:
-        client = create_redis(stack.redis_url)
-        try:
+        async with create_redis(stack.redis_url) as client:
             await asyncio.gather(*(client.set(key, key) for key in keys))
             assert await mget(client, keys) == [key.encode() for key in keys]  # the map learnt
             source = await node_of(client, keys[0])
@@ -233,8 +225,6 @@ def test_reads_of_keys_in_a_slot_that_moved_learn_where_it_went_once(stack: Endp
                 assert _moved_replies(stack.redis_url) - moved == 1
             finally:
                 await asyncio.to_thread(move_slot, slot, target, source)
-        finally:
-            await client.aclose()
 
     asyncio.run(main())
 
