@@ -30,7 +30,6 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # A command whose connection broke (Redis restarted, or failed over, since it
 # was last used) is sent again on a new one, twice at most and within a
@@ -297,9 +296,9 @@ async def pipelined(
     error one of them got). For reads, and writes that are safe to send twice.
 
     On a cluster each primary's commands go down one connection, as the
-    client's map says (a key's slot looked up in a table): redis-py's cluster
-    pipeline spent four times the client CPU of one server's on a 20-key
-    MGET, mostly routing each command again. If the map was stale (a reply
+    client's map says (a key's slot looked up in a table): a 20-key MGET
+    (20 slots) costs about 420 µs of client CPU so, 600 µs through redis-py's
+    cluster pipeline (one server's pipeline: 150 µs). If the map was stale (a reply
     redirects) or a node's connection broke, the client learns the map
     again and all of them go again through redis-py's pipeline, which
     follows any redirect still to come."""
@@ -318,10 +317,10 @@ async def pipelined(
 
 
 # What a command sent where the client's map says may meet when the map is
-# out of date: sent again, redis-py's cluster client follows it.
+# out of date: sent again, redis-py's cluster client follows it. Not a
+# timeout, which sending again would double.
 _STALE_ROUTE = (
     RedisConnectionError,
-    RedisTimeoutError,
     MovedError,
     AskError,
     TryAgainError,
