@@ -40,6 +40,7 @@ from social_common.redis import (
     UNAVAILABLE,
     as_text,
     execute_replicated,
+    pipelined,
     slot_groups,
 )
 from social_common.tasks import cancel_requested
@@ -366,9 +367,17 @@ class EventConsumer:
 
     async def reclaim_once(self) -> int:
         """Retries entries pending longer than ``claim_idle_ms`` (a crashed or
-        failed consumer's), dead-lettering those delivered too often."""
+        failed consumer's), dead-lettering those delivered too often. Which
+        streams have entries pending at all is asked of all at once (one
+        round trip per node, not one per stream: this runs in the first
+        shard's read loop, which waits for it)."""
+        summaries = await pipelined(
+            self.redis, [(stream, ("XPENDING", stream, self.group)) for stream in self.streams]
+        )
         retried = 0
-        for stream in self.streams:
+        for stream, summary in zip(self.streams, summaries, strict=True):
+            if not summary["pending"]:
+                continue
             pending: Any = await self.redis.xpending_range(
                 stream, self.group, min="-", max="+", count=self.count, idle=self.claim_idle_ms
             )
@@ -390,12 +399,13 @@ class EventConsumer:
         """Sets the group's backlog gauges for each type it reads: entries
         delivered but not acknowledged (over the type's streams), and how far
         (in time) its last delivered entry is behind the stream's newest (on
-        the stream furthest behind)."""
+        the stream furthest behind). Each type's streams are asked at once."""
         for event_type in self.handlers:
+            streams = streams_of(event_type)
+            asked = [(s, (command, s)) for s in streams for command in _BACKLOG_INFO]
+            replies = await pipelined(self.redis, asked)
             pending, behind_ms = 0, 0
-            for stream in streams_of(event_type):
-                groups: Any = await self.redis.xinfo_groups(stream)
-                info: Any = await self.redis.xinfo_stream(stream)
+            for groups, info in zip(replies[::2], replies[1::2], strict=True):
                 mine = next((g for g in groups if as_text(g["name"]) == self.group), None)
                 if mine is None:
                     continue
@@ -480,6 +490,11 @@ class EventConsumer:
             except UNAVAILABLE as exc:
                 log.warning("event_consumer_failed", group=self.group, error=str(exc))
                 await asyncio.sleep(1.0)
+
+
+# What a stream says of its groups (their pending entries and last delivered)
+# and of itself (its newest entry), in the order measure_backlog reads them.
+_BACKLOG_INFO = ("XINFO GROUPS", "XINFO STREAM")
 
 
 def _stream_ms(entry_id: bytes | str) -> int:
