@@ -341,10 +341,15 @@ async def _primary(client: aioredis.Redis, key: str) -> ClusterNode:
     """The cluster's primary that serves ``key``, as the client last learned the map."""
     cluster = cast("RedisCluster", client)
     await cluster.initialize()  # the map, read once
-    found = cluster.get_node_from_key(key)
-    if found is None:
+    return _serving(cluster, key)
+
+
+def _serving(cluster: RedisCluster, key: str) -> ClusterNode:
+    """The primary that serves ``key`` in the map ``cluster`` has learned."""
+    served_by = cluster.nodes_manager.slots_cache.get(key_slot(key.encode()))
+    if not served_by:
         raise RedisClusterException(f"no node in the cluster's map serves {key}")
-    return found
+    return served_by[0]
 
 
 async def channel_on(client: aioredis.Redis, node: str, name: str) -> str:
@@ -356,8 +361,7 @@ async def channel_on(client: aioredis.Redis, node: str, name: str) -> str:
     await cluster.initialize()
     for tag in range(1_000_000):
         channel = f"{name}:{{{tag}}}"
-        served_by = cluster.nodes_manager.slots_cache.get(key_slot(channel.encode()))
-        if served_by and served_by[0].name == node:
+        if _serving(cluster, channel).name == node:
             return channel
     raise RedisClusterException(f"{node} serves no slot")
 
@@ -447,8 +451,10 @@ async def _by_primary(
     """``commands`` (each the key it routes by and the command) by the
     primary of the cluster that serves each key, as the client's map says;
     each command knows its position among them."""
+    cluster = cast("RedisCluster", client)
+    await cluster.initialize()  # the map, read once
     # A batch writes few keys many times (a relay's streams): each looked up once.
-    primaries = {key: await _primary(client, key) for key in dict.fromkeys(k for k, _ in commands)}
+    primaries = {key: _serving(cluster, key) for key in dict.fromkeys(k for k, _ in commands)}
     by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
     for position, (key, command) in enumerate(commands):
         node = primaries[key]
