@@ -269,23 +269,13 @@ async def run_script(
     if len(calls) == 1:
         keys, args = calls[0]
         return [await script(keys=list(keys), args=list(args))]
+    # As MGET above: EVALSHA by name is refused, its keys in one slot are not.
+    commands = [(keys[0], ("EVALSHA", script.sha, len(keys), *keys, *args)) for keys, args in calls]
     try:
-        return await _pipelined(client, script, calls)
+        return await pipelined(client, commands)
     except NoScriptError:
         await client.script_load(script.script)  # on a cluster: to every primary
-        return await _pipelined(client, script, calls)
-
-
-async def _pipelined(
-    client: aioredis.Redis,
-    script: AsyncScript,
-    calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
-) -> list[Any]:
-    # As MGET above: EVALSHA by name is refused, its keys in one slot are not.
-    return await pipelined(
-        client,
-        [(keys[0], ("EVALSHA", script.sha, len(keys), *keys, *args)) for keys, args in calls],
-    )
+        return await pipelined(client, commands)
 
 
 async def pipelined(
