@@ -81,11 +81,15 @@ def test_a_write_on_a_connection_closed_under_it_fails_as_a_broken_one() -> None
         asyncio.run(connection._send_packed_command([b"PING"]))
 
 
-def _getkeys_calls(url: str) -> int:
+def _summed(url: str, section: str, stat: str, field: str) -> int:
+    """``field`` of the INFO ``section``'s ``stat``, summed over the primaries."""
     return sum(
-        int(info.get("cmdstat_command|getkeys", {}).get("calls", 0))
-        for info in primaries_info(url, "commandstats").values()
+        int(info.get(stat, {}).get(field, 0)) for info in primaries_info(url, section).values()
     )
+
+
+def _getkeys_calls(url: str) -> int:
+    return _summed(url, "commandstats", "cmdstat_command|getkeys", "calls")
 
 
 def test_stream_reads_go_to_their_streams_node_without_asking_for_their_keys(
@@ -119,10 +123,7 @@ def test_stream_reads_go_to_their_streams_node_without_asking_for_their_keys(
 
 
 def _moved_replies(url: str) -> int:
-    return sum(
-        int(info.get("errorstat_MOVED", {}).get("count", 0))
-        for info in primaries_info(url, "errorstats").values()
-    )
+    return _summed(url, "errorstats", "errorstat_MOVED", "count")
 
 
 def test_a_new_clients_concurrent_commands_go_straight_to_their_keys_nodes(
