@@ -27,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 from posts.timelines import timeline_key
 from realtime.api import RealtimeEndpoint
+from realtime.events import Router
 from realtime.hub import TRY_AGAIN_LATER, Hub, stream_key
 from realtime.presence import LEASE_SECONDS, Presence, presence_key
 from realtime.settings import RealtimeSettings
@@ -452,6 +453,43 @@ def test_the_gateway_holds_little_for_a_client_that_reads_nothing(
     # frames here) and what the kernel and Envoy hold in between; megabytes
     # when Envoy buffered what its connection limits allow.
     assert len(backlog) < 512 * 1024, len(backlog)
+
+
+def test_a_burst_on_a_channel_reaches_a_client_that_reads_promptly_whole(
+    stack_runner: Stack, stack: Endpoints, account: Account
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    # Ten send queues' worth, read by the service from Redis at once.
+    count = 10 * int(stack_runner.service_env["realtime"]["REALTIME_SEND_QUEUE"])
+    with _connect(stack.gateway_url, account) as reader:
+        _subscribe(reader, f"post:{post['id']}")
+        asyncio.run(_route_at_once(stack, account, post["id"], count))
+        assert len({f["id"] for f in _events(reader, count)}) == count
+
+
+async def _route_at_once(stack: Endpoints, account: Account, post_id: str, count: int) -> None:
+    """``count`` messages routed to the post's channel at once, as the
+    realtime processes routing a busy post's events do: Redis sends their
+    publications to a subscriber in a burst."""
+    client = create_redis(stack.redis_url)
+    auth = grpc.aio.insecure_channel(stack.services_grpc["auth"])
+    try:
+        router = Router(client, auth, retention=1000)
+        routed = []
+        for _ in range(count):
+            payload = MessageCreated(
+                message_id=str(uuid7()),
+                post_id=post_id,
+                sender_id=account.id,
+                text="hi",
+                post_author_id=account.id,
+            )
+            envelope = make_envelope("messages", "message.created", post_id, payload)
+            routed.append(router.route(envelope, [f"post:{post_id}"], b'{"text": "hi"}'))
+        await asyncio.gather(*routed)
+    finally:
+        await auth.close()
+        await client.aclose()
 
 
 # ~8 MB of frames: far more than the buffers between the service and a

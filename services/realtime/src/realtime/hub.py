@@ -151,6 +151,10 @@ class Client:
         for event in pending:
             self.deliver(key, event)
 
+    def crowded(self) -> bool:
+        """Whether half the send queue or more waits to be written."""
+        return self.queue.qsize() * 2 >= self.queue.maxsize
+
     def _put(self, frame: str | Event) -> None:
         if self.cut_off:
             return
@@ -235,15 +239,23 @@ class Hub:
         """An event of the watched stream ``key``, framed for its watchers."""
         return Event.of(self.channels[key], event_id, event_type, data, traceparent)
 
-    def _dispatch(
+    async def _dispatch(
         self, key: str, event_id: str, event_type: bytes, data: bytes, traceparent: str = ""
     ) -> None:
+        """Queues an event for its watchers. If one's queue is half full, the
+        clients' senders have a turn before the next event: a burst read at
+        once (what Redis sent while this loop was busy) would otherwise fill
+        the queue of a client that reads promptly, and cut it off as too slow."""
         if key not in self.channels:
             return  # no longer watched here
         event = self.event(key, event_id, event_type, data, traceparent)
         self.note(key, event_id)
+        crowded = False
         for client in list(self.watchers.get(key, ())):
             client.deliver(key, event)
+            crowded = crowded or client.crowded()
+        if crowded:
+            await asyncio.sleep(0)
 
     async def _catch_up(self, keys: set[str]) -> None:
         """After a new subscription: what the watched streams got meanwhile."""
@@ -253,7 +265,7 @@ class Hub:
                 continue
             entries: Any = await self.redis.xrange(key, min=f"({seen}", max="+")
             for entry_id, fields in entries:
-                self._dispatch(key, as_text(entry_id), fields[b"type"], fields[b"data"])
+                await self._dispatch(key, as_text(entry_id), fields[b"type"], fields[b"data"])
 
     def _confirm(self, key: str) -> None:
         if key in self._confirmed:
@@ -358,7 +370,7 @@ class _Shard:
                             await self.hub._catch_up(self.keys)
                 elif kind == "smessage":
                     event_id, event_type, traceparent, data = message["data"].split(b"|", 3)
-                    self.hub._dispatch(
+                    await self.hub._dispatch(
                         key, event_id.decode(), event_type, data, traceparent.decode()
                     )
                 elif kind == "sunsubscribe" and (key in self.keys or key == anchor):
