@@ -507,8 +507,7 @@ def _flood(
     """Publishes FLOOD_MESSAGES on the post in rounds that ``reader`` takes
     in before the next: it never has more than half the service's send queue
     in flight, so only a client that reads nothing can be too slow, however
-    busy this machine is (all at once, a reader that lost the CPU for a few
-    milliseconds was cut off too)."""
+    long this busy machine keeps the reader from the CPU."""
     per_round = int(stack_runner.service_env["realtime"]["REALTIME_SEND_QUEUE"]) // 2
     received: set[str] = set()
     for _ in range(FLOOD_MESSAGES // per_round):
