@@ -26,7 +26,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from posts.timelines import timeline_key
-from realtime.api import RealtimeEndpoint
+from realtime.api import EMPTY, RealtimeEndpoint
 from realtime.events import Router
 from realtime.hub import TRY_AGAIN_LATER, Hub, stream_key
 from realtime.presence import LEASE_SECONDS, Presence, presence_key
@@ -463,33 +463,71 @@ def test_a_burst_on_a_channel_reaches_a_client_that_reads_promptly_whole(
     count = 10 * int(stack_runner.service_env["realtime"]["REALTIME_SEND_QUEUE"])
     with _connect(stack.gateway_url, account) as reader:
         _subscribe(reader, f"post:{post['id']}")
-        asyncio.run(_route_at_once(stack, account, post["id"], count))
+        asyncio.run(_route_in_bursts(stack, account, post["id"], count))
         assert len({f["id"] for f in _events(reader, count)}) == count
 
 
-async def _route_at_once(stack: Endpoints, account: Account, post_id: str, count: int) -> None:
-    """``count`` messages routed to the post's channel at once, as the
-    realtime processes routing a busy post's events do: Redis sends their
-    publications to a subscriber in a burst."""
+def test_a_client_back_with_since_gets_the_past_then_what_came_meanwhile_at_its_pace(
+    stack: Endpoints, account: Account
+) -> None:
+    post = create_post(stack.gateway_url, account)
+    channel = f"post:{post['id']}"
+    # Far more than the buffers between the service and a client hold (the
+    # gateway's: under 512 KiB): the replay waits for the client to read.
+    asyncio.run(_route_in_bursts(stack, account, post["id"], 800, "x" * 2000))
+    host, port = stack.gateway_url.removeprefix("http://").split(":")
+    small_buffer = socket.socket()
+    small_buffer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    small_buffer.connect((host, int(port)))
+    with (
+        _connect(stack.gateway_url, account, sock=small_buffer, max_queue=4) as back,
+        _connect(stack.gateway_url, account) as live,
+    ):
+        _subscribe(back, channel, since=EMPTY)  # all the channel keeps
+        _subscribe(live, channel)
+        asyncio.run(_route_in_bursts(stack, account, post["id"], 100))
+        # Once the other has them, they wait behind the replay for ``back``.
+        came_meanwhile = [f["id"] for f in _events(live, 100)]
+        got = [f["id"] for f in _events(back, 900)]
+    assert got[800:] == came_meanwhile
+    assert len(set(got)) == 900
+    assert got == sorted(got, key=stream_position)
+
+
+async def _route_in_bursts(
+    stack: Endpoints, account: Account, post_id: str, count: int, text: str = "hi"
+) -> None:
+    """``count`` messages routed to the post's channel a hundred at once (as
+    the realtime processes routing a busy post's events do; fewer than a
+    client's connections to a node): Redis sends their publications to a
+    subscriber in bursts."""
     client = create_redis(stack.redis_url)
     auth = grpc.aio.insecure_channel(stack.services_grpc["auth"])
+    router = Router(client, auth, RealtimeSettings.from_env("realtime").retention)
+    data = json.dumps({"text": text}).encode()
     try:
-        router = Router(client, auth, retention=1000)
-        routed = []
-        for _ in range(count):
-            payload = MessageCreated(
-                message_id=str(uuid7()),
-                post_id=post_id,
-                sender_id=account.id,
-                text="hi",
-                post_author_id=account.id,
+        for start in range(0, count, 100):
+            await asyncio.gather(
+                *(
+                    router.route(_message(account, post_id, text), [f"post:{post_id}"], data)
+                    for _ in range(start, min(count, start + 100))
+                )
             )
-            envelope = make_envelope("messages", "message.created", post_id, payload)
-            routed.append(router.route(envelope, [f"post:{post_id}"], b'{"text": "hi"}'))
-        await asyncio.gather(*routed)
     finally:
         await auth.close()
         await client.aclose()
+
+
+def _message(account: Account, post_id: str, text: str) -> Envelope:
+    """The event of a new message by ``account`` on its own post."""
+    payload = MessageCreated(
+        message_id=str(uuid7()),
+        post_id=post_id,
+        sender_id=account.id,
+        text=text,
+        post_author_id=account.id,
+    )
+    return make_envelope("messages", "message.created", post_id, payload)
 
 
 # ~8 MB of frames: far more than the buffers between the service and a
@@ -523,14 +561,7 @@ def _publish_messages(
     would, faster than its rate limit allows."""
     with events.pipeline(transaction=False) as pipe:
         for _ in range(count):
-            payload = MessageCreated(
-                message_id=str(uuid7()),
-                post_id=post_id,
-                sender_id=account.id,
-                text=text,
-                post_author_id=account.id,
-            )
-            envelope = make_envelope("messages", "message.created", post_id, payload)
+            envelope = _message(account, post_id, text)
             pipe.xadd(
                 stream_for("message.created", post_id), {"envelope": envelope.SerializeToString()}
             )

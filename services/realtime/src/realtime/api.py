@@ -267,7 +267,7 @@ class RealtimeEndpoint:
                     }
                 )
         self.hub.note(key, tip)
-        client.go_live(key)
+        await client.go_live(key)
 
     async def _tip(self, key: str) -> str:
         """The id of the newest event the stream ``key`` keeps (EMPTY: none)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +97,7 @@ class Watch:
     channel: str
     last: tuple[int, int] = (0, 0)
     # Live events that arrived while the client was replaying what it missed.
-    pending: list[Event] | None = field(default_factory=list)
+    pending: deque[Event] | None = field(default_factory=deque)
 
 
 class Client:
@@ -132,7 +133,7 @@ class Client:
         """Queues a past event, waiting for room: a replay goes at the
         client's pace (live events wait meanwhile, up to ``pending_limit``)."""
         if self._new(self.watches[key], event) and not self.cut_off:
-            await self.queue.put(event.frame)
+            await self.queue.put(event if event.traceparent else event.frame)
 
     @staticmethod
     def _new(watch: Watch, event: Event) -> bool:
@@ -144,12 +145,14 @@ class Client:
         DELIVERED.inc()
         return True
 
-    def go_live(self, key: str) -> None:
-        """Ends a replay: what arrived live meanwhile follows, in order."""
+    async def go_live(self, key: str) -> None:
+        """Ends a replay: what arrived live meanwhile follows, in order and
+        at the client's pace as the replay did (what arrives meanwhile waits
+        behind it); then live events are queued as they come."""
         watch = self.watches[key]
-        pending, watch.pending = watch.pending or [], None
-        for event in pending:
-            self.deliver(key, event)
+        while watch.pending:
+            await self.replay(key, watch.pending.popleft())
+        watch.pending = None
 
     def crowded(self) -> bool:
         """Whether half the send queue or more waits to be written."""
