@@ -45,6 +45,7 @@ from social_common.redis import (
     create_sync_redis,
     node_of,
     primaries_info,
+    stream_position,
 )
 from social_common.tokens import AccessClaims, TokenVerifier
 from social_stack.local import Endpoints, Ports, Stack, redis_cluster_asked
@@ -55,7 +56,6 @@ from social_stack.testing import (
     client,
     create_account,
     create_post,
-    stream_position,
     upload_image,
     wait_until,
 )

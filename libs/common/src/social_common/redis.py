@@ -495,6 +495,12 @@ def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def stream_position(entry_id: str) -> tuple[int, int]:
+    """Where a stream entry id (``<ms>-<seq>``, or ``<ms>``) sits: ids compare by it."""
+    millis, _, seq = entry_id.partition("-")
+    return int(millis), int(seq or 0)
+
+
 async def check_redis(client: aioredis.Redis) -> None:
     """Raises when Redis does not answer PING."""
     await client.ping()

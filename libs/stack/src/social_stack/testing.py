@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from social.events.v1.events_pb2 import Envelope
 from social_common.db import create_pool
 from social_common.events import stream_for
-from social_common.redis import as_text, create_sync_redis
+from social_common.redis import as_text, create_sync_redis, stream_position
 from social_common.revocation import RevokedSessions
 from social_common.runner import Resources, ServiceSpec, Wiring
 from websockets.exceptions import ConnectionClosed
@@ -157,11 +157,6 @@ def create_post(gateway_url: str, account: Account, caption: str = "hello") -> d
     assert response.status_code == 201, response.text
     post: dict[str, Any] = response.json()
     return post
-
-
-def stream_position(entry_id: str) -> tuple[int, ...]:
-    """Where a Redis stream entry (or realtime event) id sits: ids compare by it."""
-    return tuple(int(part) for part in entry_id.split("-"))
 
 
 def publish(events: redis.Redis, envelope: Envelope) -> tuple[str, str]:

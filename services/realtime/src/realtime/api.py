@@ -28,7 +28,7 @@ from social_common.ids import parse_uuid
 from social_common.logging import get_logger
 from social_common.peers import find_post
 from social_common.redis import UNAVAILABLE as REDIS_UNAVAILABLE
-from social_common.redis import as_text
+from social_common.redis import as_text, stream_position
 from social_common.tokens import AccessClaims, InvalidToken, TokenVerifier, bearer_token
 from social_common.tracing import continued_span
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -40,7 +40,6 @@ from realtime.hub import (
     Hub,
     Watch,
     stream_key,
-    stream_position,
 )
 from realtime.presence import Presence
 from realtime.settings import RealtimeSettings

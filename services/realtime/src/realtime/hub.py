@@ -39,6 +39,7 @@ from social_common.redis import (
     node_of,
     node_pubsub,
     slot_groups,
+    stream_position,
 )
 from social_common.tasks import cancel_requested
 
@@ -54,11 +55,6 @@ _ANCHOR = "rt:hub"
 # Close code for "try again later": a client that fell too far behind (with
 # since), or one the server cannot take now.
 TRY_AGAIN_LATER = 1013
-
-
-def stream_position(event_id: str) -> tuple[int, int]:
-    millis, _, seq = event_id.partition("-")
-    return int(millis), int(seq or 0)
 
 
 def stream_key(channel: str) -> str:
