@@ -126,8 +126,9 @@ class Client:
             self._put(event if event.traceparent else event.frame)
 
     async def replay(self, key: str, event: Event) -> None:
-        """Queues a past event, waiting for room: a replay goes at the
-        client's pace (live events wait meanwhile, up to ``pending_limit``)."""
+        """Queues an event of a replay (a past one, or one that came live
+        meanwhile), waiting for room: a replay goes at the client's pace (live
+        events wait meanwhile, up to ``pending_limit``)."""
         if self._new(self.watches[key], event) and not self.cut_off:
             await self.queue.put(event if event.traceparent else event.frame)
 
