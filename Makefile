@@ -2,8 +2,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# uv from PATH, else a copy installed into .tools/ (a fresh machine has only Python).
+# uv from PATH, else a copy installed into .tools/ (a fresh machine has only
+# Python): the version the images copy, as their Dockerfiles name it, so that
+# `uv sync --locked` behaves here as in the images whatever uv's newest is.
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+UV_VERSION := $(shell sed -n 's|^COPY --from=ghcr.io/astral-sh/uv:\([0-9.]*\) .*|\1|p' services/auth/Dockerfile)
 # Trust the platform's certificate store too (registries behind a TLS proxy).
 export UV_SYSTEM_CERTS ?= 1
 PY := $(CURDIR)/.venv/bin/python
@@ -50,7 +53,7 @@ help: ## List the targets
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
-	.tools/bin/pip install --quiet uv
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 install: $(UV) ## Install what is missing (uv, Python packages and the binaries they carry)
 	$(UV) sync --all-packages --locked --quiet

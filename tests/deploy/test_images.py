@@ -818,6 +818,24 @@ def test_dockerignore_keeps_local_environments_and_tests_out() -> None:
         assert not ignore.excludes(kept), kept
 
 
+def test_every_image_copies_the_uv_the_makefile_installs() -> None:
+    """The Makefile installs (where PATH has no uv) the version it reads from
+    a Dockerfile: every image must copy that one."""
+    database = subprocess.run(
+        ["make", "--print-data-base", "--dry-run", "help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [installed] = re.findall(r"^UV_VERSION := (\S+)$", database, re.MULTILINE)
+    copied = {
+        name: re.findall(rf"^COPY --from={UV_IMAGE}:(\S+) ", path.read_text(), re.MULTILINE)
+        for name, path in zip(DOCKERFILE_IDS, DOCKERFILES, strict=True)
+    }
+    assert copied == {name: [installed] for name in DOCKERFILE_IDS}
+
+
 def test_service_dockerfiles_differ_only_in_the_service_name() -> None:
     def generic(path: Path) -> str:
         name = path.parent.name
