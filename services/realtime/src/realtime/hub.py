@@ -103,6 +103,7 @@ class Client:
         self.user_id = user_id
         # Frames to write; an Event where its write is traced.
         self.queue: asyncio.Queue[str | Event] = asyncio.Queue(queue_size)
+        self._crowded_at = (queue_size + 1) // 2
         # Live events held while a replay runs, at most (beyond: cut off).
         self.pending_limit = pending_limit
         self.watches: dict[str, Watch] = {}
@@ -112,18 +113,22 @@ class Client:
     def send(self, frame: dict[str, Any]) -> None:
         self._put(encode(frame).decode())
 
-    def deliver(self, key: str, event: Event) -> None:
-        """Queues a live event for the client (held while it replays)."""
+    def deliver(self, key: str, event: Event) -> bool:
+        """Queues a live event for the client (held while it replays); whether
+        half its send queue or more now waits to be written."""
         watch = self.watches.get(key)
         if watch is None or self.cut_off:
-            return
+            return False
         if watch.pending is not None:
             if len(watch.pending) >= self.pending_limit:
                 self._cut_off()
-                return
-            watch.pending.append(event)
-        elif self._new(watch, event):
-            self._put(event if event.traceparent else event.frame)
+            else:
+                watch.pending.append(event)
+            return False
+        if not self._new(watch, event):
+            return False
+        self._put(event if event.traceparent else event.frame)
+        return self.queue.qsize() >= self._crowded_at
 
     async def replay(self, key: str, event: Event) -> None:
         """Queues an event of a replay (a past one, or one that came live
@@ -150,10 +155,6 @@ class Client:
         while watch.pending:
             await self.replay(key, watch.pending.popleft())
         watch.pending = None
-
-    def crowded(self) -> bool:
-        """Whether half the send queue or more waits to be written."""
-        return self.queue.qsize() * 2 >= self.queue.maxsize
 
     def _put(self, frame: str | Event) -> None:
         if self.cut_off:
@@ -252,8 +253,7 @@ class Hub:
         self.note(key, event_id)
         crowded = False
         for client in list(self.watchers.get(key, ())):
-            client.deliver(key, event)
-            crowded = crowded or client.crowded()
+            crowded |= client.deliver(key, event)
         if crowded:
             await asyncio.sleep(0)
 
