@@ -306,15 +306,27 @@ def test_a_client_without_events_resumes_from_its_subscriptions_last(
         assert _pings(ws)
 
 
+def _send_queue(stack_runner: Stack) -> int:
+    """The frames the test stack's realtime queues for a client before it is too slow."""
+    return int(stack_runner.service_env["realtime"]["REALTIME_SEND_QUEUE"])
+
+
+def _small_buffer_socket(host: str, port: int) -> socket.socket:
+    """A socket connected to ``host:port`` with a 4 KiB receive buffer: what
+    its client leaves unread soon stops the sender."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    return sock
+
+
 @contextlib.contextmanager
 def _client_reading_nothing(
     host: str, port: int, account: Account, channel: str
 ) -> Iterator[socket.socket]:
     """A WebSocket client that subscribes and then reads nothing: a raw socket
     with a 4 KiB receive buffer, doing the handshake by hand."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, port))
+    sock = _small_buffer_socket(host, port)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
@@ -460,7 +472,7 @@ def test_a_burst_on_a_channel_reaches_a_client_that_reads_promptly_whole(
 ) -> None:
     post = create_post(stack.gateway_url, account)
     # Ten send queues' worth, read by the service from Redis at once.
-    count = 10 * int(stack_runner.service_env["realtime"]["REALTIME_SEND_QUEUE"])
+    count = 10 * _send_queue(stack_runner)
     with _connect(stack.gateway_url, account) as reader:
         _subscribe(reader, f"post:{post['id']}")
         asyncio.run(_route_in_bursts(stack, account, post["id"], count))
@@ -476,9 +488,7 @@ def test_a_client_back_with_since_gets_the_past_then_what_came_meanwhile_at_its_
     # gateway's: under 512 KiB): the replay waits for the client to read.
     asyncio.run(_route_in_bursts(stack, account, post["id"], 800, "x" * 2000))
     host, port = stack.gateway_url.removeprefix("http://").split(":")
-    small_buffer = socket.socket()
-    small_buffer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    small_buffer.connect((host, int(port)))
+    small_buffer = _small_buffer_socket(host, int(port))
     with (
         _connect(stack.gateway_url, account, sock=small_buffer, max_queue=4) as back,
         _connect(stack.gateway_url, account) as live,
@@ -546,7 +556,7 @@ def _flood(
     in before the next: it never has more than half the service's send queue
     in flight, so only a client that reads nothing can be too slow, however
     long this busy machine keeps the reader from the CPU."""
-    per_round = int(stack_runner.service_env["realtime"]["REALTIME_SEND_QUEUE"]) // 2
+    per_round = _send_queue(stack_runner) // 2
     received: set[str] = set()
     for _ in range(FLOOD_MESSAGES // per_round):
         _publish_messages(events, account, post_id, per_round, FLOOD_TEXT)
